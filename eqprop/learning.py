@@ -1,0 +1,58 @@
+"""EqProp's learning rule: the weight update from a free and a nudged equilibrium.
+
+dW = (1/beta) [rho(s^b) rho(s^b)^T - rho(s^0) rho(s^0)^T] (.) mask, batch mean
+db = (1/beta) [rho(s^b) - rho(s^0)], zero for inputs.
+Applied as plain SGD, W += lr (.) dW, with a global rate or one rate per layer.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .energy import rho
+from .network import Network
+from .topology import Topology
+
+
+def eqprop_update(free: torch.Tensor, nudged: torch.Tensor, beta: float,
+                  topology: Topology) -> tuple[torch.Tensor, torch.Tensor]:
+    if beta == 0:
+        raise ValueError("eqprop_update needs beta != 0")
+    r0, rb = rho(free), rho(nudged)
+    B = free.shape[0]
+    dW = (rb.T @ rb - r0.T @ r0) / (beta * B)
+    dW = dW * torch.as_tensor(topology.mask, device=dW.device)
+    db = (rb - r0).mean(0) / beta
+    db[: topology.n_in] = 0
+    return dW, db
+
+
+def rate_tensors(topology: Topology, lr, dtype=torch.float32, device="cpu"):
+    """Per-entry rates for W and b from a global rate or one rate per adjacent block.
+
+    Per-layer rates (input side first): block l <-> l+1 and the biases of layer l+1 use
+    lr[l]. Skip and intralayer connections arriving at layer m (the deeper side) use
+    lr[m-1], like that layer's biases.
+    """
+    L = len(topology.sizes)
+    if np.isscalar(lr):
+        lrs = [float(lr)] * (L - 1)
+    else:
+        lrs = [float(v) for v in lr]
+        if len(lrs) != L - 1:
+            raise ValueError(f"per-layer rates: need {L - 1} values (one per adjacent block), got {len(lrs)}")
+    if any(v < 0 or v != v for v in lrs):
+        raise ValueError(f"learning rates must be >= 0, got {lrs}")
+    lay = topology.layer_of
+    deeper = np.maximum(lay[:, None], lay[None, :])
+    per_layer = np.array([0.0] + lrs)  # index by the deeper layer; layer 0 has no incoming rate
+    lr_W = per_layer[deeper] * topology.mask
+    lr_b = per_layer[lay]
+    return (torch.tensor(lr_W, dtype=dtype, device=device), torch.tensor(lr_b, dtype=dtype, device=device))
+
+
+def apply_update(network: Network, dW: torch.Tensor, db: torch.Tensor, lr_W: torch.Tensor,
+                 lr_b: torch.Tensor) -> None:
+    """W += lr (.) dW in place (symmetry and the mask are kept because dW and lr_W have them)."""
+    network.W.add_(lr_W * dW)
+    network.b.add_(lr_b * db)
