@@ -13,6 +13,7 @@ per-batch constant computed once. What remains couples the free (non-input) neur
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import torch
 
@@ -62,7 +63,9 @@ class Couplings:
             lay = torch.as_tensor(topo.layer_of[n_in:], device=W.device)
             far = (lay[:, None] - lay[None, :]).abs() >= 2
             S = torch.where(far, Wff, torch.zeros((), dtype=W.dtype, device=W.device))
-            sparse = S.T.contiguous().to_sparse_csr()
+            with warnings.catch_warnings():  # torch flags CSR as beta; the product we use is stable
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                sparse = S.T.contiguous().to_sparse_csr()
         return cls(sizes, None, blocks, sparse)
 
     def drive(self, const: torch.Tensor, layers: list[torch.Tensor]) -> list[torch.Tensor]:

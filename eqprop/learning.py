@@ -21,6 +21,8 @@ def eqprop_update(free: torch.Tensor, nudged: torch.Tensor, beta: float,
     r0, rb = rho(free), rho(nudged)
     B = free.shape[0]
     dW = (rb.T @ rb - r0.T @ r0) / (beta * B)
+    if not topology.directed:
+        dW = 0.5 * (dW + dW.T)  # BLAS leaves last-bit asymmetries; W must stay exactly symmetric
     dW = dW * torch.as_tensor(topology.mask, device=dW.device)
     db = (rb - r0).mean(0) / beta
     db[: topology.n_in] = 0
