@@ -64,29 +64,31 @@ class EulerSolver:
                 s = torch.zeros(B, topo.n - topo.n_in, dtype=network.dtype, device=network.device)
             else:
                 s = state0[:, topo.n_in:].to(network.dtype).clamp(0, 1)
-            layers = list(s.split(cpl.sizes, dim=1))
             y_d = None if beta == 0 else target.to(network.dtype)
-            eps, n_out = self.eps, len(layers) - 1
+            eps, out = self.eps, slice(s.shape[1] - topo.n_out, s.shape[1])
             self.last_steps = steps
             for t in range(steps):
-                h = cpl.drive(const, layers)
-                new = [(s_m + eps * (h_m - s_m)) for s_m, h_m in zip(layers, h)]
+                new = torch.lerp(s, cpl.drive(const, s), eps)  # s + eps (W rho(s) + b - s)
                 if y_d is not None:
-                    y = layers[n_out]
-                    if self.nudge_form == "gradient":
-                        new[n_out] = new[n_out] + 2 * eps * beta * (y_d - y)
-                    else:
-                        yc = new[n_out].clamp(0, 1)
-                        new[n_out] = yc + 2 * eps * beta * (y_d - yc)
-                new = [u.clamp(0, 1) for u in new]
+                    new = self._nudge(new, s[:, out], y_d, beta, out)
+                new = new.clamp_(0, 1)
                 if self.tol is not None and (t + 1) % self.check_every == 0:
-                    ds = max(float((a - b).abs().max()) for a, b in zip(new, layers))
-                    if ds < self.tol:
-                        layers = new
+                    if float((new - s).abs().max()) < self.tol:
+                        s = new
                         self.last_steps = t + 1
                         break
-                layers = new
-            return torch.cat([x.to(network.dtype)] + layers, dim=1)
+                s = new
+            return torch.cat([x.to(network.dtype), s], dim=1)
+
+    def _nudge(self, new, y, y_d, beta, out):
+        """Output nudging: the force 2 beta (y_d - y) on the free-style update `new`."""
+        new = new.clone() if new.requires_grad else new
+        if self.nudge_form == "gradient":
+            new[:, out] = new[:, out] + 2 * self.eps * beta * (y_d - y)
+        else:
+            yc = new[:, out].clamp(0, 1)
+            new[:, out] = yc + 2 * self.eps * beta * (y_d - yc)
+        return new
 
 
 def check_inputs(network: Network, x, state0, beta, target) -> torch.Tensor:

@@ -210,6 +210,6 @@ def train(cfg: TrainConfig, dataset=None, network: Network | None = None, solver
     """Train per ``cfg`` (loading the dataset by name if not given); returns metrics.json's content."""
     if dataset is None:
         from .datasets import load_dataset
-        dataset = load_dataset(cfg.dataset, seed=cfg.seed)
+        dataset = load_dataset(cfg.dataset)  # the documented fixed split; cfg.seed drives init and order
     trainer = Trainer(cfg, dataset, network=network, solver=solver)
     return trainer.run(cfg.out, resume=resume, progress=progress)

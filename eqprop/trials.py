@@ -1,0 +1,360 @@
+"""Independent trials in lockstep: T networks of the same sizes relaxed and trained at once.
+
+Monte Carlo studies (seeds, p values, masks, device instances) run the same loop T times
+on small nets; one batched call per phase turns T launch-bound loops into one
+(../shared/reference/gpu-notes.md). ``Network`` stays the one network type: a
+``TrialStack`` is a batched view built from a list of them and turned back into one.
+
+``TrialTrainer`` mirrors ``eqprop.trainer.Trainer`` batch for batch, per trial: its own
+seed (init, topology, batch order, beta signs from the same numpy generator draws), its
+own persistent particles, train error before the update, test error after each epoch.
+Trials whose shuffled orders put a short last batch at different positions are padded;
+padded rows are relaxed but count nowhere (errors, dW, db).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .energy import rho
+from .fast_relax import FastEulerSolver
+from .learning import rate_tensors
+from .metrics import log_spread
+from .network import Network
+from .topology import Topology
+from .trainer import EpochResult, build_topology, make_batches
+
+
+@dataclasses.dataclass(eq=False)
+class TrialStack:
+    """W (T, N, N), b (T, N) and masks (T, N, N) of T networks with equal layer sizes."""
+
+    topologies: list[Topology]
+    W: torch.Tensor
+    b: torch.Tensor
+    mask: torch.Tensor = dataclasses.field(init=False)
+
+    def __post_init__(self):
+        topos = list(self.topologies)
+        if not topos:
+            raise ValueError("a trial stack needs at least one network")
+        t0 = topos[0]
+        for i, t in enumerate(topos):
+            if t.sizes != t0.sizes or t.directed != t0.directed:
+                raise ValueError(f"trial {i} has sizes {t.sizes} (directed={t.directed}), trial 0 has "
+                                 f"{t0.sizes} (directed={t0.directed}): trials must share layer sizes")
+        T, n = len(topos), t0.n
+        if tuple(self.W.shape) != (T, n, n) or tuple(self.b.shape) != (T, n):
+            raise ValueError(f"W {tuple(self.W.shape)} / b {tuple(self.b.shape)} do not fit {T} trials of "
+                             f"sizes {t0.sizes} (need ({T}, {n}, {n}) and ({T}, {n}))")
+        self.topologies = topos
+        self.mask = torch.as_tensor(np.stack([t.mask for t in topos]), device=self.W.device)
+
+    @classmethod
+    def from_networks(cls, networks: Sequence[Network]) -> "TrialStack":
+        nets = list(networks)
+        if not nets:
+            raise ValueError("a trial stack needs at least one network")
+        for i, n in enumerate(nets):
+            if n.dtype != nets[0].dtype or n.device != nets[0].device:
+                raise ValueError(f"trial {i} is {n.dtype} on {n.device}, trial 0 is {nets[0].dtype} on "
+                                 f"{nets[0].device}: convert them first (Network.to)")
+        topos = [n.topology for n in nets]
+        cls._check_sizes(topos)
+        return cls(topos, torch.stack([n.W for n in nets]), torch.stack([n.b for n in nets]))
+
+    @staticmethod
+    def _check_sizes(topos):  # before torch.stack, whose shape error would not name the trial
+        for i, t in enumerate(topos):
+            if t.sizes != topos[0].sizes:
+                raise ValueError(f"trial {i} has sizes {t.sizes}, trial 0 has {topos[0].sizes}: "
+                                 f"trials must share layer sizes")
+
+    def network(self, i: int, copy: bool = True) -> Network:
+        """Trial i as a Network (copy=False: a view that follows in-place updates of the stack)."""
+        W, b = (self.W[i].clone(), self.b[i].clone()) if copy else (self.W[i], self.b[i])
+        return Network(self.topologies[i], W, b)
+
+    def to_networks(self, copy: bool = True) -> list[Network]:
+        return [self.network(i, copy) for i in range(self.T)]
+
+    @property
+    def T(self) -> int:
+        return len(self.topologies)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return self.topologies[0].sizes
+
+    @property
+    def n_in(self) -> int:
+        return self.topologies[0].n_in
+
+    @property
+    def device(self):
+        return self.W.device
+
+    @property
+    def dtype(self):
+        return self.W.dtype
+
+
+# -- the learning rule, per trial -----------------------------------------------------
+def trial_eqprop_update(free: torch.Tensor, nudged: torch.Tensor, beta, stack: TrialStack,
+                        valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``eqprop.learning.eqprop_update`` for every trial: (dW (T, N, N), db (T, N)).
+
+    Same formula: dW = (rb^T rb - r0^T r0) / (beta B) (.) mask, db = mean(rb - r0) / beta,
+    input biases 0. beta: (T,) (or one value). valid: (T, B) bool rows that count; the
+    batch mean then runs over each trial's valid rows only (padded short batches).
+    """
+    T, B, N = free.shape
+    if nudged.shape != free.shape or stack.T != T or stack.topologies[0].n != N:
+        raise ValueError(f"free {tuple(free.shape)} / nudged {tuple(nudged.shape)} do not fit {stack.T} trials "
+                         f"of {stack.topologies[0].n} neurons")
+    beta = torch.as_tensor(beta, dtype=free.dtype, device=free.device).flatten().expand(T)
+    if (beta == 0).any():
+        raise ValueError("trial_eqprop_update needs beta != 0 for every trial")
+    r0, rb = rho(free), rho(nudged)
+    if valid is None:
+        n = torch.full((T,), float(B), dtype=free.dtype, device=free.device)
+    else:
+        v = valid.to(free.dtype).unsqueeze(-1)
+        r0, rb = r0 * v, rb * v  # rho = 0 rows add nothing to either outer product
+        n = v.sum((1, 2))
+    dW = (rb.transpose(1, 2) @ rb - r0.transpose(1, 2) @ r0) / (beta * n).view(T, 1, 1)
+    dW = dW * stack.mask
+    db = (rb - r0).sum(1) / n.view(T, 1) / beta.view(T, 1)
+    db[:, : stack.n_in] = 0
+    return dW, db
+
+
+def trial_rate_tensors(stack: TrialStack, lrs: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+    """``eqprop.learning.rate_tensors`` per trial: one spec per trial (a global rate or one rate
+    per adjacent block, input side first). Returns lr_W (T, N, N), lr_b (T, N)."""
+    specs = list(lrs)
+    if len(specs) != stack.T:
+        raise ValueError(f"need one learning-rate spec per trial ({stack.T}), got {len(specs)}")
+    pairs = [rate_tensors(t, s, stack.dtype, stack.device) for t, s in zip(stack.topologies, specs)]
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+# -- metrics, per trial, on the device ---------------------------------------------------
+class TrialStats:
+    """``eqprop.metrics.BlockStats`` for T trials, accumulated on the device (no per-batch sync).
+
+    Block sums come from one product with the layer-membership matrix P (N, L):
+    (P^T X P)[l, m] = sum of X over rows in layer l and columns in layer m (one triangle).
+    """
+
+    def __init__(self, stack: TrialStack):
+        topo = stack.topologies[0]
+        L = len(topo.sizes)
+        self.directed = topo.directed
+        self.P = torch.zeros(topo.n, L, dtype=stack.dtype, device=stack.device)
+        self.P[torch.arange(topo.n), torch.as_tensor(topo.layer_of)] = 1
+        counts = self._block_sums(stack.mask.to(stack.dtype))
+        self.counts = counts.cpu().double().numpy()  # (T, L, L)
+        self.l_idx = torch.arange(L - 1, device=stack.device)
+        self.rms_sum = torch.zeros(stack.T, L - 1, dtype=torch.float64, device=stack.device)
+        self.epoch_sum = torch.zeros_like(self.rms_sum)
+        self.abs_sum = torch.zeros(stack.T, L, L, dtype=torch.float64, device=stack.device)
+        self.rms_n = self.epoch_n = self.abs_n = 0
+        c = torch.as_tensor(self.counts, device=stack.device)
+        self._adj_count = c[:, self.l_idx, self.l_idx + 1]
+
+    def _block_sums(self, X: torch.Tensor) -> torch.Tensor:
+        S = self.P.T @ X @ self.P  # (T, L, L)
+        if not self.directed:  # intralayer pairs appear twice in a symmetric matrix
+            S.diagonal(dim1=1, dim2=2).mul_(0.5)
+        return torch.triu(S)
+
+    def batch_rms(self, dW: torch.Tensor) -> torch.Tensor:
+        """r_l per trial, (T, L-1): ||dW on block l<->l+1||_F / sqrt(count); NaN for an empty block."""
+        sq = (self.P.T @ (dW * dW) @ self.P)[:, self.l_idx, self.l_idx + 1].double()
+        return sq.sqrt() / self._adj_count.sqrt()  # 0/0 -> NaN, as BlockStats
+
+    def add(self, dW: torch.Tensor) -> torch.Tensor:
+        r = self.batch_rms(dW)
+        self.rms_sum += r
+        self.epoch_sum += r
+        self.rms_n += 1
+        self.epoch_n += 1
+        self.abs_sum += self._block_sums(dW.abs()).double()
+        self.abs_n += 1
+        return r
+
+    def end_epoch(self) -> np.ndarray:
+        """(T, L-1) mean r_l over this epoch's batches."""
+        r = (self.epoch_sum / self.epoch_n).cpu().numpy() if self.epoch_n else np.full(
+            tuple(self.epoch_sum.shape), np.nan)
+        self.epoch_sum.zero_()
+        self.epoch_n = 0
+        return r
+
+    def mean_rms(self) -> np.ndarray:
+        return (self.rms_sum / max(self.rms_n, 1)).cpu().numpy()
+
+    def log_spread(self) -> np.ndarray:
+        return np.array([log_spread(m) for m in self.mean_rms()])
+
+    def mean_abs_dw(self) -> np.ndarray:
+        """(T, L, L) mean |dW| per existing connection of each layer pair (upper triangle), NaN if empty."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = (self.abs_sum / max(self.abs_n, 1)).cpu().numpy() / self.counts
+        m[self.counts == 0] = np.nan
+        return m
+
+
+# -- lockstep training -------------------------------------------------------------------
+_SHARED = ("dataset", "epochs", "hidden", "eps", "free_steps", "nudged_steps", "nudge_form", "batch_size", "device", "dtype",
+           "coupling")  # what trials may not differ in (the rest: seed, topology, p, lr, beta, ...)
+
+
+class TrialTrainer:
+    """T runs of ``eqprop.trainer.Trainer`` in lockstep, one TrainConfig per trial.
+
+    ``networks``: start from these instead of each config's initialisation (e.g. device
+    instances). The solver must relax stacks (``FastEulerSolver``, built from the configs
+    when not given). No files are written: ``history[t]`` holds trial t's EpochResults.
+    """
+
+    def __init__(self, cfgs: Sequence[TrainConfig], dataset, networks: Sequence[Network] | None = None,
+                 solver: FastEulerSolver | None = None):
+        cfgs = list(cfgs)
+        if not cfgs:
+            raise ValueError("TrialTrainer needs at least one config")
+        for i, c in enumerate(cfgs):
+            diff = [k for k in _SHARED if getattr(c, k) != getattr(cfgs[0], k)]
+            if diff:
+                raise ValueError(f"trial {i}'s config differs from trial 0's in {diff}: trials run in lockstep")
+        c0 = cfgs[0]
+        self.cfgs, self.data = cfgs, dataset
+        self.device, self.dtype = torch.device(c0.device), getattr(torch, c0.dtype)
+        if networks is None:
+            networks = [Network.init(build_topology(c, dataset.n_in, dataset.n_out), seed=c.seed,
+                                     dtype=self.dtype, device=self.device) for c in cfgs]
+        elif len(networks) != len(cfgs):
+            raise ValueError(f"{len(networks)} networks for {len(cfgs)} configs")
+        topo = networks[0].topology
+        if topo.n_in != dataset.n_in or topo.n_out != dataset.n_out:
+            raise ValueError(f"networks {topo.sizes} do not fit dataset {dataset.name}")
+        self.stack = TrialStack.from_networks(networks)
+        self.solver = solver or FastEulerSolver(eps=c0.eps, free_steps=c0.free_steps, nudged_steps=c0.nudged_steps,
+                                                nudge_form=c0.nudge_form, coupling=c0.coupling)
+        self.lr_W, self.lr_b = trial_rate_tensors(self.stack, [c.lr for c in cfgs])
+        self.rngs = [np.random.default_rng(c.seed) for c in cfgs]  # the same draws as Trainer's rng
+        bs = c0.batch_size or dataset.batch_size
+        orders = [make_batches(len(dataset.x_train), bs, rng) for rng in self.rngs]
+        self.n_batches = len(orders[0])
+        self.idx, self.valid = self._index_table(orders, bs)
+        self.test_batches = [np.arange(i, min(i + bs, len(dataset.x_test))) for i in range(0, len(dataset.x_test), bs)]
+        T, nf = len(cfgs), topo.n - topo.n_in
+        self.train_particles = torch.zeros(T, self.n_batches, bs, nf, dtype=self.dtype, device=self.device)
+        self.test_particles = [torch.zeros(T, len(i), nf, dtype=self.dtype, device=self.device)
+                               for i in self.test_batches]
+        self.stats = TrialStats(self.stack)
+        self.history: list[list[EpochResult]] = [[] for _ in cfgs]
+        self._t = {k: torch.as_tensor(getattr(dataset, k), dtype=self.dtype, device=self.device)
+                   for k in ("x_train", "y_train", "x_test", "y_test")}
+
+    def _index_table(self, orders, bs):
+        """(T, K, bs) example indices and validity: trial t's k-th batch, padded with row 0."""
+        T, K = len(orders), len(orders[0])
+        idx, valid = np.zeros((T, K, bs), np.int64), np.zeros((T, K, bs), bool)
+        for t, order in enumerate(orders):
+            for k, rows in enumerate(order):
+                idx[t, k, :len(rows)], valid[t, k, :len(rows)] = rows, True
+        return torch.as_tensor(idx, device=self.device), torch.as_tensor(valid, device=self.device)
+
+    @property
+    def T(self) -> int:
+        return self.stack.T
+
+    def _errors(self, state, y, valid=None) -> torch.Tensor:
+        """Per trial, as eqprop.metrics: misclassifications, or the sum of 1/2 ||y - y_hat||^2."""
+        out = state[..., self.stack.topologies[0].output_slice]
+        if self.data.task == "regression":
+            e = 0.5 * ((out - y) ** 2).sum(-1).double()
+        else:
+            e = (out.argmax(-1) != y.argmax(-1)).double()  # counts exact, like Trainer's ints
+        return (e if valid is None else e * valid).sum(-1)
+
+    def betas(self) -> torch.Tensor:
+        """One draw per trial per batch, exactly as Trainer.train_batch draws its sign."""
+        out = []
+        for c, rng in zip(self.cfgs, self.rngs):
+            b = abs(c.beta)
+            out.append(-b if c.random_beta_sign and rng.random() < 0.5 else b)
+        return torch.tensor(out, dtype=self.dtype)
+
+    def train_batch(self, k: int) -> torch.Tensor:
+        """Lockstep position k: every trial trains on its own k-th batch; (T,) errors on the device."""
+        s, n_in = self.stack, self.stack.n_in
+        idx, valid = self.idx[:, k], self.valid[:, k]
+        x, y = self._t["x_train"][idx], self._t["y_train"][idx]
+        free = self.solver.relax_stack(s, x, torch.cat([x, self.train_particles[:, k]], -1))
+        self.train_particles[:, k] = free[..., n_in:]
+        err = self._errors(free, y, valid)
+        beta = self.betas()
+        nudged = self.solver.relax_stack(s, x, free, beta=beta, target=y)
+        dW, db = trial_eqprop_update(free, nudged, beta, s, valid)
+        self.stats.add(dW)
+        s.W.add_(self.lr_W * dW)  # in place: the solver's CUDA graphs keep reading this W
+        s.b.add_(self.lr_b * db)
+        return err
+
+    def evaluate(self) -> np.ndarray:
+        """(T,) test error from the persistent test particles (x shared by all trials)."""
+        n_in, total = self.stack.n_in, 0.0
+        for k, rows in enumerate(self.test_batches):
+            x, y = self._t["x_test"][rows], self._t["y_test"][rows]
+            x3 = x.expand(self.T, -1, -1)
+            free = self.solver.relax_stack(self.stack, x, torch.cat([x3, self.test_particles[k]], -1))
+            self.test_particles[k] = free[..., n_in:].clone()
+            total = total + self._errors(free, y)
+        return (total / max(len(self.data.x_test), 1)).cpu().numpy()
+
+    def run_epoch(self, progress: bool = False) -> list[EpochResult]:
+        epoch = len(self.history[0]) + 1
+        t0 = time.perf_counter()
+        err = torch.zeros(self.T, dtype=torch.float64, device=self.device)
+        for k in tqdm(range(self.n_batches), desc=f"epoch {epoch} ({self.T} trials)", disable=not progress,
+                      leave=False, unit="batch"):
+            err += self.train_batch(k)
+        train = (err / len(self.data.x_train)).cpu().numpy()
+        test, rms = self.evaluate(), self.stats.end_epoch()
+        sec = time.perf_counter() - t0
+        res = [EpochResult(epoch, float(train[t]), float(test[t]), [float(v) for v in rms[t]], sec)
+               for t in range(self.T)]
+        for h, r in zip(self.history, res):
+            h.append(r)
+        return res
+
+    def run(self, epochs: int | None = None, progress: bool = True) -> list[list[EpochResult]]:
+        epochs = self.cfgs[0].epochs if epochs is None else epochs
+        for _ in range(len(self.history[0]), epochs):
+            res = self.run_epoch(progress)
+            if progress:
+                tqdm.write(f"epoch {res[0].epoch}: test " + " ".join(f"{r.test_error:.4f}" for r in res)
+                           + f" ({res[0].seconds:.1f} s)")
+        return self.history
+
+    def networks(self) -> list[Network]:
+        return self.stack.to_networks()
+
+
+def train_trials(cfgs: Sequence[TrainConfig], dataset=None, networks=None, solver=None,
+                 progress: bool = True) -> tuple[list[list[EpochResult]], list[Network]]:
+    """Train T configs in lockstep (dataset loaded by name if not given): (histories, networks)."""
+    if dataset is None:
+        from .datasets import load_dataset
+        dataset = load_dataset(cfgs[0].dataset)
+    tr = TrialTrainer(cfgs, dataset, networks=networks, solver=solver)
+    return tr.run(progress=progress), tr.networks()

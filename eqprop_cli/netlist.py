@@ -1,0 +1,115 @@
+"""`eqprop netlist`: write a network's circuit (.cir) and what it was made from (.npz).
+
+The .npz holds W, b, mask, sizes, x (and target/beta), the neuron order and each
+neuron's node names, so a reader or a runner can be checked against the netlist; at
+crossbar level also the device conductances Gp, Gm and g_unit.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from circuits.devices import list_presets, load_preset, program_network
+from eqprop.network import Network
+from eqprop.topology import mlff, small_world
+from netlist_gen import MAX_DENSE_WIDTH, MAX_ELEMENTS, NetlistTooLarge, build_circuit
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sizes: expected e.g. 4,5,3, got {text!r}") from None
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"--sizes: need >= 2 positive layer sizes, got {text!r}")
+    return sizes
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "netlist", help="write the SPICE netlist of a network (docs/netlist-format.md)",
+        description="Write a network's circuit as a SPICE netlist (.cir) plus an .npz with W, b, x, the neuron "
+                    f"order and node names. Refuses circuits beyond Debian ngspice's practical size (coupled "
+                    f"non-input layers wider than {MAX_DENSE_WIDTH} neurons, or more than {MAX_ELEMENTS} "
+                    f"elements) unless --force.")
+    src = p.add_argument_group("network (random unless --network)")
+    src.add_argument("--network", type=Path, help="a saved network (Network.save: path.npz + path.topology.npz)")
+    src.add_argument("--sizes", type=_sizes, default=(4, 5, 3), help="layer sizes, input first (default 4,5,3)")
+    src.add_argument("--topology", choices=["mlff", "sw"], default="mlff", help="layered or small-world (default mlff)")
+    src.add_argument("--p", type=float, default=0.1, help="small-world replacement probability (default 0.1)")
+    src.add_argument("--seed", type=int, default=0, help="seed of topology, weights, inputs and devices (default 0)")
+    c = p.add_argument_group("circuit")
+    c.add_argument("--level", choices=["ideal", "crossbar"], default="ideal", help="abstraction level (default ideal)")
+    c.add_argument("--device", default="ideal", help=f"crossbar device preset, one of {', '.join(list_presets())}")
+    c.add_argument("--w-max", type=float, default=None,
+                   help="weight mapped to the full conductance range (default: max |W| of the network)")
+    c.add_argument("--unfolded", action="store_true", help="inputs as voltage sources (default: folded into currents)")
+    c.add_argument("--x", default=None, help="input values, comma-separated (default: seeded uniform [0, 1])")
+    c.add_argument("--phase", choices=["free", "nudged"], default="free", help="free (default) or nudged phase")
+    c.add_argument("--beta", type=float, default=0.5, help="nudge strength for --phase nudged (default 0.5)")
+    c.add_argument("--target", default=None, help="target outputs, comma-separated (default: one-hot class 0)")
+    c.add_argument("--clamp", type=float, default=0.0, help="stiff penalty clamp gain, e.g. 1e3 (default 0: none)")
+    c.add_argument("--g0", type=float, default=1.0, help="unit conductance, S (default 1.0)")
+    c.add_argument("--c", type=float, default=1.0, help="neuron capacitance, F (default 1.0)")
+    p.add_argument("--out", "-o", type=Path, default=Path("netlist.cir"), help="output .cir (the .npz goes beside it)")
+    p.add_argument("--force", action="store_true", help="write circuits beyond the size limits anyway")
+    p.set_defaults(func=run)
+
+
+def _network(args) -> Network:
+    if args.network is not None:
+        return Network.load(args.network).to(dtype=torch.float64)
+    topo = mlff(args.sizes) if args.topology == "mlff" else small_world(args.sizes, args.p, args.seed)
+    return Network.init(topo, seed=args.seed, dtype=torch.float64)
+
+
+def run(args) -> int:
+    try:
+        net = _network(args)
+    except (OSError, ValueError) as e:
+        print(f"eqprop netlist: cannot build the network: {e}", file=sys.stderr)
+        return 2
+    topo = net.topology
+    rng = np.random.default_rng(args.seed)
+    beta, target, arrays = 0.0, None, None
+    try:
+        x = rng.uniform(0.0, 1.0, topo.n_in) if args.x is None else np.array(_floats(args.x, "--x"))
+        if args.phase == "nudged":
+            beta = args.beta
+            target = np.eye(topo.n_out)[0] if args.target is None else np.array(_floats(args.target, "--target"))
+        if args.level == "crossbar":
+            device = load_preset(args.device)
+            w_max = args.w_max or float(net.W.abs().max()) or 1.0
+            device = dataclasses.replace(device, w_max=w_max)
+            arrays = program_network(net, device, rng=args.seed)
+        circuit = build_circuit(net, x, beta=beta, target=target, level=args.level, fold_inputs=not args.unfolded,
+                                g0=args.g0, c=args.c, clamp=args.clamp, device_arrays=arrays, force=args.force)
+    except ValueError as e:  # NetlistTooLarge included: its message names the limit
+        print(f"eqprop netlist: {e}", file=sys.stderr)
+        return 2
+    out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(circuit.to_spice())
+    n = topo.n
+    extra = {} if arrays is None else {"Gp": arrays.Gp, "Gm": arrays.Gm, "g_unit": arrays.g_unit}
+    np.savez_compressed(
+        out.with_suffix(".npz"), W=net.W.numpy(), b=net.b.numpy(), mask=topo.mask, sizes=np.array(topo.sizes),
+        directed=topo.directed, x=x, beta=beta, target=np.zeros(0) if target is None else target,
+        neurons=np.arange(n), u_nodes=np.array([circuit.u_node.get(i, "") for i in range(n)]),
+        r_nodes=np.array([circuit.r_node.get(i, "") for i in range(n)]), level=args.level,
+        inputs="unfolded" if args.unfolded else "folded", **extra)
+    print(f"wrote {out} ({len(circuit.elements)} elements, {circuit.header['sizes']}, {args.level}, "
+          f"{circuit.header['inputs']} inputs, {args.phase}) and {out.with_suffix('.npz')}")
+    return 0
