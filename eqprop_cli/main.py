@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # name of the module in this package that defines register(subparsers)
-COMMAND_MODULES = ["train", "data"]
+COMMAND_MODULES = ["train", "data", "reproduce"]
 
 
 def build_parser() -> argparse.ArgumentParser:

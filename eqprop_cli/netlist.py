@@ -17,7 +17,7 @@ import torch
 from circuits.devices import list_presets, load_preset, program_network
 from eqprop.network import Network
 from eqprop.topology import mlff, small_world
-from netlist_gen import MAX_DENSE_WIDTH, MAX_ELEMENTS, NetlistTooLarge, build_circuit
+from netlist_gen import MAX_DENSE_WIDTH, MAX_ELEMENTS, NetlistTooLarge, build_circuit, check_size
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -72,12 +72,17 @@ def _network(args) -> Network:
     if args.network is not None:
         return Network.load(args.network).to(dtype=torch.float64)
     topo = mlff(args.sizes) if args.topology == "mlff" else small_world(args.sizes, args.p, args.seed)
+    # refuse before drawing weights: a too-large net should fail fast
+    check_size(topo, not args.unfolded, args.level, args.clamp > 0, args.force)
     return Network.init(topo, seed=args.seed, dtype=torch.float64)
 
 
 def run(args) -> int:
     try:
         net = _network(args)
+    except NetlistTooLarge as e:
+        print(f"eqprop netlist: {e}", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as e:
         print(f"eqprop netlist: cannot build the network: {e}", file=sys.stderr)
         return 2

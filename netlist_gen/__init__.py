@@ -1,0 +1,14 @@
+"""Translation between eqprop networks and SPICE text (pure: no files, no simulation).
+
+``build_circuit`` writes the netlist of docs/netlist-format.md; the size guard
+(``estimate_size``/``check_size``/``NetlistTooLarge``) refuses circuits Debian's
+ngspice cannot factorise in practice. Never imports ``circuits`` (DESIGN.md section 2).
+"""
+from .blocks_ideal import Element, fmt
+from .generator import (DEFAULT_OPTIONS, FORMAT_VERSION, LEVELS, MAX_DENSE_WIDTH, MAX_ELEMENTS, Circuit,
+                        NetlistTooLarge, SizeEstimate, build_circuit, check_size, estimate_size,
+                        folded_input_currents)
+
+__all__ = ["Circuit", "DEFAULT_OPTIONS", "Element", "FORMAT_VERSION", "LEVELS", "MAX_DENSE_WIDTH", "MAX_ELEMENTS",
+           "NetlistTooLarge", "SizeEstimate", "build_circuit", "check_size", "estimate_size", "fmt",
+           "folded_input_currents"]

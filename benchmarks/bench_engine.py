@@ -1,0 +1,197 @@
+"""Speed of the fast equilibrium engine (eqprop/fast_relax.py, eqprop/trials.py).
+
+Prints, in one run, seconds per epoch (extrapolated from K measured batches) of one training
+run through the lockstep trainer (T = 1), the ratio against a straightforward eager loop kept
+here as the baseline, and the time of T = 1, 8, 32 independent trials relative to T = 1:
+
+  784-500x3-10 small-world p=0.1, batch 20, 500/8 steps (Gammell Fig. 2; MNIST-sized epoch)
+  784-100x5-10 small-world p=0.1, batch 20, 1000/12 steps (Fig. 4 / Table 1)
+  T trials of 784-100x5-10 (different seeds, hence masks), one lockstep batch each
+
+An epoch = 3000 training batches + 500 test batches (60k/10k MNIST at batch 20). Data are
+random (speed does not depend on pixel values). Usage:
+
+  python benchmarks/bench_engine.py --device cpu --batches 2
+  python benchmarks/bench_engine.py --device cuda --batches 50
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import time
+
+import numpy as np
+import torch
+
+from eqprop.config import TrainConfig
+from eqprop.datasets import Dataset
+from eqprop.learning import apply_update, eqprop_update, rate_tensors
+from eqprop.fast_relax import FastEulerSolver, choose_coupling
+from eqprop.trials import TrialTrainer
+
+N_TRAIN, N_TEST, BATCH = 60000, 10000, 20
+
+
+# -- the baseline: the textbook loop, no packing, no folding, no graphs --------------------
+def eager_relax(W, b, n_in, n_out, x, s0, beta, target, steps, eps=0.5, form="sequential"):
+    """Every neuron in one (B, N) state; W rho(s) + b over all N each step; inputs re-clamped."""
+    s = s0.clone()
+    s[:, :n_in] = x
+    for _ in range(steps):
+        h = s.clamp(0, 1) @ W + b
+        new = s + eps * (h - s)
+        if beta != 0:
+            if form == "gradient":
+                new[:, -n_out:] += 2 * eps * beta * (target - s[:, -n_out:])
+            else:
+                yc = new[:, -n_out:].clamp(0, 1)
+                new[:, -n_out:] = yc + 2 * eps * beta * (target - yc)
+        new = new.clamp(0, 1)
+        new[:, :n_in] = x
+        s = new
+    return s
+
+
+def eager_train_batch(net, lr_W, lr_b, x, y, particle, beta, free_steps, nudged_steps):
+    n_in, n_out = net.topology.n_in, net.topology.n_out
+    free = eager_relax(net.W, net.b, n_in, n_out, x, particle, 0.0, None, free_steps)
+    particle.copy_(free)
+    nudged = eager_relax(net.W, net.b, n_in, n_out, x, free, beta, y, nudged_steps)
+    dW, db = eqprop_update(free, nudged, beta, net.topology)
+    apply_update(net, dW, db, lr_W, lr_b)
+    return free
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synthetic(n_in, n_out, n_train, n_test, seed=0):
+    rng = np.random.default_rng(seed)
+    lab_tr, lab_te = rng.integers(n_out, size=n_train), rng.integers(n_out, size=n_test)
+    eye = np.eye(n_out, dtype=np.float32)
+    return Dataset("synthetic", "classification", rng.random((n_train, n_in), dtype=np.float32), eye[lab_tr],
+                   rng.random((n_test, n_in), dtype=np.float32), eye[lab_te], lab_tr, lab_te, batch_size=BATCH)
+
+
+def configs(hidden, steps, T, device):
+    return [TrainConfig(dataset="synthetic", hidden=list(hidden), topology="sw", p=0.1, lr=0.02,
+                        free_steps=steps[0], nudged_steps=steps[1], batch_size=BATCH, epochs=1, seed=s,
+                        device=str(device)) for s in range(T)]
+
+
+def time_trials(hidden, steps, T, K, device, solver_kw):
+    """(s per train batch, s per test batch, trainer) of T lockstep trials, after a warm-up."""
+    data = synthetic(784, 10, (K + 1) * BATCH, 2 * BATCH)
+    cfgs = configs(hidden, steps, T, device)
+    tr = TrialTrainer(cfgs, data, solver=FastEulerSolver(free_steps=steps[0], nudged_steps=steps[1], **solver_kw))
+    tr.train_batch(K)  # warm-up: CUDA graph capture, allocator, cuBLAS handles
+    tr.evaluate()
+    sync(device)
+    t0 = time.perf_counter()
+    for k in range(K):
+        tr.train_batch(k)
+    sync(device)
+    t_train = (time.perf_counter() - t0) / K
+    t0 = time.perf_counter()
+    tr.evaluate()  # 2 test batches, free phase only
+    sync(device)
+    return t_train, (time.perf_counter() - t0) / 2, tr
+
+
+def time_baseline(tr, K, steps, device):
+    """s per train/test batch of the eager loop on trial 0 of ``tr`` (its current weights)."""
+    net = tr.stack.network(0)
+    lr_W, lr_b = rate_tensors(net.topology, 0.02, net.dtype, device)
+    x = torch.rand(BATCH, 784, device=device)
+    y = torch.nn.functional.one_hot(torch.randint(10, (BATCH,)), 10).to(device, net.dtype)
+    particle = torch.zeros(BATCH, net.topology.n, device=device)
+    eager_train_batch(net, lr_W, lr_b, x, y, particle, 1.0, 2, 2)  # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    for k in range(K):
+        eager_train_batch(net, lr_W, lr_b, x, y, particle, (-1.0) ** k, *steps)
+    sync(device)
+    t_train = (time.perf_counter() - t0) / K
+    t0 = time.perf_counter()
+    eager_relax(net.W, net.b, 784, 10, x, particle, 0.0, None, steps[0])
+    sync(device)
+    return t_train, time.perf_counter() - t0
+
+
+def check_same_states(tr, steps, device):
+    """Max |state difference| of the engine and the baseline from the same start (faithful check)."""
+    net = tr.stack.network(0)
+    x = torch.rand(BATCH, 784, device=device)
+    s0 = torch.zeros(BATCH, net.topology.n, device=device)
+    a = eager_relax(net.W, net.b, 784, 10, x, s0, 0.0, None, steps[0])
+    b = FastEulerSolver(free_steps=steps[0]).relax(net, x, s0)
+    return float((a - b).abs().max())
+
+
+def epoch_seconds(t_train, t_test):
+    return N_TRAIN // BATCH * t_train + N_TEST // BATCH * t_test
+
+
+def cpu_model():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        return platform.processor() or "unknown"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batches", type=int, default=None, help="training batches measured (default 2 cpu, 50 cuda)")
+    ap.add_argument("--trials", default="1,8,32", help="trial counts for the scaling case")
+    ap.add_argument("--tf32", action="store_true", help="TF32 matmuls (CUDA; not the faithful setting)")
+    ap.add_argument("--no-graph", action="store_true", help="CUDA without graph capture (diagnostics)")
+    ap.add_argument("--skip-baseline", action="store_true", help="do not time the eager baseline")
+    ap.add_argument("--cases", default="big,small,trials", help="comma list of big, small, trials")
+    a = ap.parse_args(argv)
+    device = torch.device(a.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch.cuda.is_available() is False")
+    K = a.batches or (2 if device.type == "cpu" else 50)
+    solver_kw = {"tf32": a.tf32, "cuda_graph": False if a.no_graph else None}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    print(f"torch {torch.__version__}, device {device} ({name}), {torch.get_num_threads()} CPU threads, "
+          f"tf32={a.tf32}, graphs={'off' if a.no_graph else 'on (cuda)'}")
+    print(f"epoch = {N_TRAIN // BATCH} train batches + {N_TEST // BATCH} test batches; "
+          f"{K} train batches and 2 test batches measured per case, after one warm-up batch\n")
+    cases = a.cases.split(",")
+    for key, hidden, steps in (("big", [500] * 3, (500, 8)), ("small", [100] * 5, (1000, 12))):
+        if key not in cases:
+            continue
+        label = f"784-{hidden[0]}x{len(hidden)}-10 SW p=0.1, {steps[0]}/{steps[1]} steps"
+        t_tr, t_te, tr = time_trials(hidden, steps, 1, K, device, solver_kw)
+        fast = epoch_seconds(t_tr, t_te)
+        print(f"{label}: engine ({choose_coupling(tr.solver.coupling, tr.stack.topologies, device)} coupling) "
+              f"{t_tr * 1e3:.1f} ms/train batch, {t_te * 1e3:.1f} ms/test batch -> {fast:.1f} s/epoch")
+        if not a.skip_baseline:
+            b_tr, b_te = time_baseline(tr, K, steps, device)
+            base = epoch_seconds(b_tr, b_te)
+            print(f"  eager baseline {b_tr * 1e3:.1f} ms/train batch, {b_te * 1e3:.1f} ms/test batch -> "
+                  f"{base:.1f} s/epoch; speed-up x{base / fast:.2f}; max |state diff| "
+                  f"{check_same_states(tr, steps, device):.1e}")
+    if "trials" in cases:
+        counts = [int(v) for v in a.trials.split(",")]
+        print(f"\nT trials of 784-100x5-10 SW p=0.1, 1000/12 steps, one lockstep batch each ({K} measured):")
+        t1 = None
+        for T in counts:
+            t_tr, _, tr = time_trials([100] * 5, (1000, 12), T, K, device, solver_kw)
+            t1 = t_tr if t1 is None else t1
+            print(f"  T={T:3d}: {t_tr * 1e3:8.1f} ms/batch for all trials, {t_tr / T * 1e3:7.1f} ms per trial, "
+                  f"x{t_tr / t1:.2f} the time of T={counts[0]}")
+            del tr
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

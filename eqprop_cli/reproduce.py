@@ -1,0 +1,47 @@
+"""`eqprop reproduce NAME`: a paper figure or table as a named experiment."""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+EXPERIMENTS = {"table1": "Table 1: MLFF vs SW on diabetes, wine (default) and MNIST/FMNIST (--only images)"}
+
+
+def cmd_reproduce(args) -> int:
+    from experiments.common import compare_table, run_all
+    if args.name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {args.name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
+    mod = importlib.import_module(f"experiments.{args.name}")
+    seeds = list(range(args.seed0, args.seed0 + args.seeds))
+    runs = mod.runs(epochs=args.epochs, seeds=seeds, only=args.only)
+    out = Path(args.out or f"results/{args.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = run_all(args.name, runs, out, resume=not args.restart, progress=not args.quiet, device=args.device)
+    report = [f"# {args.name}: {len(runs)} runs, seeds {seeds}", ""]
+    if args.compare:
+        report += [compare_table(summary, mod.PAPER), ""]
+    if hasattr(mod, "check"):
+        report += mod.check(summary)
+    text = "\n".join(report)
+    (out / "report.md").write_text(text + "\n")
+    print(text)
+    print(f"\nsummary: {out / 'summary.json'}", file=sys.stderr)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("reproduce", help="run a paper figure/table as a named experiment",
+                       description="Named experiments: " + "; ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items()))
+    p.add_argument("name", help=", ".join(sorted(EXPERIMENTS)))
+    p.add_argument("--epochs", type=int, help="override the paper's epoch count")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds (mean and spread are reported)")
+    p.add_argument("--seed0", type=int, default=0)
+    p.add_argument("--only", help="subset of the experiment (see its docs)")
+    p.add_argument("--device", help="cpu or cuda")
+    p.add_argument("--compare", action="store_true", help="print our numbers next to the paper's")
+    p.add_argument("--restart", action="store_true", help="ignore finished runs and checkpoints")
+    p.add_argument("--out", help="default results/NAME")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_reproduce)

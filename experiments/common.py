@@ -1,0 +1,86 @@
+"""What every named experiment shares: running labelled configs over seeds, summaries, comparisons.
+
+An experiment module defines ``runs(epochs, seeds, only) -> list[Run]``, ``PAPER`` (the paper's
+numbers by run label, from ../shared/reference/paper-facts.md) and optionally ``plot(summary, out)``.
+Each run writes the usual results folder (config, metrics, plots, checkpoint) under
+results/<experiment>/<label>/s<seed>/, so an interrupted experiment resumes run by run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from eqprop.config import TrainConfig
+
+
+@dataclasses.dataclass
+class Run:
+    label: str  # e.g. "diabetes-5-sw"
+    config: TrainConfig
+
+
+def run_all(name: str, runs: list[Run], out: Path, resume: bool = True, progress: bool = True,
+            device: str | None = None) -> dict:
+    """Train every run (skipping finished ones when resuming), then summarise by label."""
+    from eqprop.trainer import Trainer
+    from eqprop.datasets import load_dataset
+
+    data_cache: dict = {}
+    results: dict[str, list[dict]] = {}
+    for i, r in enumerate(runs):
+        cfg = r.config
+        if device:
+            cfg.device = device
+        cfg.out = str(out / r.label / f"s{cfg.seed}")
+        mfile = Path(cfg.out) / "metrics.json"
+        done = mfile.exists() and len(json.loads(mfile.read_text())["epochs"]) >= cfg.epochs
+        if progress:
+            print(f"[{name} {i + 1}/{len(runs)}] {r.label} seed {cfg.seed}" + (" (done)" if done else ""),
+                  flush=True)
+        if not done:
+            if cfg.dataset not in data_cache:
+                data_cache[cfg.dataset] = load_dataset(cfg.dataset)
+            ck = Path(cfg.out) / "checkpoint.pt"
+            Trainer(cfg, data_cache[cfg.dataset]).run(resume=resume and ck.exists(), progress=progress)
+        results.setdefault(r.label, []).append(json.loads(mfile.read_text()))
+    summary = summarise(results)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def summarise(results: dict[str, list[dict]]) -> dict:
+    """Mean and population std over seeds of the final errors and the log-spread, per label."""
+    out = {}
+    for label, ms in results.items():
+        last = [m["epochs"][-1] for m in ms]
+        row = {"seeds": [m["config"]["seed"] for m in ms], "epochs": len(ms[0]["epochs"])}
+        for key, vals in (("train_error", [e["train_error"] for e in last]),
+                          ("test_error", [e["test_error"] for e in last]),
+                          ("log_spread", [m["log_spread"] for m in ms]),
+                          ("actual_p", [m["actual_p"] for m in ms])):
+            row[key] = float(np.mean(vals))
+            row[key + "_std"] = float(np.std(vals))
+            row[key + "_all"] = [float(v) for v in vals]
+        row["mean_rms"] = np.mean([m["mean_rms"] for m in ms], axis=0).tolist()
+        out[label] = row
+    return out
+
+
+def compare_table(summary: dict, paper: dict) -> str:
+    """Markdown table: ours (mean +- std over seeds) next to the paper's, with the difference."""
+    keys = sorted({k for v in paper.values() for k in v})
+    head = "| run | seeds | epochs | " + " | ".join(f"{k} ours | {k} paper | diff" for k in keys) + " |"
+    lines = [head, "|" + "---|" * (3 + 3 * len(keys))]
+    for label, row in summary.items():
+        cells = [label, str(len(row["seeds"])), str(row["epochs"])]
+        for k in keys:
+            ours, ref = row.get(k), paper.get(label, {}).get(k)
+            cells.append("-" if ours is None else f"{ours:.4g} ± {row.get(k + '_std', 0):.2g}")
+            cells.append("-" if ref is None else f"{ref:.4g}")
+            cells.append("-" if ours is None or ref is None or math.isnan(ours) else f"{ours - ref:+.3g}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,376 @@
+"""Network -> SPICE netlist, pure translation (no files, no simulation).
+
+``build_circuit`` composes the block templates of one abstraction level
+(``blocks_ideal``, ``blocks_crossbar``) into a ``Circuit``: ordered element records
+that print to the text docs/netlist-format.md specifies, plus the node map and the
+names of every element a runner alters (weights, biases, folded inputs, nudge). Names
+and order depend on the topology only, so one loaded circuit serves every example and
+both EqProp phases: values change by ``alter``, not by re-netlisting.
+Physical values (device conductances) come in as plain arrays; ``circuits`` is never
+imported here (DESIGN.md section 2).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+
+from eqprop.network import Network
+
+from . import blocks_crossbar, blocks_ideal
+from .blocks_ideal import Element, fmt
+
+FORMAT_VERSION = 1
+LEVELS = {"ideal": blocks_ideal, "crossbar": blocks_crossbar}
+# Tight enough for rho agreement <= 1e-6 V in normalised units (g0 = 1 S, c = 1 F);
+# docs/netlist-format.md section 1 says why these units.
+DEFAULT_OPTIONS = {"reltol": 1e-9, "abstol": 1e-15, "vntol": 1e-12}
+# Size limits for Debian's ngspice (Sparse 1.3, no KLU), from ngspice-notes.md: dense
+# blocks between non-input layers fill in (one factorisation ~h^3.3: h=300 -> 0.47 s,
+# 784-500x3-10 unfinished after 25 min); 784-500-10 unfolded (402,010 G) loads in ~2 s.
+MAX_DENSE_WIDTH = 400
+MAX_ELEMENTS = 500_000
+
+
+class NetlistTooLarge(ValueError):
+    """The circuit is beyond what this ngspice can factorise in practice."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeEstimate:
+    elements: int  # element lines the generator would write
+    synapse_elements: int
+    dense_width: int  # widest coupled pair of non-input layers (min of the two widths)
+    dense_pair: tuple[int, int] | None  # the layers of that pair
+    problems: tuple[str, ...]  # why it is too large; empty if within the limits
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def estimate_size(network: Network, fold_inputs: bool = True, level: str = "ideal",
+                  clamp: bool = False) -> SizeEstimate:
+    """Count elements and find the widest dense coupling, without building anything.
+
+    ``network`` may be a Network or just its Topology (sizes and mask are all it needs).
+    """
+    blocks = _level(level)
+    topo = getattr(network, "topology", network)
+    n_in, sizes = topo.n_in, topo.sizes
+    into = topo.mask[n_in if fold_inputs else 0:, n_in:]  # synapses written, by dst column
+    n_syn = int(into.sum())
+    n_col = int(into.any(axis=0).sum())
+    n_free = topo.n - n_in
+    per_neuron = 4 + (1 if clamp else 0)
+    n_ix = int(topo.mask[:n_in, n_in:].any(axis=0).sum()) if fold_inputs else 0
+    syn = blocks.synapse_count(n_syn, n_col)
+    total = syn + per_neuron * n_free + n_ix + 2 * topo.n_out + (0 if fold_inputs else n_in)
+    width, pair = 0, None
+    for blk in topo.blocks():
+        if blk.src == 0 or blk.count == 0:
+            continue  # inputs are held by sources: no fill-in through them
+        w = sizes[blk.src] if blk.src == blk.dst else min(sizes[blk.src], sizes[blk.dst])
+        if w > width:
+            width, pair = w, (blk.src, blk.dst)
+    problems = []
+    if width > MAX_DENSE_WIDTH:
+        problems.append(
+            f"layers {pair[0]} and {pair[1]} ({sizes[pair[0]]} and {sizes[pair[1]]} neurons) are coupled; "
+            f"Debian's ngspice (Sparse 1.3, no KLU) fills such dense blocks in and one factorisation grows "
+            f"~h^3.3 (h=300: 0.47 s; 784-500x3-10 did not finish in 25 min): limit MAX_DENSE_WIDTH="
+            f"{MAX_DENSE_WIDTH} neurons per coupled pair of non-input layers")
+    if total > MAX_ELEMENTS:
+        problems.append(f"{total} elements exceed MAX_ELEMENTS={MAX_ELEMENTS} "
+                        f"(784-500-10 unfolded, 402,010 G elements, already needs ~2 s and 519 MB to load)")
+    return SizeEstimate(total, syn, width, pair, tuple(problems))
+
+
+def check_size(network: Network, fold_inputs: bool = True, level: str = "ideal", clamp: bool = False,
+               force: bool = False) -> SizeEstimate:
+    """``estimate_size`` that raises ``NetlistTooLarge`` past the limits unless ``force``."""
+    est = estimate_size(network, fold_inputs, level, clamp)
+    if not est.ok and not force:
+        sizes = "-".join(map(str, getattr(network, "topology", network).sizes))
+        raise NetlistTooLarge(f"netlist for {sizes} ({'folded' if fold_inputs else 'unfolded'} inputs, "
+                              f"{level}) refused: " + "; ".join(est.problems)
+                              + ". Pass force=True (CLI: --force) to write it anyway.")
+    return est
+
+
+@dataclasses.dataclass(eq=False)
+class Circuit:
+    """An ordered list of elements that prints to SPICE text, with its name maps.
+
+    ``u_node[i]``/``r_node[i]``: nodes of neuron i (inputs: ``r`` only when unfolded).
+    The ``*_elements`` maps name what to alter; see docs/netlist-format.md section 8.
+    """
+
+    header: dict
+    elements: list[Element]  # or plain (name, nodes, value) tuples
+    options: dict | None
+    state_lines: list[str]
+    sizes: tuple[int, ...]
+    level: str
+    fold_inputs: bool
+    g0: float
+    neurons: list[int]  # non-input neurons, in order
+    fold_neurons: list[int]  # neurons with an Ix element (folded inputs), in order
+    fold_weights: np.ndarray  # (n_in, len(fold_neurons)) effective input weights for Ix
+    synapse_srcs: list[tuple[int, list[int]]]  # (dst, [src, ...]) of the synapses written, in order
+
+    # -- names --------------------------------------------------------------------
+    @property
+    def n_in(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def outputs(self) -> list[int]:
+        n = sum(self.sizes)
+        return list(range(n - self.sizes[-1], n))
+
+    @functools.cached_property
+    def u_node(self) -> dict[int, str]:
+        return {i: blocks_ideal.u_node(i) for i in self.neurons}
+
+    @functools.cached_property
+    def r_node(self) -> dict[int, str]:
+        ins = [] if self.fold_inputs else list(range(self.n_in))
+        return {i: blocks_ideal.r_node(i) for i in ins + self.neurons}
+
+    @functools.cached_property
+    def weight_elements(self) -> dict[tuple[int, int], tuple[str, ...]]:
+        """(src, dst) -> element names realising W[src, dst] (one, or a G+/G- pair)."""
+        names = LEVELS[self.level].synapse_names
+        return {(s, d): names(d, s) for d, srcs in self.synapse_srcs for s in srcs}
+
+    @functools.cached_property
+    def bias_elements(self) -> dict[int, str]:
+        return {i: f"Ib{i}" for i in self.neurons}
+
+    @functools.cached_property
+    def input_elements(self) -> dict[int, str]:
+        """Folded inputs: neuron -> its ``Ix`` current source."""
+        return {i: f"Ix{i}" for i in self.fold_neurons}
+
+    @functools.cached_property
+    def input_sources(self) -> dict[int, str]:
+        """Unfolded inputs: input k -> its ``Vx`` voltage source."""
+        return {} if self.fold_inputs else {k: f"Vx{k}" for k in range(self.n_in)}
+
+    @functools.cached_property
+    def nudge_elements(self) -> dict[int, tuple[str, str]]:
+        return {o: (f"Gn{o}", f"In{o}") for o in self.outputs}
+
+    # -- values -------------------------------------------------------------------
+    @functools.cached_property
+    def _index(self) -> dict[str, int]:
+        return {e[0].lower(): k for k, e in enumerate(self.elements)}
+
+    def value(self, name: str) -> float | str:
+        return self.elements[self._index[name.lower()]][2]
+
+    def set_value(self, name: str, value: float) -> None:
+        """Change one element's value in the text (a re-netlist; loaded circuits use alter)."""
+        k = self._index[name.lower()]
+        name, nodes, old = self.elements[k]
+        if isinstance(old, str):
+            raise ValueError(f"{name} is a behavioural source; its expression is not a value")
+        self.elements[k] = (name, nodes, _finite(value, name))
+
+    def input_currents(self, x) -> np.ndarray:
+        """``Ix`` values for a batch x (B, n_in): (B, len(fold_neurons)), column = ``fold_neurons``.
+
+        Per-example inputs of a folded circuit are these alters, no re-netlisting.
+        """
+        x = _as_batch(x, self.n_in, "x")
+        return np.clip(x, 0.0, 1.0) @ self.fold_weights * self.g0
+
+    def nudge_values(self, beta: float, target) -> tuple[np.ndarray, np.ndarray]:
+        """(Gn gains (n_out,), In currents (B, n_out)) for a nudge of strength beta toward target."""
+        y = _as_batch(target, self.sizes[-1], "target")
+        g = 2.0 * float(beta) * self.g0
+        return np.full(self.sizes[-1], -g), g * y
+
+    # -- text ---------------------------------------------------------------------
+    def to_spice(self, tail=()) -> str:
+        """The netlist text; ``tail`` lines (analysis, .control) go right before ``.end``."""
+        head = ["* eqprop-spice " + " ".join(f"{k}={v}" for k, v in self.header.items()),
+                _neuron_comment(self.sizes)]
+        if self.options:
+            head.append(".options " + " ".join(f"{k}={_opt(v)}" for k, v in self.options.items()))
+        body = [f"{name} {nodes} {v if isinstance(v, str) else fmt(v)}" for name, nodes, v in self.elements]
+        return "\n".join(head + body + self.state_lines + list(tail) + [".end", ""])
+
+    def __str__(self) -> str:
+        return self.to_spice()
+
+
+def _opt(v) -> str:
+    return fmt(v) if isinstance(v, float) else str(v)
+
+
+def _neuron_comment(sizes) -> str:
+    off = np.concatenate([[0], np.cumsum(sizes)])
+    names = ["inputs"] + [f"hidden{l}" for l in range(1, len(sizes) - 1)] + ["outputs"]
+    if len(sizes) == 3:
+        names[1] = "hidden"
+    return "* neurons: " + ", ".join(f"{n} {off[l]}-{off[l + 1] - 1}" for l, n in enumerate(names))
+
+
+# -- validation (all before any work) ---------------------------------------------
+def _finite(v, what: str) -> float:
+    v = float(v)
+    if not np.isfinite(v):
+        raise ValueError(f"{what} must be finite, got {v}")
+    return v
+
+
+def _as_batch(a, n: int, what: str) -> np.ndarray:
+    """An (n,) or (B, n) array-like (numpy or torch) as a finite float64 (B, n) array."""
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2 or a.shape[1] != n:
+        raise ValueError(f"{what} must have shape ({n},) or (batch, {n}), got {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what} has non-finite entries")
+    return a
+
+
+def _one(a, n: int, what: str) -> np.ndarray:
+    a = _as_batch(a, n, what)
+    if a.shape[0] != 1:
+        raise ValueError(f"a circuit holds one example: {what} must have shape ({n},) or (1, {n}), "
+                         f"got {a.shape}; use Circuit.input_currents / alter for batches")
+    return a[0]
+
+
+def _level(level: str):
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {sorted(LEVELS)}, got {level!r}")
+    return LEVELS[level]
+
+
+def _device_arrays(device_arrays, network: Network):
+    if device_arrays is None:
+        raise ValueError("level='crossbar' needs device_arrays=(Gp, Gm, g_unit); "
+                         "circuits.devices.weights_to_conductances computes them")
+    Gp, Gm, g_unit = device_arrays
+    n = network.topology.n
+    Gp, Gm = (np.asarray(g, dtype=np.float64) for g in (Gp, Gm))
+    if Gp.shape != (n, n) or Gm.shape != (n, n):
+        raise ValueError(f"Gp and Gm must have shape ({n}, {n}), got {Gp.shape} and {Gm.shape}")
+    g_unit = _finite(g_unit, "g_unit")
+    m = network.topology.mask
+    if g_unit <= 0 or not (np.isfinite(Gp[m]).all() and np.isfinite(Gm[m]).all()) \
+            or (Gp[m] <= 0).any() or (Gm[m] <= 0).any():
+        raise ValueError("crossbar conductances must be finite and > 0 on every connection, g_unit > 0")
+    return Gp, Gm, g_unit
+
+
+def build_circuit(network: Network, x=None, *, beta: float = 0.0, target=None, level: str = "ideal",
+                  fold_inputs: bool = True, g0: float = 1.0, c: float = 1.0, clamp: float = 0.0,
+                  state0=None, use: str | None = "nodeset", device_arrays=None,
+                  options: dict | None = DEFAULT_OPTIONS, force: bool = False) -> Circuit:
+    """The circuit of ``network`` for one example ``x`` (n_in,) (None: all inputs 0).
+
+    beta, target (n_out,): output nudge (beta = 0: the free phase, nudge elements at 0).
+    clamp: stiff penalty clamp gain (e.g. 1e3; 0 = none). state0 (N,): initial state
+    written as ``.nodeset`` (use="nodeset") or ``.ic`` (use="ic") lines. device_arrays:
+    (Gp, Gm, g_unit) for level="crossbar" (N x N conductances in S, G per direction
+    src -> dst). options: the ``.options`` line (None: none). Raises ``NetlistTooLarge``
+    past the size limits unless ``force``.
+    """
+    blocks = _level(level)
+    topo = network.topology
+    n, n_in, n_out = topo.n, topo.n_in, topo.n_out
+    g0, c, clamp, beta = (_finite(v, k) for v, k in ((g0, "g0"), (c, "c"), (clamp, "clamp"), (beta, "beta")))
+    if g0 <= 0 or c <= 0 or clamp < 0:
+        raise ValueError(f"need g0 > 0, c > 0, clamp >= 0; got g0={g0}, c={c}, clamp={clamp}")
+    xv = np.zeros(n_in) if x is None else _one(x, n_in, "x")
+    y_d = np.zeros(n_out)
+    if beta != 0:
+        if target is None:
+            raise ValueError("a nudged circuit (beta != 0) needs a target")
+        y_d = _one(target, n_out, "target")
+    s0 = None if state0 is None else _one(state0, n, "state0")
+    if use not in ("nodeset", "ic", None):
+        raise ValueError(f"use must be 'nodeset', 'ic' or None, got {use!r}")
+    W = network.W.detach().cpu().double().numpy()
+    b = network.b.detach().cpu().double().numpy()
+    arrays = _device_arrays(device_arrays, network) if level == "crossbar" else None
+    check_size(network, fold_inputs, level, clamp > 0, force)
+
+    mask = topo.mask
+    rx = np.clip(xv, 0.0, 1.0)
+    W_eff = blocks.effective_weights(W, arrays)
+    fold_neurons = np.nonzero(mask[:n_in, n_in:].any(axis=0))[0] + n_in if fold_inputs else np.zeros(0, int)
+    fold_w = W_eff[:n_in][:, fold_neurons] if fold_inputs else np.zeros((n_in, 0))
+    fold_cur = dict(zip(fold_neurons.tolist(), (rx @ fold_w * g0).tolist()))
+    first_src = n_in if fold_inputs else 0
+    outputs = set(range(n - n_out, n))
+    nudge_gain, nudge_cur = -2.0 * beta * g0, 2.0 * beta * g0 * y_d
+
+    els: list[Element] = []
+    if not fold_inputs:
+        els.extend(blocks.input_source(k, float(rx[k])) for k in range(n_in))
+    pairs: list[tuple[int, list[int]]] = []
+    for i in range(n_in, n):
+        els.extend(blocks.neuron(i, g0, c, float(b[i]) * g0, clamp))
+        if i in fold_cur:
+            els.append(blocks.folded_input(i, fold_cur[i]))
+        srcs = (np.nonzero(mask[first_src:, i])[0] + first_src).tolist()
+        els.extend(blocks.synapses(i, srcs, W, arrays, g0))
+        pairs.append((i, srcs))
+        if i in outputs:
+            els.extend(blocks.nudge(i, nudge_gain, float(nudge_cur[i - (n - n_out)])))
+
+    state_lines = []
+    if s0 is not None and use is not None:
+        u0 = s0 if use == "ic" else _leaky_state(s0, rx, W_eff, b, n_in, outputs, beta, y_d, clamp)
+        for i in range(n_in, n):
+            state_lines.append(f".{use} v(u{i})={fmt(u0[i])}")
+            if use == "nodeset":  # rho nodes too: Newton then starts at the fixed point
+                state_lines.append(f".nodeset v(r{i})={fmt(min(max(s0[i], 0.0), 1.0))}")
+
+    header = {"format": FORMAT_VERSION, "sizes": ",".join(map(str, topo.sizes)), "level": level,
+              "inputs": "folded" if fold_inputs else "unfolded", "directed": int(topo.directed),
+              "g0": fmt(g0), "c": fmt(c), "clamp": fmt(clamp)}
+    for kv in blocks.synapse_header(arrays):
+        k, v = kv.split("=", 1)
+        header[k] = v
+    return Circuit(header, els, None if options is None else dict(options), state_lines, tuple(topo.sizes),
+                   level, fold_inputs, g0, list(range(n_in, n)), fold_neurons.tolist(), fold_w, pairs)
+
+
+def _leaky_state(s0, rx, W, b, n_in, outputs, beta, y_d, clamp) -> np.ndarray:
+    """The node voltages u that the leaky circuit has where rho(u) = rho(s0).
+
+    A clipped (Euler) state sits at 0 or 1 where the circuit's u lies beyond, on the far
+    side of the clamp's kink; a .nodeset there can send Newton to another of the
+    energy's fixed points. u = drive (+ nudge), pulled toward rho by the clamp term,
+    is the circuit's own equilibrium when s0 is the Euler fixed point.
+    """
+    r = np.clip(s0, 0.0, 1.0)
+    r[:n_in] = rx
+    u = r @ W + b
+    out = np.array(sorted(outputs))
+    u[out] += 2.0 * beta * (y_d - r[out])
+    u = (u + clamp * r) / (1.0 + clamp)
+    u[:n_in] = rx
+    return u
+
+
+def folded_input_currents(network: Network, x, g0: float = 1.0, device_arrays=None):
+    """(neurons, currents (B, len(neurons))): the ``Ix`` values of a batch x, no circuit needed."""
+    topo = network.topology
+    x = _as_batch(x, topo.n_in, "x")
+    W = network.W.detach().cpu().double().numpy()
+    if device_arrays is not None:
+        W = blocks_crossbar.effective_weights(W, _device_arrays(device_arrays, network))
+    neurons = np.nonzero(topo.mask[:topo.n_in, topo.n_in:].any(axis=0))[0] + topo.n_in
+    return neurons.tolist(), np.clip(x, 0.0, 1.0) @ W[:topo.n_in][:, neurons] * float(g0)

@@ -1,0 +1,237 @@
+"""The lark grammar (spice_subset.lark) and what its parse tree turns into.
+
+``statements(text, file, report)`` parses one file's text into raw statements whose
+values are still text with a position (``Val``): they can only be evaluated once every
+``.param`` is known, which spice_parse does. ``spice_number`` and ``evaluate`` give
+values their meaning: SPICE engineering suffixes and ``{expression}`` arithmetic.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+from pathlib import Path
+
+import lark
+
+from .spice_errors import NetlistSyntaxError, UnsupportedNetlistError
+
+_GRAMMAR = Path(__file__).with_name("spice_subset.lark")
+
+
+@functools.lru_cache(maxsize=1)
+def parser() -> lark.Lark:
+    # built once per process (~0.2 s); LALR keeps parsing linear in the netlist size
+    return lark.Lark(_GRAMMAR.read_text(), parser="lalr", lexer="contextual",
+                     start=["netlist", "expression"], propagate_positions=True, maybe_placeholders=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pos:
+    """Where a record was written: file label, 1-based line and column."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+# -- numbers ----------------------------------------------------------------------------
+_NUMBER = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+))(?:e([+-]?\d+))?([a-z]*)", re.I)
+_SCALE = {"t": 12, "g": 9, "k": 3, "m": -3, "u": -6, "n": -9, "p": -12, "f": -15}
+
+
+def spice_number(text: str) -> float:
+    """'10kOhm' -> 10000.0: mantissa, exponent, scale factor, then letters SPICE ignores.
+
+    The scale goes into the decimal exponent and the string through float() once, so the
+    result is correctly rounded and a repr()-written number reads back bit for bit.
+    """
+    m = _NUMBER.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"bad number '{text}'")
+    mantissa, exp, letters = m.group(1), int(m.group(2) or 0), m.group(3).lower()
+    if letters.startswith("meg"):
+        exp += 6
+    elif letters.startswith("mil"):
+        return float(f"{mantissa}e{exp}") * 25.4e-6
+    elif letters[:1] in _SCALE:
+        exp += _SCALE[letters[0]]
+    return float(f"{mantissa}e{exp}")
+
+
+# -- parse tree -> raw statements ----------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _Val:
+    """A value as written (number, {expr}, 'expr' or .param expression): it needs the scope."""
+
+    text: str
+    pos: Pos
+
+
+@dataclasses.dataclass(eq=False)
+class _Raw:
+    kind: str  # element | subckt | ends | model | param | include | nodeset | ic | options | analysis | skipped
+    pos: Pos
+    fields: dict
+
+
+_KIND_NAMES = {"M": "MOSFET", "Q": "BJT", "J": "JFET", "Z": "MESFET", "L": "inductor", "K": "coupled inductor",
+               "T": "transmission line", "O": "lossy line", "U": "RC line", "S": "switch", "W": "switch",
+               "H": "CCVS", "A": "XSPICE code model", "P": "coupled line", "N": "OSDI device", "Y": "line"}
+
+
+def _split(c):
+    """(positional items, key=value pairs) of a rule's children."""
+    return [i for i in c if not isinstance(i, tuple)], [i for i in c if isinstance(i, tuple)]
+
+
+class _ToRaw(lark.Transformer):
+    """One handler per grammar rule; unsupported and unknown lines raise right here."""
+
+    def __init__(self, file: str, report):
+        super().__init__()
+        self.file, self.report = file, report
+
+    def _pos(self, tok) -> Pos:
+        return Pos(self.file, tok.line, tok.column)
+
+    def VALUE(self, tok):
+        return _Val(str(tok), self._pos(tok))
+
+    PARAM_EXPR = VALUE
+
+    def _element(self, kind, c, nodes, value=None, params=(), **fields) -> _Raw:
+        return _Raw("element", self._pos(c[0]), dict(name=str(c[0]), kind=kind, nodes=tuple(map(str, nodes)),
+                                                     value=value, params=list(params), **fields))
+
+    def netlist(self, items):
+        return [i for i in items if isinstance(i, _Raw)]  # the .end token is dropped
+
+    def assignment(self, c):
+        return (str(c[0]), c[1])
+
+    def resistor(self, c):
+        t, kv = _split(c)
+        return self._element("R", c, t[1:3], t[3], kv)
+
+    def capacitor(self, c):
+        t, kv = _split(c)
+        return self._element("C", c, t[1:3], t[3], kv)
+
+    def vccs(self, c):
+        t, kv = _split(c)
+        return self._element("G", c, t[1:5], t[5], kv)
+
+    def vcvs(self, c):
+        t, kv = _split(c)
+        return self._element("E", c, t[1:5], t[5], kv)
+
+    def vccs_expr(self, c):
+        return self._element(str(c[0])[0].upper(), c, c[1:3], expr=str(c[4])[1:-1].strip(),
+                             expr_kind=str(c[3]).lower())
+
+    vcvs_expr = vccs_expr
+
+    def cccs(self, c):
+        t, kv = _split(c)
+        return self._element("F", c, t[1:3], t[4], kv, ref=str(t[3]))
+
+    def bsource(self, c):
+        text = " ".join(str(p).strip() for p in c[4:])  # pieces of + continuation lines
+        text = re.split(r"\s\$\s", " " + text, maxsplit=1)[0].strip()  # a "$ " comment
+        return self._element("B", c, c[1:3], expr=text, expr_kind=str(c[3]).lower())
+
+    def vsource(self, c):
+        return self._element(str(c[0])[0].upper(), c, c[1:3], **c[3])
+
+    isource = vsource
+
+    def source_spec(self, c):
+        spec = dict(value=None, ac=None, waveform=None)
+        for i in c:
+            if isinstance(i, _Val):
+                spec["value"] = i
+            elif isinstance(i, lark.Tree):
+                spec[i.data] = i.children
+        return spec
+
+    def ac_spec(self, c):
+        return lark.Tree("ac", [i for i in c if isinstance(i, _Val)])
+
+    def waveform(self, c):
+        return lark.Tree("waveform", [str(c[0]).lower()] + [i for i in c if isinstance(i, _Val)])
+
+    def diode(self, c):
+        t, kv = _split(c)
+        return self._element("D", c, t[1:3], t[4] if len(t) > 4 else None, kv, ref=str(t[3]))
+
+    def subckt_call(self, c):
+        t, kv = _split(c)
+        words = [str(w) for w in t[1:] if w.type == "WORD"]
+        return self._element("X", c, words[:-1], None, kv, ref=words[-1])
+
+    def unsupported_element(self, c):
+        letter = str(c[0])[0].upper()
+        what = _KIND_NAMES.get(letter, "element")
+        self.report(UnsupportedNetlistError, f"'{c[0]}': {letter} elements ({what}) are outside the supported "
+                    f"subset (R, C, G, E, F, B, V, I, D, X)", self._pos(c[0]))
+
+    def subckt(self, c):
+        t, kv = _split(c)
+        words = [str(w) for w in t[1:] if w.type == "WORD"]
+        return _Raw("subckt", self._pos(c[0]), dict(name=words[0], ports=tuple(words[1:]), params=kv))
+
+    def ends(self, c):
+        return _Raw("ends", self._pos(c[0]), dict(name=str(c[1]) if len(c) > 1 else None))
+
+    def model(self, c):
+        t, kv = _split(c)
+        return _Raw("model", self._pos(c[0]), dict(name=str(t[1]), type=str(t[2]), params=kv))
+
+    def param(self, c):
+        return _Raw("param", self._pos(c[0]), dict(params=[(str(k), v) for k, v in zip(c[1::2], c[2::2])]))
+
+    def include(self, c):
+        path = str(c[1])
+        return _Raw("include", self._pos(c[0]), dict(path=path[1:-1] if path[0] in "'\"" else path))
+
+    def node_voltage(self, c):
+        return (c[1], c[2])
+
+    def nodeset(self, c):
+        return _Raw(str(c[0])[1:].lower(), self._pos(c[0]), dict(values=c[1:]))
+
+    ic = nodeset
+
+    def option(self, c):
+        return (str(c[0]), (str(c[1]) if c[1].__class__ is lark.Token else c[1]) if len(c) > 1 else None)
+
+    def options(self, c):
+        return _Raw("options", self._pos(c[0]), dict(options=c[1:]))
+
+    def _analysis(self, c):
+        args = [str(a).lower() if isinstance(a, lark.Token) else a for a in c[1:]]  # a source name, uic
+        return _Raw("analysis", self._pos(c[0]), dict(name=str(c[0])[1:].lower(), args=args))
+
+    op = tran = dc = _analysis
+
+    def control(self, c):
+        return _Raw("skipped", self._pos(c[0]), dict(name="control", text=str(c[0])))
+
+    def unterminated_control(self, c):
+        self.report(NetlistSyntaxError, ".control block without .endc", self._pos(c[0]))
+
+    def ignored_dot(self, c):
+        return _Raw("skipped", self._pos(c[0]), dict(name=str(c[0])[1:].lower(), text=" ".join(map(str, c[1:]))))
+
+    def unsupported_dot(self, c):
+        self.report(UnsupportedNetlistError, f"'{c[0]}' is outside the supported subset", self._pos(c[0]))
+
+    def unknown_dot(self, c):
+        self.report(NetlistSyntaxError, f"unknown dot-command '{c[0]}'", self._pos(c[0]))
+
+
