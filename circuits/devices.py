@@ -224,11 +224,13 @@ def program_network(network, device: DeviceModel, rng=None, *, clip: bool = Fals
 
 
 def apply_update(prog: ProgrammedWeights, dW, device: DeviceModel, rng=None, dtod=None) -> ProgrammedWeights:
-    """Incremental write-back of dW: half of each change up on one device, half down on the other.
+    """Incremental write-back of dW, each device moved toward the pair of the new weight.
 
-    Increases scale by (1 + asymmetry/2), decreases by (1 - asymmetry/2); the result is
-    quantised, write-noised, and stays in [g_min, g_max] per device (saturation, not an
-    error: that is what hardware does). ``dtod`` gains divide out before and back in after.
+    The target is the canonical pair (one device at g_min) of W_eff + dW, clipped to
+    +-w_max (saturation, as hardware does, not an error). Each device's move is scaled by
+    (1 + asymmetry/2) when it increases and (1 - asymmetry/2) when it decreases, then
+    quantised and write-noised. ``dtod`` gains (from ``sample_dtod``) divide out first
+    and back in after, so a mismatched instance keeps its mismatch.
     """
     dW = _as_array(dW)
     if dW.shape != prog.Gp.shape or not np.isfinite(dW[prog.mask]).all():
@@ -237,15 +239,17 @@ def apply_update(prog: ProgrammedWeights, dW, device: DeviceModel, rng=None, dto
     if noisy and rng is None:
         raise ValueError(f"device {device.name} has write noise: pass rng")
     fp, fm = dtod if dtod is not None else (np.ones(dW.shape), np.ones(dW.shape))
-    half = 0.5 * dW * prog.g_unit
+    Gp0 = np.where(prog.mask, prog.Gp / fp, device.g_min)
+    Gm0 = np.where(prog.mask, prog.Gm / fm, device.g_min)
+    W1 = np.clip((Gp0 - Gm0) / prog.g_unit + dW, -device.w_max, device.w_max)
     a = device.asymmetry
 
-    def step(G, d):
-        return G + np.where(d > 0, d * (1 + a / 2), d * (1 - a / 2))
+    def move(G, target):
+        d = target - G
+        return quantize(G + np.where(d > 0, d * (1 + a / 2), d * (1 - a / 2)), device)
 
-    with np.errstate(invalid="ignore", divide="ignore"):
-        Gp = quantize(step(np.where(prog.mask, prog.Gp / fp, device.g_min), half), device)
-        Gm = quantize(step(np.where(prog.mask, prog.Gm / fm, device.g_min), -half), device)
+    Gp = move(Gp0, device.g_min + np.maximum(W1, 0.0) * prog.g_unit)
+    Gm = move(Gm0, device.g_min + np.maximum(-W1, 0.0) * prog.g_unit)
     if noisy:
         r = _rng(rng)
         Gp, Gm = write_noise(Gp, device, r), write_noise(Gm, device, r)

@@ -32,7 +32,7 @@ from .solver import NUDGE_FORMS
 from .topology import Topology
 
 COUPLINGS = ("auto", "dense", "blocks")
-DENSE_FRACTION = 0.25  # as eqprop.couplings: above this free-free density, dense wins anyway
+BLOCKS_MIN_LAYER = 256  # CPU: per-block products pay from layers this wide (measured, choose_coupling)
 MAX_CACHED = 8  # kernels (graphs + static buffers) kept per solver
 
 
@@ -47,7 +47,13 @@ def adjacent_only(topologies: Sequence[Topology]) -> bool:
 
 
 def choose_coupling(mode: str, topologies: Sequence[Topology], device: torch.device) -> str:
-    """dense on CUDA (one GEMM per step); blocks on CPU for sparse layered nets."""
+    """dense (one GEMM per step) unless blocks pays: CPU, layered, large layers.
+
+    On CUDA at batch 20 launches dominate, so the one-GEMM form always wins. On CPU flops
+    dominate once layers are large: per-block products skip the empty part of the packed
+    matrix (2x faster measured for 784-500x3-10), but their per-op overhead loses on
+    100-wide and smaller layers (784-100x5-10, 10-10x5-1: dense faster; docs/engine.md).
+    """
     if mode not in COUPLINGS:
         raise ValueError(f"coupling must be one of {COUPLINGS}, got {mode!r}")
     layered = adjacent_only(topologies)
@@ -56,10 +62,8 @@ def choose_coupling(mode: str, topologies: Sequence[Topology], device: torch.dev
                          "these topologies have skip or intralayer connections (use 'dense')")
     if mode != "auto":
         return mode
-    if device.type == "cuda" or not layered:
-        return "dense"
-    t = topologies[0]
-    return "dense" if t.mask[t.n_in:, t.n_in:].mean() > DENSE_FRACTION else "blocks"
+    big = max(topologies[0].sizes[1:]) >= BLOCKS_MIN_LAYER
+    return "blocks" if device.type == "cpu" and layered and big else "dense"
 
 
 @contextlib.contextmanager
@@ -275,6 +279,11 @@ class FastEulerSolver:
             out[..., :n_in] = x
             out[..., n_in:] = free
         return out
+
+    @property
+    def cached_kernels(self) -> int:
+        """Kernels (static buffers, graphs) held; stays put while weights change in place."""
+        return len(self._kernels)
 
     # -- internals ----------------------------------------------------------------------
     def _loop(self, k: _Kernel, steps: int, graphed: bool, pieces) -> torch.Tensor:

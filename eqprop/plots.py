@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: runs on CI machines and GPU hosts without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_run(metrics: dict, out: Path) -> list[Path]:
@@ -45,6 +46,8 @@ def plot_run(metrics: dict, out: Path) -> list[Path]:
         with np.errstate(divide="ignore", invalid="ignore"):
             im = ax.imshow(np.log10(m), cmap="viridis")
         fig.colorbar(im, ax=ax, label="log10 mean |dW|")
+        ax.set_xticks(range(m.shape[0]))
+        ax.set_yticks(range(m.shape[0]))
         ax.set_xlabel("layer")
         ax.set_ylabel("layer")
         ax.set_title("mean |dW| per layer pair")
@@ -60,6 +63,9 @@ def _title(metrics: dict) -> str:
 
 
 def _save(fig, path: Path) -> Path:
+    for ax in fig.axes:
+        if ax.get_xlabel() == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -6,7 +6,11 @@ import json
 import sys
 from pathlib import Path
 
-EXPERIMENTS = {"table1": "Table 1: MLFF vs SW on diabetes, wine (default) and MNIST/FMNIST (--only images)"}
+EXPERIMENTS = {
+    "table1": "Table 1: MLFF vs SW on diabetes, wine (default) and MNIST/FMNIST (--only images)",
+    "fig2": "Fig 2: MNIST 784-500x3-10, MLFF global rate vs per-layer rates vs SW p=0.1 (plus Fig 3 and Fig 5 plots)",
+    "fig4": "Fig 4: 784-100x5-10 MNIST, error and log-spread vs p (31 values of p)",
+}
 
 
 def cmd_reproduce(args) -> int:
@@ -18,7 +22,11 @@ def cmd_reproduce(args) -> int:
     runs = mod.runs(epochs=args.epochs, seeds=seeds, only=args.only)
     out = Path(args.out or f"results/{args.name}")
     out.mkdir(parents=True, exist_ok=True)
-    summary = run_all(args.name, runs, out, resume=not args.restart, progress=not args.quiet, device=args.device)
+    summary, results = run_all(args.name, runs, out, resume=not args.restart, progress=not args.quiet,
+                               device=args.device)
+    if hasattr(mod, "plot"):
+        for path in mod.plot(summary, results, out):
+            print(f"plot: {path}", file=sys.stderr)
     report = [f"# {args.name}: {len(runs)} runs, seeds {seeds}", ""]
     if args.compare:
         report += [compare_table(summary, mod.PAPER), ""]

@@ -24,8 +24,9 @@ class Run:
 
 
 def run_all(name: str, runs: list[Run], out: Path, resume: bool = True, progress: bool = True,
-            device: str | None = None) -> dict:
-    """Train every run (skipping finished ones when resuming), then summarise by label."""
+            device: str | None = None) -> tuple[dict, dict[str, list[dict]]]:
+    """Train every run (skipping finished ones when resuming); returns (summary by label,
+    every run's metrics by label)."""
     from eqprop.trainer import Trainer
     from eqprop.datasets import load_dataset
 
@@ -49,7 +50,7 @@ def run_all(name: str, runs: list[Run], out: Path, resume: bool = True, progress
         results.setdefault(r.label, []).append(json.loads(mfile.read_text()))
     summary = summarise(results)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return summary, results
 
 
 def summarise(results: dict[str, list[dict]]) -> dict:

@@ -54,3 +54,8 @@ def check(summary: dict) -> list[str]:
             lines.append(f"{label[:-5]}: log-spread MLFF {row['log_spread']:.3f} -> SW {sw['log_spread']:.3f} "
                          f"({'SW below MLFF' if ok else 'NOT below'})")
     return lines
+
+
+def plot(summary: dict, results: dict, out):
+    from .plotting import log_spread_bars
+    return [log_spread_bars(summary, out / "table1_log_spread.png", PAPER)]

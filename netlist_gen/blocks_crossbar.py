@@ -20,8 +20,8 @@ def synapse_names(dst: int, src: int) -> tuple[str, ...]:
     return (f"Rp{dst}_{src}", f"Rm{dst}_{src}")
 
 
-def synapse_header(arrays) -> list[str]:
-    return [f"g_unit={repr(float(arrays[2]))}"]
+def synapse_header(arrays) -> dict[str, str]:
+    return {"g_unit": repr(float(arrays[2]))}
 
 
 def effective_weights(W: np.ndarray, arrays) -> np.ndarray:

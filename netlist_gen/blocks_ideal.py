@@ -80,8 +80,9 @@ def synapse_names(dst: int, src: int) -> tuple[str, ...]:
     return (f"Gw{dst}_{src}",)
 
 
-def synapse_header(arrays) -> list[str]:
-    return []
+def synapse_header(arrays) -> dict[str, str]:
+    """Extra header tokens of this level (docs/netlist-format.md section 3)."""
+    return {}
 
 
 def effective_weights(W: np.ndarray, arrays) -> np.ndarray:

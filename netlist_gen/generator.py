@@ -307,7 +307,8 @@ def build_circuit(network: Network, x=None, *, beta: float = 0.0, target=None, l
 
     mask = topo.mask
     rx = np.clip(xv, 0.0, 1.0)
-    W_eff = blocks.effective_weights(W, arrays)
+    # only mask entries become elements, so only they may drive the folded currents
+    W_eff = np.where(mask, blocks.effective_weights(W, arrays), 0.0)
     fold_neurons = np.nonzero(mask[:n_in, n_in:].any(axis=0))[0] + n_in if fold_inputs else np.zeros(0, int)
     fold_w = W_eff[:n_in][:, fold_neurons] if fold_inputs else np.zeros((n_in, 0))
     fold_cur = dict(zip(fold_neurons.tolist(), (rx @ fold_w * g0).tolist()))
@@ -340,9 +341,7 @@ def build_circuit(network: Network, x=None, *, beta: float = 0.0, target=None, l
     header = {"format": FORMAT_VERSION, "sizes": ",".join(map(str, topo.sizes)), "level": level,
               "inputs": "folded" if fold_inputs else "unfolded", "directed": int(topo.directed),
               "g0": fmt(g0), "c": fmt(c), "clamp": fmt(clamp)}
-    for kv in blocks.synapse_header(arrays):
-        k, v = kv.split("=", 1)
-        header[k] = v
+    header.update(blocks.synapse_header(arrays))
     return Circuit(header, els, None if options is None else dict(options), state_lines, tuple(topo.sizes),
                    level, fold_inputs, g0, list(range(n_in, n)), fold_neurons.tolist(), fold_w, pairs)
 
@@ -371,6 +370,6 @@ def folded_input_currents(network: Network, x, g0: float = 1.0, device_arrays=No
     x = _as_batch(x, topo.n_in, "x")
     W = network.W.detach().cpu().double().numpy()
     if device_arrays is not None:
-        W = blocks_crossbar.effective_weights(W, _device_arrays(device_arrays, network))
+        W = np.where(topo.mask, blocks_crossbar.effective_weights(W, _device_arrays(device_arrays, network)), 0.0)
     neurons = np.nonzero(topo.mask[:topo.n_in, topo.n_in:].any(axis=0))[0] + topo.n_in
     return neurons.tolist(), np.clip(x, 0.0, 1.0) @ W[:topo.n_in][:, neurons] * float(g0)

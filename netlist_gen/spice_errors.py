@@ -51,7 +51,7 @@ class NetworkReadError(NetlistError):
 
 # -- lark errors -> messages ------------------------------------------------------------
 _EXPECTED = {
-    "VALUE": "a value (a number such as 1.5k or 2e-3, {expression} or 'expression')",
+    "VALUE": "a number (such as 1.5k or 2e-3), {expression} or 'expression'",
     "WORD": "a node or name", "PARAM_EXPR": "a parameter value", "EQUAL": "'='", "RPAR": "')'",
     "LPAR": "'('", "_NL": "end of line", "B_KIND": "v= or i=", "B_EXPR": "an expression",
     "PATH": "a file name", "DQUOTED": "a file name", "V_KW": "v(node)=value", "EXPR_KW": "value=",
@@ -93,10 +93,17 @@ def raise_syntax_error(e: UnexpectedInput, file: str, lines: list[str], column_o
         line_no, col = len(lines), len(lines[-1]) + 1 if lines else 1
     line = lines[line_no - 1] if lines else ""
     expected = sorted(getattr(e, "expected", None) or getattr(e, "allowed", None) or ())
+    if "VALUE" in expected and "PARAM_EXPR" in expected:
+        expected.remove("PARAM_EXPR")
     found = _found(e, line)
     want = " or ".join(dict.fromkeys(_EXPECTED.get(t, t.lower()) for t in expected if not t.startswith("__")))
+    fields = list(re.finditer(r"[^\s=(){},;'\"]+", line[: col - 1]))
     if "VALUE" in expected and re.match(r"'[+-]?[\d.]", found):
-        msg = f"bad number {found} (expected {want})"
+        msg = f"bad number {found}, expected {want}"
+    elif expected == ["EQUAL"] and found == "end of line" and fields:
+        # a stray field after the values: point at it, not at the end of the line
+        col = fields[-1].start() + 1
+        msg = f"'{fields[-1].group(0)}' is neither a node nor key=value here"
     elif found.startswith("'{") or found == "'''":
         msg = f"unclosed {found[1]} (an expression must close on its line)"
     elif isinstance(e, UnexpectedCharacters) and not isinstance(e, UnexpectedToken):

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import lark
 
-from .spice_errors import NetlistSyntaxError, UnsupportedNetlistError
+from lark.exceptions import UnexpectedInput, VisitError
+
+from .spice_errors import NetlistSyntaxError, UnsupportedNetlistError, raise_syntax_error
 
 _GRAMMAR = Path(__file__).with_name("spice_subset.lark")
 
@@ -65,7 +67,7 @@ def spice_number(text: str) -> float:
 
 # -- parse tree -> raw statements ----------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class _Val:
+class Val:
     """A value as written (number, {expr}, 'expr' or .param expression): it needs the scope."""
 
     text: str
@@ -73,7 +75,7 @@ class _Val:
 
 
 @dataclasses.dataclass(eq=False)
-class _Raw:
+class Raw:
     kind: str  # element | subckt | ends | model | param | include | nodeset | ic | options | analysis | skipped
     pos: Pos
     fields: dict
@@ -100,16 +102,16 @@ class _ToRaw(lark.Transformer):
         return Pos(self.file, tok.line, tok.column)
 
     def VALUE(self, tok):
-        return _Val(str(tok), self._pos(tok))
+        return Val(str(tok), self._pos(tok))
 
     PARAM_EXPR = VALUE
 
-    def _element(self, kind, c, nodes, value=None, params=(), **fields) -> _Raw:
-        return _Raw("element", self._pos(c[0]), dict(name=str(c[0]), kind=kind, nodes=tuple(map(str, nodes)),
+    def _element(self, kind, c, nodes, value=None, params=(), **fields) -> Raw:
+        return Raw("element", self._pos(c[0]), dict(name=str(c[0]), kind=kind, nodes=tuple(map(str, nodes)),
                                                      value=value, params=list(params), **fields))
 
     def netlist(self, items):
-        return [i for i in items if isinstance(i, _Raw)]  # the .end token is dropped
+        return [i for i in items if isinstance(i, Raw)]  # the .end token is dropped
 
     def assignment(self, c):
         return (str(c[0]), c[1])
@@ -153,17 +155,17 @@ class _ToRaw(lark.Transformer):
     def source_spec(self, c):
         spec = dict(value=None, ac=None, waveform=None)
         for i in c:
-            if isinstance(i, _Val):
+            if isinstance(i, Val):
                 spec["value"] = i
             elif isinstance(i, lark.Tree):
                 spec[i.data] = i.children
         return spec
 
     def ac_spec(self, c):
-        return lark.Tree("ac", [i for i in c if isinstance(i, _Val)])
+        return lark.Tree("ac", [i for i in c if isinstance(i, Val)])
 
     def waveform(self, c):
-        return lark.Tree("waveform", [str(c[0]).lower()] + [i for i in c if isinstance(i, _Val)])
+        return lark.Tree("waveform", [str(c[0]).lower()] + [i for i in c if isinstance(i, Val)])
 
     def diode(self, c):
         t, kv = _split(c)
@@ -183,27 +185,27 @@ class _ToRaw(lark.Transformer):
     def subckt(self, c):
         t, kv = _split(c)
         words = [str(w) for w in t[1:] if w.type == "WORD"]
-        return _Raw("subckt", self._pos(c[0]), dict(name=words[0], ports=tuple(words[1:]), params=kv))
+        return Raw("subckt", self._pos(c[0]), dict(name=words[0], ports=tuple(words[1:]), params=kv))
 
     def ends(self, c):
-        return _Raw("ends", self._pos(c[0]), dict(name=str(c[1]) if len(c) > 1 else None))
+        return Raw("ends", self._pos(c[0]), dict(name=str(c[1]) if len(c) > 1 else None))
 
     def model(self, c):
         t, kv = _split(c)
-        return _Raw("model", self._pos(c[0]), dict(name=str(t[1]), type=str(t[2]), params=kv))
+        return Raw("model", self._pos(c[0]), dict(name=str(t[1]), type=str(t[2]), params=kv))
 
     def param(self, c):
-        return _Raw("param", self._pos(c[0]), dict(params=[(str(k), v) for k, v in zip(c[1::2], c[2::2])]))
+        return Raw("param", self._pos(c[0]), dict(params=[(str(k), v) for k, v in zip(c[1::2], c[2::2])]))
 
     def include(self, c):
         path = str(c[1])
-        return _Raw("include", self._pos(c[0]), dict(path=path[1:-1] if path[0] in "'\"" else path))
+        return Raw("include", self._pos(c[0]), dict(path=path[1:-1] if path[0] in "'\"" else path))
 
     def node_voltage(self, c):
         return (c[1], c[2])
 
     def nodeset(self, c):
-        return _Raw(str(c[0])[1:].lower(), self._pos(c[0]), dict(values=c[1:]))
+        return Raw(str(c[0])[1:].lower(), self._pos(c[0]), dict(values=c[1:]))
 
     ic = nodeset
 
@@ -211,22 +213,22 @@ class _ToRaw(lark.Transformer):
         return (str(c[0]), (str(c[1]) if c[1].__class__ is lark.Token else c[1]) if len(c) > 1 else None)
 
     def options(self, c):
-        return _Raw("options", self._pos(c[0]), dict(options=c[1:]))
+        return Raw("options", self._pos(c[0]), dict(options=c[1:]))
 
     def _analysis(self, c):
         args = [str(a).lower() if isinstance(a, lark.Token) else a for a in c[1:]]  # a source name, uic
-        return _Raw("analysis", self._pos(c[0]), dict(name=str(c[0])[1:].lower(), args=args))
+        return Raw("analysis", self._pos(c[0]), dict(name=str(c[0])[1:].lower(), args=args))
 
     op = tran = dc = _analysis
 
     def control(self, c):
-        return _Raw("skipped", self._pos(c[0]), dict(name="control", text=str(c[0])))
+        return Raw("skipped", self._pos(c[0]), dict(name="control", text=str(c[0])))
 
     def unterminated_control(self, c):
         self.report(NetlistSyntaxError, ".control block without .endc", self._pos(c[0]))
 
     def ignored_dot(self, c):
-        return _Raw("skipped", self._pos(c[0]), dict(name=str(c[0])[1:].lower(), text=" ".join(map(str, c[1:]))))
+        return Raw("skipped", self._pos(c[0]), dict(name=str(c[0])[1:].lower(), text=" ".join(map(str, c[1:]))))
 
     def unsupported_dot(self, c):
         self.report(UnsupportedNetlistError, f"'{c[0]}' is outside the supported subset", self._pos(c[0]))
@@ -235,3 +237,75 @@ class _ToRaw(lark.Transformer):
         self.report(NetlistSyntaxError, f"unknown dot-command '{c[0]}'", self._pos(c[0]))
 
 
+def statements(text: str, file: str, report) -> list[Raw]:
+    """One file's text (title line already blanked) -> raw statements.
+
+    ``report(cls, message, pos)`` raises: it knows the source lines for the excerpt.
+    """
+    try:
+        tree = parser().parse(text, start="netlist")
+        return _ToRaw(file, report).transform(tree)
+    except UnexpectedInput as e:
+        raise_syntax_error(e, file, text.split("\n"))
+    except VisitError as e:  # lark wraps what a transformer callback raises
+        raise e.orig_exc from None
+
+
+# -- expressions ({...}, '...', .param values) -----------------------------------------
+_FUNCS = {"min": min, "max": max, "abs": abs, "sqrt": math.sqrt, "exp": math.exp, "ln": math.log,
+          "log": math.log, "log10": math.log10, "pow": math.pow, "sin": math.sin, "cos": math.cos,
+          "tan": math.tan, "atan": math.atan, "tanh": math.tanh, "floor": math.floor, "ceil": math.ceil}
+_BINARY = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+           "div": lambda a, b: a / b, "pow": lambda a, b: a ** b}
+
+
+class _ExprError(Exception):
+    def __init__(self, message: str, column: int):
+        super().__init__(message)
+        self.column = column  # within the expression text
+
+
+def _column(tree) -> int:
+    return tree.column if isinstance(tree, lark.Token) else tree.meta.column
+
+
+def _evaluate(tree, scope: dict[str, float]) -> float:
+    kind, c = tree.data, tree.children
+    if kind == "number":
+        return spice_number(str(c[0]))
+    if kind == "name":
+        if str(c[0]).lower() not in scope:
+            raise _ExprError(f"unknown parameter '{c[0]}'", c[0].column)
+        return scope[str(c[0]).lower()]
+    if kind == "call" and str(c[0]).lower() not in _FUNCS:
+        raise _ExprError(f"unknown function '{c[0]}' (known: {', '.join(sorted(_FUNCS))})", c[0].column)
+    args = [_evaluate(a, scope) for a in (c[1:] if kind == "call" else c)]
+    try:
+        if kind == "neg":
+            return -args[0]
+        if kind == "call":
+            return float(_FUNCS[str(c[0]).lower()](*args))
+        return float(_BINARY[kind](*args))
+    except (ArithmeticError, ValueError, TypeError) as e:
+        raise _ExprError(f"cannot evaluate ({e})", _column(tree)) from None
+
+
+def evaluate(val: Val, scope: dict[str, float], what: str, report) -> float:
+    """The float a value stands for: a number, or an expression over ``scope`` (lower-case
+    names). Errors point at the offending character inside the expression."""
+    text = val.text
+    braced = text[0] in "{'"
+    inner = text[1:-1] if braced else text
+    at = functools.partial(dataclasses.replace, val.pos)
+    try:
+        if not braced and _NUMBER.fullmatch(text):
+            v = spice_number(text)
+        else:  # {expr}, 'expr', or an unbraced .param expression
+            v = _evaluate(parser().parse(inner, start="expression"), scope)
+    except UnexpectedInput as e:
+        report(NetlistSyntaxError, f"bad expression {text} in {what}", at(column=val.pos.column + braced + e.column - 1))
+    except _ExprError as e:
+        report(NetlistSyntaxError, f"{e} in {what}: {text}", at(column=val.pos.column + braced + e.column - 1))
+    if not math.isfinite(v):
+        report(NetlistSyntaxError, f"{what} is not a finite number: {text}", val.pos)
+    return v

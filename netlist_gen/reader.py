@@ -1,0 +1,289 @@
+"""Netlist -> eqprop Network: the inverse of ``build_circuit`` (docs/netlist-format.md).
+
+``read_netlist(path_or_text)`` parses (spice_parse) and maps the element records back to
+W, b and the topology mask, plus what else the circuit holds (the inputs, the nudge, the
+initial state). The mapping is strict: an element the format does not define, a node
+that does not match its name, or a value the format fixes (leak, clamp, ammeters) that
+was edited raises ``NetworkReadError`` at that element, because a network silently
+different from the circuit is worse than no network.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import torch
+
+from eqprop.network import Network
+from eqprop.topology import Topology
+
+from .spice_errors import NetworkReadError, UnsupportedNetlistError
+from .spice_parse import Element, Netlist, Pos, parse_netlist
+
+FORMAT_VERSION = 1
+_REL = 1e-12  # agreement asked of values the format derives from the header (1/g0 written as repr)
+
+# element name prefix -> (index count, nodes as written, what it is); {0} first index, {1} second
+_ELEMENTS = {
+    "cn": (1, "u{0} 0", "capacitor"), "rl": (1, "u{0} 0", "leak"), "br": (1, "r{0} 0", "activation"),
+    "ib": (1, "0 u{0}", "bias"), "gc": (1, "u{0} 0 u{0} r{0}", "clamp"), "ix": (1, "0 u{0}", "folded input"),
+    "gw": (2, "0 u{0} r{1} 0", "synapse"), "vp": (1, "cp{0} 0", "G+ column ammeter"),
+    "vm": (1, "cm{0} 0", "G- column ammeter"), "fp": (1, "0 u{0}", "G+ column gain"),
+    "fm": (1, "0 u{0}", "G- column gain"), "rp": (2, "r{1} cp{0}", "G+ device"), "rm": (2, "r{1} cm{0}", "G- device"),
+    "gn": (1, "0 u{0} r{0} 0", "nudge gain"), "in": (1, "0 u{0}", "nudge current"), "vx": (1, "r{0} 0", "input"),
+}
+_NAME = re.compile(r"([a-z]{2})(0|[1-9]\d*)(?:_(0|[1-9]\d*))?")
+_HEADER_KEYS = ("format", "sizes", "level", "inputs", "directed", "g0", "c", "clamp", "g_unit")
+
+
+@dataclasses.dataclass(eq=False)
+class ReadResult:
+    """A network read back from a netlist, with everything else the circuit holds.
+
+    ``W_circuit[src, dst]`` is the weight as the circuit realises it (float64; at crossbar
+    level (G+ - G-)/g_unit, possibly asymmetric). ``network`` holds it as a Network (see
+    ``asymmetric`` of ``read_netlist``). Folded netlists lack the input weights: their
+    rows of W/mask are zero/False and ``input_drive[i] = sum_k W[k, i] rho(x_k)`` (the
+    ``Ix`` current / g0) stands in for them; ``notes`` says so.
+    """
+
+    network: Network
+    W_circuit: np.ndarray
+    level: str  # "ideal" | "crossbar"
+    inputs: str  # "unfolded" | "folded"
+    g0: float
+    c: float
+    clamp: float
+    g_unit: float | None  # crossbar only
+    conductances: tuple[np.ndarray, np.ndarray] | None  # crossbar: (Gp, Gm)[src, dst] in S, 0 where absent
+    x: np.ndarray | None  # unfolded: rho(x) held by the Vx sources (x clipped to [0, 1])
+    input_drive: np.ndarray | None  # folded: (N,) Ix/g0, 0 where no Ix
+    beta: float  # 0.0 for a free-phase netlist
+    target: np.ndarray | None  # (n_out,) y_d; None when beta == 0 (the netlist does not hold it)
+    initial_use: str | None  # "nodeset" | "ic" | None
+    initial_u: np.ndarray | None  # (N,) v(u<i>) values given, NaN elsewhere (nodeset: u0, ic: s0)
+    initial_rho: np.ndarray | None  # (N,) v(r<i>) values of .nodeset lines, NaN elsewhere
+    header: dict[str, str]  # as written ({} when there was none)
+    notes: list[str]  # what could not be recovered or was changed on the way
+    netlist: Netlist  # every parsed record (options, analyses, positions)
+
+    @property
+    def folded(self) -> bool:
+        return self.inputs == "folded"
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= _REL * max(abs(a), abs(b))
+
+
+class _Reader:
+    def __init__(self, net: Netlist, sizes, directed):
+        self.net, self.notes = net, []
+        self.header = self._header(sizes, directed)
+
+    def fail(self, message: str, pos: Pos | None = None, cls=NetworkReadError):
+        self.net.error(cls, message, pos or Pos(self.net.file, 1, 1))
+
+    # -- header (line 1) ---------------------------------------------------------------
+    def _header(self, sizes, directed) -> dict[str, str]:
+        title = self.net.title
+        words = title.lstrip("* \t").split()
+        if not words or words[0] != "eqprop-spice":
+            if sizes is None:
+                self.fail("line 1 is no eqprop-spice header ('* eqprop-spice format=1 sizes=...'): pass sizes= "
+                          "(and directed= if it is a directed net) to read it anyway")
+            self.sizes, self.directed, self.header_pos = tuple(int(s) for s in sizes), bool(directed), {}
+            return {}
+        header, self.header_pos = {}, {}
+        for m in re.finditer(r"(\S+?)=(\S*)", title):
+            header[m.group(1)] = m.group(2)
+            self.header_pos[m.group(1)] = Pos(self.net.file, 1, m.start(2) + 1)
+        if header.get("format") != str(FORMAT_VERSION):
+            self.fail(f"netlist format {header.get('format')!r}; this reader knows format={FORMAT_VERSION}",
+                      self.header_pos.get("format"), UnsupportedNetlistError)
+        try:
+            self.sizes = tuple(int(s) for s in header["sizes"].split(","))
+        except (KeyError, ValueError):
+            self.fail("header needs sizes=a,b,... (layer sizes, input first)", self.header_pos.get("sizes"))
+        if sizes is not None and tuple(sizes) != self.sizes:
+            self.fail(f"sizes={tuple(sizes)} given, but the header says {self.sizes}", self.header_pos["sizes"])
+        self.directed = header.get("directed", "0") == "1"
+        if directed is not None and bool(directed) != self.directed:
+            self.fail(f"directed={directed} given, but the header says directed={int(self.directed)}",
+                      self.header_pos.get("directed"))
+        for key in ("level", "inputs"):
+            allowed = ("ideal", "crossbar") if key == "level" else ("folded", "unfolded")
+            if header.get(key) not in allowed:
+                self.fail(f"header {key}={header.get(key)!r}, expected one of {allowed}", self.header_pos.get(key))
+        return header
+
+    def number(self, key: str, default: float | None) -> float | None:
+        if key not in self.header:
+            return default
+        try:
+            return float(self.header[key])
+        except ValueError:
+            self.fail(f"header {key}={self.header[key]!r} is not a number", self.header_pos[key])
+
+    # -- elements ----------------------------------------------------------------------
+    def classify(self) -> dict[tuple, Element]:
+        """(prefix, index...) -> element, with nodes checked against the name."""
+        out = {}
+        for e in self.net.elements:
+            m = _NAME.fullmatch(e.name.lower())
+            if m is None or m.group(1) not in _ELEMENTS or (m.group(3) is None) != (_ELEMENTS[m.group(1)][0] == 1):
+                hint = {"G": "a G element here is a synapse Gw<dst>_<src>, a clamp Gc<i> or a nudge Gn<o>"}.get(
+                    e.kind, "docs/netlist-format.md section 4 lists the elements")
+                self.fail(f"element '{e.name}' is not part of the eqprop-spice format ({hint})", e.pos)
+            idx = tuple(int(g) for g in m.groups()[1:] if g is not None)
+            count, nodes, what = _ELEMENTS[m.group(1)]
+            n = sum(self.sizes)
+            for i in idx:
+                if i >= n:
+                    self.fail(f"{what} '{e.name}' refers to neuron {i}, but sizes {self.sizes} have {n} neurons "
+                              f"(0..{n - 1})", e.pos)
+            want = nodes.format(*idx).split()
+            if [x.lower() for x in e.nodes] != want:
+                self.fail(f"'{e.name}' is not a {what} pattern: expected nodes {' '.join(want)}, got "
+                          f"{' '.join(e.nodes)}", e.pos)
+            if any(k != "ic" or e.kind != "C" for k in e.params) or e.waveform is not None:
+                self.fail(f"'{e.name}': parameters and waveforms are not part of the format", e.pos)
+            out[(m.group(1),) + idx] = e
+        return out
+
+    def value(self, els, key, what_if_missing: str | None = None) -> float | None:
+        e = els.get(key)
+        if e is None and what_if_missing is not None:
+            self.fail(what_if_missing)
+        return None if e is None else e.value
+
+    def check(self, els, key, ok: bool, message: str) -> None:
+        if not ok:
+            self.fail(f"'{els[key].name}' {message}", els[key].pos)
+
+    def roles(self, els, n_in: int, n: int, inputs: str) -> None:
+        """Which indices may appear where: u nodes are non-inputs', Vx inputs', Gn/In outputs'."""
+        outputs = range(n - self.sizes[-1], n)
+        for key, e in els.items():
+            prefix, first = key[0], key[1]
+            if prefix == "vx" and (first >= n_in or inputs == "folded"):
+                self.fail(f"'{e.name}': Vx sources hold the inputs 0..{n_in - 1} of an unfolded netlist", e.pos)
+            if prefix != "vx" and first < n_in:
+                self.fail(f"'{e.name}' refers to input neuron {first}: inputs are clamped and have no neuron "
+                          f"block, bias or synapses into them", e.pos)
+            if prefix in ("gn", "in") and first not in outputs:
+                self.fail(f"'{e.name}': only output neurons ({outputs.start}..{n - 1}) have a nudge", e.pos)
+            if len(key) == 3 and key[2] < n_in and inputs == "folded":
+                self.fail(f"'{e.name}' comes from input {key[2]}, but the netlist is folded (inputs=folded): "
+                          f"it has no r{key[2]} node", e.pos)
+            if len(key) == 3 and key[1] == key[2]:
+                self.fail(f"'{e.name}' connects neuron {key[1]} to itself", e.pos)
+
+    def build(self, els: dict, asymmetric: str, dtype) -> ReadResult:
+        sizes, n_in, n = self.sizes, self.sizes[0], sum(self.sizes)
+        kinds = {k[0] for k in els}
+        level = self.header.get("level") or ("crossbar" if kinds & {"rp", "rm", "fp", "fm"} else "ideal")
+        inputs = self.header.get("inputs") or ("unfolded" if "vx" in kinds else "folded")
+        for key, e in els.items():
+            if key[0] in (("rp", "rm", "vp", "vm", "fp", "fm") if level == "ideal" else ("gw",)):
+                self.fail(f"'{e.name}' is a {level == 'ideal' and 'crossbar' or 'ideal'}-level synapse element "
+                          f"in a {level}-level netlist", e.pos)
+        self.roles(els, n_in, n, inputs)
+        first = n_in  # the first neuron's block sets g0/c/clamp when there is no header
+        g0 = self.number("g0", None) or 1.0 / self.value(els, ("rl", first), f"neuron {first} has no Rl{first}")
+        c = self.number("c", None) or self.value(els, ("cn", first), f"neuron {first} has no Cn{first}")
+        clamp = self.number("clamp", None)
+        if clamp is None:
+            clamp = els[("gc", first)].value / g0 if ("gc", first) in els else 0.0
+
+        b = np.zeros(n)
+        for i in range(n_in, n):
+            for prefix in ("cn", "rl", "br", "ib") + (("gc",) if clamp > 0 else ()):
+                if (prefix, i) not in els:
+                    self.fail(f"neuron {i} has no {prefix.capitalize()}{i} ({_ELEMENTS[prefix][2]}) element")
+            self.check(els, ("cn", i), _close(els["cn", i].value, c), f"= {els['cn', i].value} differs from c={c}")
+            self.check(els, ("rl", i), _close(1.0 / els["rl", i].value, g0), f"is no leak of g0={g0} (1/g0 ohm)")
+            self.check(els, ("br", i), els["br", i].expr_kind == "v" and re.sub(r"\s", "", els["br", i].expr.lower())
+                       == f"min(max(v(u{i}),0),1)", f"is not the ideal clamp v=min(max(v(u{i}),0),1)")
+            if ("gc", i) in els:
+                self.check(els, ("gc", i), clamp > 0 and _close(els["gc", i].value, clamp * g0),
+                           f"gain differs from clamp*g0 = {clamp * g0}")
+            b[i] = els["ib", i].value / g0
+
+        W, mask, conductances, g_unit = self.weights(els, level, n, g0)
+        x = drive = None
+        if inputs == "unfolded":
+            x = np.array([self.value(els, ("vx", k), f"input {k} has no Vx{k} source") for k in range(n_in)])
+            if any(k[0] == "ix" for k in els):
+                self.fail("an unfolded netlist has no Ix (folded input) elements", next(
+                    e.pos for k, e in els.items() if k[0] == "ix"))
+        else:
+            drive = np.zeros(n)
+            for key, e in els.items():
+                if key[0] == "ix":
+                    drive[key[1]] = e.value / g0
+            self.notes.append("inputs are folded: the input weights are not in the netlist (rows 0.."
+                              f"{n_in - 1} of W and mask are zero/False); input_drive holds their summed "
+                              "effect Ix/g0 per neuron")
+        beta, target = self.nudge(els, n, g0)
+        W_circuit = W.copy()
+        W, mask, directed = self.symmetry(els, W, mask, n_in, inputs, asymmetric, level)
+        topo = Topology(sizes, mask, directed, info={"kind": "netlist", "file": self.net.file})
+        network = Network(topo, torch.tensor(W, dtype=dtype), torch.tensor(b, dtype=dtype))
+        use, u0, rho0 = self.initial(n, n_in)
+        return ReadResult(network, W_circuit, level, inputs, g0, c, clamp, g_unit, conductances, x, drive, beta,
+                          target, use, u0, rho0, dict(self.header), self.notes, self.net)
+
+    def weights(self, els, level, n, g0):
+        W, mask = np.zeros((n, n)), np.zeros((n, n), bool)
+        if level == "ideal":
+            for key, e in els.items():
+                if key[0] == "gw":
+                    W[key[2], key[1]] = e.value / g0
+                    mask[key[2], key[1]] = True
+            return W, mask, None, None
+        g_unit = self.number("g_unit", None)
+        Gp, Gm = np.zeros((n, n)), np.zeros((n, n))
+        for key, e in els.items():
+            if key[0] not in ("rp", "rm"):
+                continue
+            dst, src = key[1], key[2]
+            other = ("rm" if key[0] == "rp" else "rp", dst, src)
+            if other not in els:
+                self.fail(f"'{e.name}' has no partner {other[0].capitalize()}{dst}_{src}: a crossbar weight is a "
+                          f"G+/G- pair", e.pos)
+            self.check(els, key, e.value > 0, "must be a positive resistance (1/G)")
+            (Gp if key[0] == "rp" else Gm)[src, dst] = 1.0 / e.value
+            mask[src, dst] = True
+            for part in ("vp", "vm", "fp", "fm"):
+                if (part, dst) not in els:
+                    self.fail(f"column {dst} has device '{e.name}' but no {part.capitalize()}{dst} "
+                              f"({_ELEMENTS[part][2]})", e.pos)
+            if g_unit is None:  # no header: the column gain g0/g_unit tells it
+                g_unit = g0 / els["fp", dst].value
+            for part, sign in (("fp", 1.0), ("fm", -1.0)):
+                self.check(els, (part, dst), _close(els[part, dst].value, sign * g0 / g_unit)
+                           and els[part, dst].ref.lower() == f"v{part[1]}{dst}",
+                           f"should be 'V{part[1]}{dst} {sign * g0 / g_unit!r}' (gain ±g0/g_unit)")
+                self.check(els, ("v" + part[1], dst), els["v" + part[1], dst].value == 0.0,
+                           "must be 0.0 V: it is the column's virtual ground")
+        return (Gp - Gm) / g_unit, mask, (Gp, Gm), g_unit
+
+    def nudge(self, els, n, g0) -> tuple[float, np.ndarray | None]:
+        outputs = list(range(n - self.sizes[-1], n))
+        have = [o for o in outputs if ("gn", o) in els or ("in", o) in els]
+        if not have:
+            return 0.0, None
+        for o in outputs:
+            if ("gn", o) not in els or ("in", o) not in els:
+                self.fail(f"output {o} lacks its nudge pair Gn{o}/In{o} (present for output {have[0]})")
+        beta = -els["gn", outputs[0]].value / (2.0 * g0)
+        for o in outputs:
+            self.check(els, ("gn", o), _close(-els["gn", o].value / (2.0 * g0), beta) or
+                       els["gn", o].value == 0.0 == beta, f"gain differs from Gn{outputs[0]}'s: one beta for all outputs")
+        if beta == 0.0:
+            for o in outputs:
+                self.check(els, ("in", o), els["in", o].value == 0.0, "must be 0.0 when the nudge gain is 0")
+            return 0.0, None
+        return beta, np.array([els["in", o].value / (2.0 * beta * g0) for o in outputs])
