@@ -83,19 +83,22 @@ def configs(hidden, steps, T, device):
                         device=str(device)) for s in range(T)]
 
 
-def time_trials(hidden, steps, T, K, device, solver_kw):
-    """(s per train batch, s per test batch, trainer) of T lockstep trials, after a warm-up."""
+def time_trials(hidden, steps, T, K, device, solver_kw, test=True):
+    """(s per train batch, s per test batch or None, trainer) of T lockstep trials, after a warm-up."""
     data = synthetic(784, 10, (K + 1) * BATCH, 2 * BATCH)
     cfgs = configs(hidden, steps, T, device)
     tr = TrialTrainer(cfgs, data, solver=FastEulerSolver(free_steps=steps[0], nudged_steps=steps[1], **solver_kw))
     tr.train_batch(K)  # warm-up: CUDA graph capture, allocator, cuBLAS handles
-    tr.evaluate()
+    if test:
+        tr.evaluate()
     sync(device)
     t0 = time.perf_counter()
     for k in range(K):
         tr.train_batch(k)
     sync(device)
     t_train = (time.perf_counter() - t0) / K
+    if not test:
+        return t_train, None, tr
     t0 = time.perf_counter()
     tr.evaluate()  # 2 test batches, free phase only
     sync(device)
@@ -184,7 +187,7 @@ def main(argv=None):
         print(f"\nT trials of 784-100x5-10 SW p=0.1, 1000/12 steps, one lockstep batch each ({K} measured):")
         t1 = None
         for T in counts:
-            t_tr, _, tr = time_trials([100] * 5, (1000, 12), T, K, device, solver_kw)
+            t_tr, _, tr = time_trials([100] * 5, (1000, 12), T, K, device, solver_kw, test=False)
             t1 = t_tr if t1 is None else t1
             print(f"  T={T:3d}: {t_tr * 1e3:8.1f} ms/batch for all trials, {t_tr / T * 1e3:7.1f} ms per trial, "
                   f"x{t_tr / t1:.2f} the time of T={counts[0]}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import itertools
 from typing import Sequence
 
 import torch
@@ -90,9 +91,7 @@ class _Kernel:
 
     def __init__(self, W, b, sizes, x_trials, B, nudged, form, eps, mode, blocks):
         T, N, _ = W.shape
-        n_in, n_out = sizes[0], sizes[-1]
-        nf = N - n_in
-        kw = dict(dtype=W.dtype, device=W.device)
+        n_in, n_out, nf, kw = sizes[0], sizes[-1], N - sizes[0], dict(dtype=W.dtype, device=W.device)
         self.W, self.b, self.n_in, self.n_out, self.eps = W, b, n_in, n_out, eps
         self.nudged, self.form, self.mode, self.blocks = nudged, form, mode, blocks
         self.x = torch.zeros(x_trials, B, n_in, **kw)
@@ -212,17 +211,14 @@ class FastEulerSolver:
     # -- public entry points ------------------------------------------------------
     def relax(self, network: Network, x, state0=None, beta: float = 0.0, target=None, steps=None):
         """One network, the Solver interface: x (B, n_in) -> state (B, N)."""
-        x = torch.as_tensor(x, device=network.device)
+        x, n = torch.as_tensor(x, device=network.device), network.topology.n
         if x.ndim != 2:
             raise ValueError(f"x must have shape (batch, {network.topology.n_in}), got {tuple(x.shape)}")
         if state0 is not None:
             state0 = torch.as_tensor(state0, device=network.device)
-            if state0.ndim != 2:
-                raise ValueError(f"state0 must have shape ({x.shape[0]}, {network.topology.n}), "
-                                 f"got {tuple(state0.shape)}")
-            state0 = state0.unsqueeze(0)
-        if target is not None:
-            target = torch.as_tensor(target, device=network.device)
+            if tuple(state0.shape) != (x.shape[0], n):
+                raise ValueError(f"state0 must have shape ({x.shape[0]}, {n}), got {tuple(state0.shape)}")
+            state0 = state0[None]
         out = self.relax_tensors(network.W.unsqueeze(0), network.b.unsqueeze(0), [network.topology],
                                  x, state0, float(beta), target, steps)
         return out[0]
@@ -231,17 +227,19 @@ class FastEulerSolver:
         """T networks at once (an ``eqprop.trials.TrialStack``): states (T, B, N)."""
         return self.relax_tensors(stack.W, stack.b, stack.topologies, x, state0, beta, target, steps)
 
-    def relax_tensors(self, W, b, topologies, x, state0=None, beta=0.0, target=None, steps=None):
+    def relax_tensors(self, W, b, topologies, x, state0=None, beta=0.0, target=None, steps=None,
+                      check_values: bool = True):
         """The engine on raw tensors: W (T, N, N), b (T, N), one topology per trial.
 
         x: (B, n_in) shared by all trials or (T, B, n_in); state0: (T, B, N) or None (zeros);
         beta: a float or (T,) values, all zero (free phase) or all non-zero (nudged);
-        target: (B, n_out) or (T, B, n_out), needed when nudged.
+        target: (B, n_out) or (T, B, n_out), needed when nudged. check_values=False skips
+        the finiteness test of x, a host sync on CUDA (for callers whose data are validated).
         """
         topo = topologies[0]
         T = W.shape[0]
-        x, state0, betas, target = check_stack_inputs(W, b, topologies, x, state0, beta, target)
-        nudged = bool((betas != 0).any())
+        x, state0, betas, target, nudged = check_stack_inputs(W, b, topologies, x, state0, beta, target,
+                                                              check_values)
         if steps is None:
             steps = self.nudged_steps if nudged else self.free_steps
         if steps < 0:
@@ -257,8 +255,10 @@ class FastEulerSolver:
         else:
             pieces = [(self.check_every, True)] if steps >= self.check_every else []
             pieces += [(steps % self.check_every, False)] if steps % self.check_every else []
-        precision = matmul_precision(self.tf32) if W.device.type == "cuda" else contextlib.nullcontext()
-        with torch.no_grad(), precision:
+        on_cuda = W.device.type == "cuda"
+        precision = matmul_precision(self.tf32) if on_cuda else contextlib.nullcontext()
+        device = torch.cuda.device(W.device) if on_cuda else contextlib.nullcontext()  # capture on W's GPU
+        with torch.no_grad(), precision, device:
             k = self._kernel(W, b, topo.sizes, x.shape[0] if x.ndim == 3 else 1, B, nudged, mode)
             if graphed:
                 n_before = len(k.graphs)
@@ -281,8 +281,7 @@ class FastEulerSolver:
         return out
 
     @property
-    def cached_kernels(self) -> int:
-        """Kernels (static buffers, graphs) held; stays put while weights change in place."""
+    def cached_kernels(self) -> int:  # stays put while weights change in place
         return len(self._kernels)
 
     # -- internals ----------------------------------------------------------------------
@@ -297,24 +296,19 @@ class FastEulerSolver:
         # state is taken at the first check where its max |ds| < tol, as a separate run would.
         used = torch.full((T,), steps, dtype=torch.long)
         done = torch.zeros(T, dtype=torch.bool)
-        result = None
-        t = 0
+        result, dev, t = torch.empty_like(k.s[0]), k.s[0].device, 0
         while t + self.check_every <= steps and not bool(done.all()):
             k.call((self.check_every, True), graphed)
             t += self.check_every
             newly = (k.ds < self.tol).cpu() & ~done
             if newly.any():
-                sel = newly.to(k.s[0].device).view(T, 1, 1)
-                result = torch.where(sel, k.s[0], result if result is not None else k.s[0])
+                result = torch.where(newly.to(dev).view(T, 1, 1), k.s[0], result)
                 used[newly] = t
                 done |= newly
         if not bool(done.all()):
             if t < steps:  # only the remainder can be left: the loop ran every full chunk
                 k.call((steps - t, False), graphed)
-            if result is None:
-                result = k.s[0]
-            else:
-                result = torch.where(done.to(k.s[0].device).view(T, 1, 1), result, k.s[0])
+            result = torch.where(done.to(dev).view(T, 1, 1), result, k.s[0])
         self._report(used)
         return result
 
@@ -348,18 +342,16 @@ class FastEulerSolver:
 
 def _adjacent_block_slices(sizes) -> list[tuple[slice, slice]]:
     """(src, dst) slices in free-packed coordinates for every adjacent free-layer pair, both ways."""
-    off = [0]
-    for s in sizes[1:]:
-        off.append(off[-1] + s)
-    out = []
-    for l in range(len(sizes) - 2):
-        a, c = slice(off[l], off[l + 1]), slice(off[l + 1], off[l + 2])
-        out += [(a, c), (c, a)]
-    return out
+    off = [0, *itertools.accumulate(sizes[1:])]
+    pairs = [(slice(off[l], off[l + 1]), slice(off[l + 1], off[l + 2])) for l in range(len(sizes) - 2)]
+    return [p for a, c in pairs for p in ((a, c), (c, a))]
 
 
-def check_stack_inputs(W, b, topologies, x, state0, beta, target):
-    """Validate one stacked relax call before any work; returns (x, state0, betas, target)."""
+def check_stack_inputs(W, b, topologies, x, state0, beta, target, check_values=True):
+    """Validate one stacked relax call before any work: (x, state0, betas, target, nudged).
+
+    beta is checked on the host; nothing here waits for the GPU unless check_values.
+    """
     if W.ndim != 3 or W.shape[1] != W.shape[2]:
         raise ValueError(f"W must have shape (trials, N, N), got {tuple(W.shape)}")
     T, N = W.shape[0], W.shape[1]
@@ -368,13 +360,11 @@ def check_stack_inputs(W, b, topologies, x, state0, beta, target):
     topo = topologies[0]
     if topo.n != N or tuple(b.shape) != (T, N):
         raise ValueError(f"W {tuple(W.shape)} / b {tuple(b.shape)} do not fit sizes {topo.sizes} and {T} trials")
-    if topo.n - topo.n_in < topo.n_out:
-        raise ValueError("topology has no free neurons")
     dev, dt = W.device, W.dtype
     x = torch.as_tensor(x, device=dev).to(dt)
     if x.ndim not in (2, 3) or x.shape[-1] != topo.n_in or (x.ndim == 3 and x.shape[0] != T):
         raise ValueError(f"x must have shape (batch, {topo.n_in}) or ({T}, batch, {topo.n_in}), got {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
+    if check_values and not torch.isfinite(x).all():
         raise ValueError("x has non-finite entries")
     B = x.shape[-2]
     if state0 is not None:
@@ -391,7 +381,7 @@ def check_stack_inputs(W, b, topologies, x, state0, beta, target):
     nz = betas != 0
     if nz.any() and not nz.all():
         raise ValueError("beta must be zero for all trials (free phase) or non-zero for all (nudged phase)")
-    betas = betas.to(device=dev, dtype=dt)
+    betas = to_device_async(betas.to(dt), dev)
     if nz.any():
         if target is None:
             raise ValueError("a nudged relaxation (beta != 0) needs a target")
@@ -399,4 +389,11 @@ def check_stack_inputs(W, b, topologies, x, state0, beta, target):
         if tuple(target.shape) not in ((B, topo.n_out), (T, B, topo.n_out)):
             raise ValueError(f"target must have shape ({B}, {topo.n_out}) or ({T}, {B}, {topo.n_out}), "
                              f"got {tuple(target.shape)}")
-    return x, state0, betas, target
+    return x, state0, betas, target, bool(nz.any())
+
+
+def to_device_async(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor onto the device without a host sync (pinned, non-blocking on CUDA)."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.contiguous().pin_memory().to(device, non_blocking=True)

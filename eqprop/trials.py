@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .energy import rho
-from .fast_relax import FastEulerSolver
+from .fast_relax import FastEulerSolver, to_device_async
 from .learning import rate_tensors
 from .metrics import log_spread
 from .network import Network
@@ -118,9 +118,13 @@ def trial_eqprop_update(free: torch.Tensor, nudged: torch.Tensor, beta, stack: T
     if nudged.shape != free.shape or stack.T != T or stack.topologies[0].n != N:
         raise ValueError(f"free {tuple(free.shape)} / nudged {tuple(nudged.shape)} do not fit {stack.T} trials "
                          f"of {stack.topologies[0].n} neurons")
-    beta = torch.as_tensor(beta, dtype=free.dtype, device=free.device).flatten().expand(T)
+    beta = torch.as_tensor(beta, dtype=free.dtype).flatten().cpu()  # checked on the host: no GPU sync
+    if beta.numel() not in (1, T):
+        raise ValueError(f"beta must be one value or {T} values (one per trial), got {beta.numel()}")
+    beta = beta.expand(T)
     if (beta == 0).any():
         raise ValueError("trial_eqprop_update needs beta != 0 for every trial")
+    beta = to_device_async(beta, free.device)
     r0, rb = rho(free), rho(nudged)
     if valid is None:
         n = torch.full((T,), float(B), dtype=free.dtype, device=free.device)
@@ -299,11 +303,12 @@ class TrialTrainer:
         s, n_in = self.stack, self.stack.n_in
         idx, valid = self.idx[:, k], self.valid[:, k]
         x, y = self._t["x_train"][idx], self._t["y_train"][idx]
-        free = self.solver.relax_stack(s, x, torch.cat([x, self.train_particles[:, k]], -1))
+        free = self.solver.relax_tensors(s.W, s.b, s.topologies, x, torch.cat([x, self.train_particles[:, k]], -1),
+                                         check_values=False)  # Dataset validated x: no per-call sync
         self.train_particles[:, k] = free[..., n_in:]
         err = self._errors(free, y, valid)
         beta = self.betas()
-        nudged = self.solver.relax_stack(s, x, free, beta=beta, target=y)
+        nudged = self.solver.relax_tensors(s.W, s.b, s.topologies, x, free, beta, y, check_values=False)
         dW, db = trial_eqprop_update(free, nudged, beta, s, valid)
         self.stats.add(dW)
         s.W.add_(self.lr_W * dW)  # in place: the solver's CUDA graphs keep reading this W
@@ -316,7 +321,8 @@ class TrialTrainer:
         for k, rows in enumerate(self.test_batches):
             x, y = self._t["x_test"][rows], self._t["y_test"][rows]
             x3 = x.expand(self.T, -1, -1)
-            free = self.solver.relax_stack(self.stack, x, torch.cat([x3, self.test_particles[k]], -1))
+            free = self.solver.relax_tensors(self.stack.W, self.stack.b, self.stack.topologies, x,
+                                             torch.cat([x3, self.test_particles[k]], -1), check_values=False)
             self.test_particles[k] = free[..., n_in:].clone()
             total = total + self._errors(free, y)
         return (total / max(len(self.data.x_test), 1)).cpu().numpy()

@@ -100,7 +100,7 @@ class _Reader:
             header[m.group(1)] = m.group(2)
             self.header_pos[m.group(1)] = Pos(self.net.file, 1, m.start(2) + 1)
         if header.get("format") != str(FORMAT_VERSION):
-            self.fail(f"netlist format {header.get('format')!r}; this reader knows format={FORMAT_VERSION}",
+            self.fail(f"header format={header.get('format')}; this reader knows format={FORMAT_VERSION}",
                       self.header_pos.get("format"), UnsupportedNetlistError)
         try:
             self.sizes = tuple(int(s) for s in header["sizes"].split(","))
@@ -108,6 +108,8 @@ class _Reader:
             self.fail("header needs sizes=a,b,... (layer sizes, input first)", self.header_pos.get("sizes"))
         if sizes is not None and tuple(sizes) != self.sizes:
             self.fail(f"sizes={tuple(sizes)} given, but the header says {self.sizes}", self.header_pos["sizes"])
+        if header.get("directed", "0") not in ("0", "1"):
+            self.fail(f"header directed={header['directed']!r}, expected 0 or 1", self.header_pos["directed"])
         self.directed = header.get("directed", "0") == "1"
         if directed is not None and bool(directed) != self.directed:
             self.fail(f"directed={directed} given, but the header says directed={int(self.directed)}",
@@ -118,13 +120,17 @@ class _Reader:
                 self.fail(f"header {key}={header.get(key)!r}, expected one of {allowed}", self.header_pos.get(key))
         return header
 
-    def number(self, key: str, default: float | None) -> float | None:
+    def number(self, key: str, default: float | None, positive: bool = False) -> float | None:
         if key not in self.header:
             return default
         try:
-            return float(self.header[key])
+            v = float(self.header[key])
         except ValueError:
-            self.fail(f"header {key}={self.header[key]!r} is not a number", self.header_pos[key])
+            v = float("nan")
+        if not np.isfinite(v) or v < 0 or (positive and v == 0):
+            self.fail(f"header {key}={self.header[key]} is not a {'positive' if positive else 'non-negative'} "
+                      f"number", self.header_pos[key])
+        return v
 
     # -- elements ----------------------------------------------------------------------
     def classify(self) -> dict[tuple, Element]:
@@ -137,7 +143,7 @@ class _Reader:
                     e.kind, "docs/netlist-format.md section 4 lists the elements")
                 self.fail(f"element '{e.name}' is not part of the eqprop-spice format ({hint})", e.pos)
             idx = tuple(int(g) for g in m.groups()[1:] if g is not None)
-            count, nodes, what = _ELEMENTS[m.group(1)]
+            _, nodes, what = _ELEMENTS[m.group(1)]
             n = sum(self.sizes)
             for i in idx:
                 if i >= n:
@@ -191,8 +197,12 @@ class _Reader:
                           f"in a {level}-level netlist", e.pos)
         self.roles(els, n_in, n, inputs)
         first = n_in  # the first neuron's block sets g0/c/clamp when there is no header
-        g0 = self.number("g0", None) or 1.0 / self.value(els, ("rl", first), f"neuron {first} has no Rl{first}")
-        c = self.number("c", None) or self.value(els, ("cn", first), f"neuron {first} has no Cn{first}")
+        g0 = self.number("g0", None, positive=True)
+        if g0 is None:
+            r_leak = self.value(els, ("rl", first), f"neuron {first} has no Rl{first}")
+            self.check(els, ("rl", first), r_leak > 0, "must be a positive resistance (1/g0)")
+            g0 = 1.0 / r_leak
+        c = self.number("c", None, positive=True) or self.value(els, ("cn", first), f"neuron {first} has no Cn{first}")
         clamp = self.number("clamp", None)
         if clamp is None:
             clamp = els[("gc", first)].value / g0 if ("gc", first) in els else 0.0
@@ -203,7 +213,7 @@ class _Reader:
                 if (prefix, i) not in els:
                     self.fail(f"neuron {i} has no {prefix.capitalize()}{i} ({_ELEMENTS[prefix][2]}) element")
             self.check(els, ("cn", i), _close(els["cn", i].value, c), f"= {els['cn', i].value} differs from c={c}")
-            self.check(els, ("rl", i), _close(1.0 / els["rl", i].value, g0), f"is no leak of g0={g0} (1/g0 ohm)")
+            self.check(els, ("rl", i), els["rl", i].value > 0 and _close(1.0 / els["rl", i].value, g0), f"is no leak of g0={g0} (1/g0 ohm)")
             self.check(els, ("br", i), els["br", i].expr_kind == "v" and re.sub(r"\s", "", els["br", i].expr.lower())
                        == f"min(max(v(u{i}),0),1)", f"is not the ideal clamp v=min(max(v(u{i}),0),1)")
             if ("gc", i) in els:
@@ -243,7 +253,7 @@ class _Reader:
                     W[key[2], key[1]] = e.value / g0
                     mask[key[2], key[1]] = True
             return W, mask, None, None
-        g_unit = self.number("g_unit", None)
+        g_unit = self.number("g_unit", None, positive=True)
         Gp, Gm = np.zeros((n, n)), np.zeros((n, n))
         for key, e in els.items():
             if key[0] not in ("rp", "rm"):
@@ -261,6 +271,7 @@ class _Reader:
                     self.fail(f"column {dst} has device '{e.name}' but no {part.capitalize()}{dst} "
                               f"({_ELEMENTS[part][2]})", e.pos)
             if g_unit is None:  # no header: the column gain g0/g_unit tells it
+                self.check(els, ("fp", dst), els["fp", dst].value > 0, "must be positive (g0/g_unit)")
                 g_unit = g0 / els["fp", dst].value
             for part, sign in (("fp", 1.0), ("fm", -1.0)):
                 self.check(els, (part, dst), _close(els[part, dst].value, sign * g0 / g_unit)
@@ -286,4 +297,80 @@ class _Reader:
             for o in outputs:
                 self.check(els, ("in", o), els["in", o].value == 0.0, "must be 0.0 when the nudge gain is 0")
             return 0.0, None
-        return beta, np.array([els["in", o].value / (2.0 * beta * g0) for o in outputs])
+        # In/(-Gn) = (2 beta g0 y_d)/(2 beta g0): the same product divided out, so y_d comes back exactly
+        return beta, np.array([els["in", o].value / -els["gn", o].value for o in outputs])
+
+    def symmetry(self, els, W, mask, n_in, inputs, asymmetric, level):
+        """(W, mask, directed) for the Network: undirected nets get their input columns back by
+        symmetry (never written, section 4.3); weights whose two directions differ follow
+        ``asymmetric``."""
+        if self.directed:
+            return W, mask, True
+        mask, W = mask.copy(), W.copy()
+        mask[n_in:, :n_in] = mask[:n_in, n_in:].T
+        W[n_in:, :n_in] = W[:n_in, n_in:].T
+        missing = np.argwhere(mask & ~mask.T)
+        if len(missing):
+            src, dst = (int(v) for v in missing[0])
+            e = self.synapse(els, src, dst, level)
+            self.fail(f"'{e.name}' (synapse {src} -> {dst}) has no reverse synapse {dst} -> {src}: a directed=0 "
+                      f"netlist writes both directions", e.pos)
+        diff = np.argwhere(np.triu(W != W.T))
+        if not len(diff):
+            return W, mask, False
+        src, dst = (int(v) for v in diff[0])
+        e, rev = self.synapse(els, src, dst, level), self.synapse(els, dst, src, level)
+        what = (f"{len(diff)} weight(s) differ between their two directions, e.g. W[{src},{dst}] = "
+                f"{float(W[src, dst])!r} ('{e.name}') vs W[{dst},{src}] = {float(W[dst, src])!r} ('{rev.name}', "
+                f"line {rev.pos.line})")
+        if asymmetric == "error":
+            self.fail(what + "; pass asymmetric='directed' or 'average' to read it", e.pos)
+        if asymmetric == "average":
+            self.notes.append(what + ": the network holds their mean (W_circuit keeps both)")
+            return (W + W.T) / 2.0, mask, False
+        self.notes.append(what + ": read as a directed network (topology.directed=True), as the circuit is")
+        mask[n_in:, :n_in] = False  # nothing drives a clamped input
+        W[n_in:, :n_in] = 0.0
+        return W, mask, True
+
+    def synapse(self, els, src, dst, level) -> Element:
+        return els[("gw" if level == "ideal" else "rp", dst, src)]
+
+    def initial(self, n, n_in):
+        given = self.net.ic or self.net.nodeset
+        if not given:
+            return None, None, None
+        u, rho = np.full(n, np.nan), np.full(n, np.nan)
+        for nv in given:
+            m = re.fullmatch(r"([ur])(0|[1-9]\d*)", nv.node.lower())
+            if m is None or int(m.group(2)) >= n or (m.group(1) == "u" and int(m.group(2)) < n_in):
+                self.fail(f"v({nv.node}): no such neuron node (u<i> for non-inputs, r<i>, i < {n})", nv.pos)
+            (u if m.group(1) == "u" else rho)[int(m.group(2))] = nv.value
+        return ("ic" if self.net.ic else "nodeset"), u, rho
+
+
+def network_from_netlist(netlist: Netlist, *, sizes=None, directed: bool | None = None,
+                         asymmetric: str = "directed", dtype=torch.float64) -> ReadResult:
+    """Map parsed records to a network; see ``read_netlist``."""
+    if asymmetric not in ("directed", "average", "error"):
+        raise ValueError(f"asymmetric must be 'directed', 'average' or 'error', got {asymmetric!r}")
+    reader = _Reader(netlist, sizes, directed)
+    return reader.build(reader.classify(), asymmetric, dtype)
+
+
+def read_netlist(source, *, sizes=None, directed: bool | None = None, asymmetric: str = "directed",
+                 dtype=torch.float64, base_dir=None, name: str | None = None) -> ReadResult:
+    """Read an eqprop-spice netlist (docs/netlist-format.md) back into a Network.
+
+    ``source``: a path (``Path`` or a str without a newline) or the netlist text.
+    ``sizes``/``directed``: needed when line 1 holds no ``* eqprop-spice`` header (then
+    level, inputs, g0, c, clamp and g_unit are inferred from the elements); checked
+    against the header otherwise. ``asymmetric``: what to do when the two directions of an
+    undirected (directed=0) weight differ, as crossbar device pairs may: "directed" (a
+    directed network with exactly the circuit's weights), "average" or "error".
+    ``dtype``: of W and b (float64 keeps every written value exactly).
+    Raises ``NetlistSyntaxError``, ``UnsupportedNetlistError`` or ``NetworkReadError``
+    (all ``NetlistError``, a ValueError), each naming file, line and column.
+    """
+    net = parse_netlist(source, base_dir=base_dir, name=name)
+    return network_from_netlist(net, sizes=sizes, directed=directed, asymmetric=asymmetric, dtype=dtype)

@@ -76,7 +76,7 @@ def test_trials_in_one_call_equal_separate_runs(form):
 
 def test_tol_stops_each_trial_on_its_own():
     ns = nets()
-    ns[2].W.mul_(3.0)  # a strongly coupled trial settles later than the others
+    ns[2].W.mul_(3.0)  # the trials settle at different steps (80, 90, 35)
     st = TrialStack.from_networks(ns)
     x = torch.rand(5, 6, generator=torch.Generator().manual_seed(1))
     kw = dict(free_steps=400, tol=1e-6, check_every=5)
@@ -88,7 +88,7 @@ def test_tol_stops_each_trial_on_its_own():
         assert (ref.relax(n, x) - out[t]).abs().max() <= 1e-5
         steps.append(ref.last_steps)
     assert fast.last_steps_per_trial.tolist() == steps
-    assert fast.last_steps == max(steps) and min(steps) < 400
+    assert fast.last_steps == max(steps) < 400 and len(set(steps)) == 3
 
 
 def test_stack_relax_bad_input():

@@ -1,0 +1,505 @@
+"""libngspice in a worker process, driven through PySpice's cffi handle.
+
+Why a worker: after some netlist errors libngspice prints "cannot recover and awaits to
+be detached" and the hosting process is unusable; a crash in the library would take the
+trainer with it. ``NgspiceSession`` runs the library in a child Python process (a
+persistent subprocess speaking length-prefixed pickles over two pipes), restarts it
+after a crash, timeout or fatal error, and raises ``SimulationError`` with the log.
+
+Why not PySpice's ``exec_command``: PySpice 1.5 raises on any stderr line that is not a
+"Warning:", including harmless notes such as "Note: Starting dynamic gmin stepping", and
+logs "Unsupported Ngspice version 39". The worker calls ``ngSpice_Command`` directly,
+captures the output itself and decides success by checking that the analysis produced
+a plot with data; PySpice's loggers are silenced there (by name, not globally).
+
+Batching: one round trip carries any number of operations (alter thousands of elements,
+run, read vectors), so the pipe is not the bottleneck.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import pickle
+import re
+import select
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConvergenceError, NgspiceUnavailable, SimulationError, SimulationTimeout, WorkerCrashed
+
+LIBRARY_ENV = "NGSPICE_LIBRARY_PATH"
+_LIBRARY_GLOBS = ("/usr/lib/*/libngspice.so*", "/usr/lib/libngspice.so*", "/usr/local/lib/libngspice.so*",
+                  "/usr/lib64/libngspice.so*", "/opt/homebrew/lib/libngspice*.dylib", "/usr/local/lib/libngspice*.dylib")
+_ROOT = str(Path(__file__).resolve().parent.parent)
+# ngspice keeps every command in a history; clear it now and then (PySpice does the same).
+_HISTORY_FLUSH = 5000
+# Output lines that mean a command failed. Warnings and notes ("Note: Starting dynamic
+# gmin stepping", "Warning: singular matrix" during stepping) are not failures by themselves.
+_ERROR_RE = re.compile(r"^\s*error|aborted|cannot recover|no such command|not parsed|doanalyses", re.I)
+_PAUSE_RE = re.compile(r"pause requested|simulation interrupted", re.I)
+_FATAL_RE = re.compile(r"cannot recover|awaits to be detached|not parsed", re.I)
+
+
+def find_library() -> str | None:
+    """Path of libngspice: $NGSPICE_LIBRARY_PATH, else the usual install locations."""
+    env = os.environ.get(LIBRARY_ENV)
+    if env:
+        return env if os.path.exists(env) else None
+    for pattern in _LIBRARY_GLOBS:
+        hits = sorted(glob.glob(pattern))
+        if hits:
+            return hits[0]
+    return None
+
+
+def library_available() -> bool:
+    return find_library() is not None
+
+
+def fmt(x) -> str:
+    """numpy 2 reprs (np.float64(..)) break ngspice; repr(float) round-trips exactly."""
+    return repr(float(x))
+
+
+def alter_command(name: str, value: float) -> str:
+    """The alter line for an element value; ``name[param]`` alters an instance parameter.
+
+    Controlled sources (G, F, E, H) take ``@name[gain]`` (docs/netlist-format.md sec. 8),
+    R, C, L, I, V take their value directly; ``cn5[ic]`` gives ``alter @cn5[ic]=v``.
+    """
+    if "[" in name:
+        return f"alter @{name}={fmt(value)}"
+    if name[:1].lower() in "gfeh":
+        return f"alter @{name}[gain]={fmt(value)}"
+    return f"alter {name} = {fmt(value)}"
+
+
+# ----------------------------------------------------------------------------------
+# client side
+class NgspiceSession:
+    """One libngspice in a worker process. Use as a context manager.
+
+    ``load(netlist)``, then analyses (``op``, ``tran``, ``tran_two_phase``), ``alter``,
+    ``voltages``. Every failure raises ``SimulationError`` (subclasses:
+    ``ConvergenceError``, ``WorkerCrashed``, ``SimulationTimeout``,
+    ``NgspiceUnavailable``) carrying the netlist, the command and ngspice's log; after a
+    crash, timeout or unrecoverable state the next call starts a fresh worker (the
+    circuit must then be loaded again). ``log`` holds the output of the last call.
+    """
+
+    def __init__(self, library: str | None = None, timeout: float = 600.0, start_timeout: float = 60.0):
+        self.library = library or find_library()
+        self.timeout = float(timeout)
+        self.start_timeout = float(start_timeout)
+        self.log = ""
+        self.netlist: str | None = None
+        self.restarts = 0  # workers started after the first (crashes, timeouts, netlist errors)
+        self._started = 0
+        self._proc = None
+        self._alters: dict[str, float] = {}  # since the last load (replayed by op(nodeset=...))
+        self._finalizer = None
+
+    # -- lifecycle -------------------------------------------------------------------
+    def __enter__(self) -> "NgspiceSession":
+        self._ensure_worker()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()
+        self._proc = self._finalizer = None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc[0].poll() is None
+
+    def _ensure_worker(self) -> None:
+        if self.alive:
+            return
+        if self._proc is not None:  # died: clean up and start again
+            self.close()
+        self.restarts += self._started > 0
+        self._started += 1
+        if not self.library:
+            raise NgspiceUnavailable(f"libngspice not found: install libngspice0 (Debian) or set {LIBRARY_ENV}")
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        errfile = tempfile.TemporaryFile()
+        env = dict(os.environ, **{LIBRARY_ENV: self.library})
+        boot = (f"import sys; sys.path.insert(0, {_ROOT!r}); "
+                "from circuits.ngspice_runner import _worker_main; _worker_main(int(sys.argv[1]), int(sys.argv[2]))")
+        proc = subprocess.Popen([sys.executable, "-c", boot, str(to_child_r), str(from_child_w)],
+                                pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
+                                stdout=errfile, stderr=errfile, env=env, close_fds=True)
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._proc = (proc, to_child_w, from_child_r, errfile)
+        self._finalizer = weakref.finalize(self, _stop_worker, proc, to_child_w, from_child_r, errfile)
+        self._alters = {}
+        self.netlist = None
+        reply = self._exchange([("hello",)], self.start_timeout, "start worker")
+        if not reply["ok"]:
+            msg = reply["message"]
+            self.close()
+            raise NgspiceUnavailable(f"could not start libngspice ({self.library}): {msg}", log=reply["log"])
+
+    def _exchange(self, ops: list, timeout: float, what: str) -> dict:
+        proc, w, r, errfile = self._proc
+        data = pickle.dumps(ops, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            os.write(w, struct.pack("<Q", len(data)))
+            _write_all(w, data)
+            return _read_frame(r, timeout)
+        except TimeoutError:
+            self.close()
+            raise SimulationTimeout(f"ngspice call '{what}' ran past {timeout:.0f} s; worker stopped",
+                                    netlist=self.netlist, log=self.log, command=what) from None
+        except (OSError, EOFError, pickle.UnpicklingError):
+            errfile.seek(0)
+            tail = errfile.read()[-4000:].decode("utf8", "replace")
+            self.close()
+            raise WorkerCrashed(f"ngspice worker died during '{what}' (exit code {proc.poll()})",
+                                netlist=self.netlist, log=tail, command=what) from None
+
+    def call(self, ops: list, what: str | None = None, timeout: float | None = None) -> list:
+        """Run raw worker operations in one round trip; returns their results.
+
+        Operations: ("circ", text), ("cmd", command), ("analysis", command),
+        ("alter", [(name, value), ...]), ("get", nodes, index), ("plot",).
+        """
+        self._ensure_worker()
+        what = what or "; ".join(str(op[1])[:60] if len(op) > 1 else op[0] for op in ops)[:200]
+        reply = self._exchange(ops, self.timeout if timeout is None else timeout, what)
+        self.log = reply["log"]
+        if reply["ok"]:
+            return reply["results"]
+        cls = {"convergence": ConvergenceError, "fatal": WorkerCrashed}.get(reply["kind"], SimulationError)
+        if reply["kind"] in ("fatal", "netlist"):
+            self.close()  # the library cannot go on; a fresh worker starts on the next call
+        raise cls(reply["message"], netlist=self.netlist, log=reply["log"], command=reply["command"])
+
+    # -- circuit ---------------------------------------------------------------------
+    def load(self, netlist: str) -> None:
+        """Load a netlist (text as the generator writes it; ``.end`` is added if missing)."""
+        self.netlist = netlist
+        self._alters = {}
+        # a netlist error can leave libngspice unrecoverable: call() then drops the worker
+        self.call([("circ", netlist)], "load")
+
+    def command(self, command: str) -> str:
+        """Any ngspice control command; returns its output (the log of this call)."""
+        self.call([("cmd", command)])
+        return self.log
+
+    def alter(self, values: dict[str, float]) -> None:
+        """Change element values in the loaded circuit, all in one round trip.
+
+        Keys are element names (``Gw5_3``, ``Ib5``...) or ``name[param]`` (``Cn5[ic]``).
+        """
+        items = [(str(k), float(v)) for k, v in values.items()]
+        if items:
+            self.call([("alter", items)], f"alter ({len(items)} values)")
+            self._alters.update(items)
+
+    # -- analyses --------------------------------------------------------------------
+    def op(self, nodeset: dict[str, float] | None = None, nodes=None):
+        """DC operating point; returns ``voltages(nodes)`` when nodes are given.
+
+        ngspice has no interactive nodeset command, so ``nodeset`` ({node: volts})
+        reloads the netlist with ``.nodeset`` lines and replays the alters made since
+        the last load: Newton then starts next to the wanted fixed point.
+        """
+        ops = []
+        if nodeset:
+            if self.netlist is None:
+                raise SimulationError("op(nodeset=...) needs a loaded netlist")
+            ops.append(("circ", with_nodeset(self.netlist, nodeset)))
+            if self._alters:
+                ops.append(("alter", list(self._alters.items())))
+        ops.append(("analysis", "op"))
+        if nodes is not None:
+            ops.append(("get", list(nodes), 0))
+        res = self.call(ops, "op" + (" (nodeset reload)" if nodeset else ""))
+        return res[-1] if nodes is not None else None
+
+    def tran(self, tstep: float, tstop: float, tstart: float = 0.0, tmax: float | None = None,
+             uic: bool = False, nodes=None):
+        """Transient analysis; returns the final ``voltages(nodes)`` when nodes are given."""
+        ops = [("analysis", tran_line(tstep, tstop, tstart, tmax, uic))]
+        if nodes is not None:
+            ops.append(("get", list(nodes), -1))
+        res = self.call(ops)
+        return res[-1] if nodes is not None else None
+
+    def tran_two_phase(self, tstep: float, t1: float, t2: float, nudge: dict[str, float], nodes,
+                       tmax: float | None = None, uic: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Both EqProp phases in one transient: run to t1, alter ``nudge``, resume to t2.
+
+        ``delete all`` removes the stop breakpoint (else ngspice stops again at once).
+        Returns the node voltages at t1 and at t2.
+        """
+        nodes = list(nodes)
+        ops = [("cmd", f"stop when time > {fmt(t1)}"),
+               ("analysis", tran_line(tstep, t2, 0.0, tmax, uic), True),
+               ("get", nodes, -1), ("get", ["time"], -1),
+               ("alter", [(str(k), float(v)) for k, v in nudge.items()]),
+               ("cmd", "delete all"),
+               ("analysis", "resume"),
+               ("get", nodes, -1), ("get", ["time"], -1)]
+        res = self.call(ops, f"two-phase tran to {t1} and {t2}")
+        self._alters.update((str(k), float(v)) for k, v in nudge.items())
+        (v1, t_a), (v2, t_b) = (res[2], res[3]), (res[7], res[8])
+        if t_a[0] < t1 * (1 - 1e-9) or t_b[0] < t2 * (1 - 1e-9):
+            raise ConvergenceError(f"two-phase transient stopped early (t={t_a[0]}, {t_b[0]}; wanted {t1}, {t2})",
+                                   netlist=self.netlist, log=self.log, command="tran/resume")
+        return v1, v2
+
+    def voltages(self, nodes, index: int = -1) -> np.ndarray:
+        """Node voltages of the current plot at point ``index`` (-1: the last time point)."""
+        return self.call([("get", list(nodes), index)], "read vectors")[0]
+
+    def vector(self, name: str) -> np.ndarray:
+        """A whole vector of the current plot (e.g. ``time``)."""
+        return self.call([("get", [name], None)], f"read {name}")[0][0]
+
+
+def tran_line(tstep, tstop, tstart=0.0, tmax=None, uic=False) -> str:
+    line = f"tran {fmt(tstep)} {fmt(tstop)}"
+    if tmax is not None or tstart:
+        line += f" {fmt(tstart)}"
+    if tmax is not None:
+        line += f" {fmt(tmax)}"
+    return line + (" uic" if uic else "")
+
+
+def with_nodeset(netlist: str, nodeset: dict[str, float]) -> str:
+    """The netlist with its ``.nodeset`` lines replaced by ``nodeset``."""
+    lines = [l for l in netlist.splitlines() if not l.lower().startswith(".nodeset")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if lines and lines[-1].strip().lower() == ".end":
+        lines.pop()
+    lines += [f".nodeset v({n})={fmt(v)}" for n, v in nodeset.items()] + [".end"]
+    return "\n".join(lines) + "\n"
+
+
+def _stop_worker(proc, w, r, errfile) -> None:
+    for fd in (w, r):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    if proc.poll() is None:
+        proc.kill()  # only the worker this session started
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    errfile.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
+    chunks, got = [], 0
+    while got < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+        chunk = os.read(fd, min(n - got, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _read_frame(fd: int, timeout: float | None):
+    deadline = None if timeout is None else time.monotonic() + timeout
+    (n,) = struct.unpack("<Q", _read_exact(fd, 8, deadline))
+    return pickle.loads(_read_exact(fd, n, deadline))
+
+
+# ----------------------------------------------------------------------------------
+# worker side (runs in the child process; imports PySpice only there)
+class _Engine:
+    def __init__(self):
+        import logging
+        for name in ("PySpice.Spice.NgSpice.Shared", "PySpice.Spice.NgSpice.Shared.NgSpiceShared"):
+            lg = logging.getLogger(name)  # the "Unsupported Ngspice version 39" warning and per-line errors
+            lg.propagate = False
+            lg.addHandler(logging.NullHandler())
+        from PySpice.Spice.NgSpice.Shared import NgSpiceShared, ffi
+
+        lines = self.lines = []
+
+        class Shared(NgSpiceShared):
+            def send_char(self, message, ngspice_id):
+                lines.append(message)
+                return 0
+
+            def send_stat(self, message, ngspice_id):
+                return 0
+
+        self.ffi = ffi
+        self.shared = Shared(ngspice_id=0, send_data=False)
+        self.lib = self.shared._ngspice_shared
+        self.n_commands = 0
+
+    # output handling: each callback line is "stdout ..." or "stderr ..."
+    def take_log(self) -> list[str]:
+        out = list(self.lines)
+        del self.lines[:]
+        return out
+
+    def errors(self, lines, paused_ok: bool = False) -> list[str]:
+        bad = []
+        for line in lines:
+            stream, _, text = line.partition(" ")
+            if stream in ("stdout", "stderr") and _ERROR_RE.search(text):
+                if not (paused_ok and _PAUSE_RE.search(text)):
+                    bad.append(text.strip())
+        return bad
+
+    def command(self, cmd: str, log: list, paused_ok: bool = False) -> None:
+        self.n_commands += 1
+        if self.n_commands > _HISTORY_FLUSH:
+            self.lib.ngSpice_Command(self.ffi.NULL)
+            self.n_commands = 0
+        rc = self.lib.ngSpice_Command(cmd.encode("ascii"))
+        got = self.take_log()
+        log.extend(got)
+        bad = self.errors(got, paused_ok)
+        if rc or bad:
+            raise _Failure("fatal" if any(_FATAL_RE.search(b) for b in bad) else "error",
+                           f"ngspice command '{cmd[:200]}' failed: " + ("; ".join(bad[:3]) or f"return code {rc}"),
+                           cmd)
+
+    def cur_plot(self) -> str:
+        return self.ffi.string(self.lib.ngSpice_CurPlot()).decode()
+
+    def circ(self, text: str, log: list) -> None:
+        lines = [l for l in text.splitlines()]
+        if not any(l.strip().lower() == ".end" for l in lines):
+            lines.append(".end")
+        keep = [self.ffi.new("char[]", l.encode("ascii")) for l in lines]
+        arr = self.ffi.new("char *[]", keep + [self.ffi.NULL])
+        self.lib.ngSpice_Command(b"destroy all")  # old plots would only use memory
+        self.lib.ngSpice_Command(b"remcirc")  # one circuit at a time (remcirc is silent if none)
+        self.take_log()
+        rc = self.lib.ngSpice_Circ(arr)
+        got = self.take_log()
+        log.extend(got)
+        bad = self.errors(got)
+        if rc or bad:
+            bad = list(dict.fromkeys(bad))  # ngspice repeats "Error on line ..."
+            raise _Failure("netlist", "netlist rejected by ngspice: " + ("; ".join(bad[:3]) or f"return code {rc}"),
+                           "load")
+
+    def analysis(self, cmd: str, log: list, paused_ok: bool = False) -> str:
+        """Run an analysis and check it produced a new plot with data.
+
+        paused_ok: a ``stop when`` breakpoint is set, so "pause requested" is expected.
+        """
+        before = self.cur_plot()
+        start = len(log)
+        try:
+            self.command(cmd, log, paused_ok)
+        except _Failure as f:
+            if f.kind == "error":
+                f.kind = "convergence"
+            raise
+        plot = self.cur_plot()
+        rows = [l for l in log[start:] if "No. of Data Rows" in l or (paused_ok and _PAUSE_RE.search(l))]
+        if plot == "const" or not rows or (cmd != "resume" and plot == before):
+            raise _Failure("convergence", f"'{cmd}' produced no data (plot {plot!r})", cmd)
+        return plot
+
+    def get(self, names, index) -> np.ndarray | list:
+        plot = self.cur_plot()
+        out = []
+        for name in names:
+            vi = self.lib.ngGet_Vec_Info(f"{plot}.{name}".encode("ascii"))
+            if vi == self.ffi.NULL or vi.v_length == 0 or vi.v_realdata == self.ffi.NULL:
+                raise _Failure("error", f"no vector '{name}' in plot {plot}", f"read {name}")
+            data = np.frombuffer(self.ffi.buffer(vi.v_realdata, vi.v_length * 8), dtype=np.float64)
+            out.append(data.copy() if index is None else float(data[index]))
+        return out if index is None else np.array(out)
+
+    def run(self, ops: list) -> dict:
+        log, results = [], []
+        try:
+            for op in ops:
+                kind = op[0]
+                if kind == "hello":
+                    results.append(os.getpid())
+                elif kind == "circ":
+                    results.append(self.circ(op[1], log))
+                elif kind == "cmd":
+                    results.append(self.command(op[1], log))
+                elif kind == "analysis":
+                    results.append(self.analysis(op[1], log, *op[2:]))
+                elif kind == "alter":
+                    for name, value in op[1]:
+                        self.command(alter_command(name, value), log)
+                    results.append(None)
+                elif kind == "get":
+                    results.append(self.get(op[1], op[2]))
+                elif kind == "plot":
+                    results.append(self.cur_plot())
+                else:
+                    raise _Failure("error", f"unknown worker operation {kind!r}", str(kind))
+        except _Failure as f:
+            return {"ok": False, "kind": f.kind, "message": f.message, "command": f.command, "log": _join(log)}
+        return {"ok": True, "results": results, "log": _join(log)}
+
+
+class _Failure(Exception):
+    def __init__(self, kind: str, message: str, command: str):
+        super().__init__(message)
+        self.kind, self.message, self.command = kind, message, command
+
+
+def _join(lines) -> str:
+    return "\n".join(l.partition(" ")[2] if l.startswith(("stdout ", "stderr ")) else l for l in lines)
+
+
+def _worker_main(r: int, w: int) -> None:
+    try:
+        engine = _Engine()
+        failure = None
+    except Exception as e:  # reported to the parent on the first request
+        engine, failure = None, f"{type(e).__name__}: {e}"
+    while True:
+        try:
+            ops = _read_frame(r, None)
+        except EOFError:
+            return
+        if engine is None:
+            reply = {"ok": False, "kind": "fatal", "message": failure, "command": "start", "log": ""}
+        else:
+            try:
+                reply = engine.run(ops)
+            except Exception as e:  # a bug here must not hang the parent
+                reply = {"ok": False, "kind": "error", "message": f"worker: {type(e).__name__}: {e}",
+                         "command": str(ops[:1])[:200], "log": _join(engine.take_log())}
+        data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        _write_all(w, struct.pack("<Q", len(data)) + data)
+        if reply.get("kind") in ("fatal", "netlist"):
+            return  # the parent starts a fresh worker
