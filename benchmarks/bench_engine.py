@@ -17,6 +17,7 @@ random (speed does not depend on pixel values). Usage:
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
 import time
@@ -28,6 +29,7 @@ from eqprop.config import TrainConfig
 from eqprop.datasets import Dataset
 from eqprop.learning import apply_update, eqprop_update, rate_tensors
 from eqprop.fast_relax import FastEulerSolver, choose_coupling
+from eqprop.solver import EulerSolver
 from eqprop.trials import TrialTrainer
 
 N_TRAIN, N_TEST, BATCH = 60000, 10000, 20
@@ -125,14 +127,15 @@ def time_baseline(tr, K, steps, device):
     return t_train, time.perf_counter() - t0
 
 
-def check_same_states(tr, steps, device):
-    """Max |state difference| of the engine and the baseline from the same start (faithful check)."""
+def faithful_check(tr, steps, device):
+    """Free phase from 0 on trial 0: max |engine - EulerSolver| and, for scale, the reference's
+    own fp32 error, max |EulerSolver fp32 - EulerSolver fp64| (fp32 rounding of a long run)."""
     net = tr.stack.network(0)
     x = torch.rand(BATCH, 784, device=device)
-    s0 = torch.zeros(BATCH, net.topology.n, device=device)
-    a = eager_relax(net.W, net.b, 784, 10, x, s0, 0.0, None, steps[0])
-    b = FastEulerSolver(free_steps=steps[0]).relax(net, x, s0)
-    return float((a - b).abs().max())
+    ref = EulerSolver(free_steps=steps[0]).relax(net, x)
+    fast = FastEulerSolver(free_steps=steps[0]).relax(net, x)
+    exact = EulerSolver(free_steps=steps[0]).relax(net.to(dtype=torch.float64), x.double())
+    return float((fast - ref).abs().max()), float((ref.double() - exact).abs().max())
 
 
 def epoch_seconds(t_train, t_test):
@@ -155,6 +158,7 @@ def main(argv=None):
     ap.add_argument("--tf32", action="store_true", help="TF32 matmuls (CUDA; not the faithful setting)")
     ap.add_argument("--no-graph", action="store_true", help="CUDA without graph capture (diagnostics)")
     ap.add_argument("--skip-baseline", action="store_true", help="do not time the eager baseline")
+    ap.add_argument("--skip-check", action="store_true", help="skip the engine-vs-EulerSolver state check")
     ap.add_argument("--cases", default="big,small,trials", help="comma list of big, small, trials")
     a = ap.parse_args(argv)
     device = torch.device(a.device)
@@ -164,7 +168,8 @@ def main(argv=None):
     solver_kw = {"tf32": a.tf32, "cuda_graph": False if a.no_graph else None}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     print(f"torch {torch.__version__}, device {device} ({name}), {torch.get_num_threads()} CPU threads, "
-          f"tf32={a.tf32}, graphs={'off' if a.no_graph else 'on (cuda)'}")
+          f"tf32={a.tf32}, graphs={'off' if a.no_graph else 'on (cuda)'}, "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"epoch = {N_TRAIN // BATCH} train batches + {N_TEST // BATCH} test batches; "
           f"{K} train batches and 2 test batches measured per case, after one warm-up batch\n")
     cases = a.cases.split(",")
@@ -180,8 +185,11 @@ def main(argv=None):
             b_tr, b_te = time_baseline(tr, K, steps, device)
             base = epoch_seconds(b_tr, b_te)
             print(f"  eager baseline {b_tr * 1e3:.1f} ms/train batch, {b_te * 1e3:.1f} ms/test batch -> "
-                  f"{base:.1f} s/epoch; speed-up x{base / fast:.2f}; max |state diff| "
-                  f"{check_same_states(tr, steps, device):.1e}")
+                  f"{base:.1f} s/epoch; engine speed-up x{base / fast:.2f}")
+        if not a.skip_check:
+            d, ref_err = faithful_check(tr, steps, device)
+            print(f"  faithful check ({steps[0]} free steps): max |engine - EulerSolver| {d:.1e}; "
+                  f"EulerSolver fp32 vs fp64 {ref_err:.1e}")
     if "trials" in cases:
         counts = [int(v) for v in a.trials.split(",")]
         print(f"\nT trials of 784-100x5-10 SW p=0.1, 1000/12 steps, one lockstep batch each ({K} measured):")
@@ -194,6 +202,7 @@ def main(argv=None):
             del tr
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f} (CPU timings are wall clock)")
 
 
 if __name__ == "__main__":

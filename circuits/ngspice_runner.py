@@ -191,6 +191,7 @@ class NgspiceSession:
     # -- circuit ---------------------------------------------------------------------
     def load(self, netlist: str) -> None:
         """Load a netlist (text as the generator writes it; ``.end`` is added if missing)."""
+        self._ensure_worker()  # before recording the text: a fresh worker forgets it
         self.netlist = netlist
         self._alters = {}
         # a netlist error can leave libngspice unrecoverable: call() then drops the worker

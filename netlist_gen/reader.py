@@ -209,16 +209,7 @@ class _Reader:
 
         b = np.zeros(n)
         for i in range(n_in, n):
-            for prefix in ("cn", "rl", "br", "ib") + (("gc",) if clamp > 0 else ()):
-                if (prefix, i) not in els:
-                    self.fail(f"neuron {i} has no {prefix.capitalize()}{i} ({_ELEMENTS[prefix][2]}) element")
-            self.check(els, ("cn", i), _close(els["cn", i].value, c), f"= {els['cn', i].value} differs from c={c}")
-            self.check(els, ("rl", i), els["rl", i].value > 0 and _close(1.0 / els["rl", i].value, g0), f"is no leak of g0={g0} (1/g0 ohm)")
-            self.check(els, ("br", i), els["br", i].expr_kind == "v" and re.sub(r"\s", "", els["br", i].expr.lower())
-                       == f"min(max(v(u{i}),0),1)", f"is not the ideal clamp v=min(max(v(u{i}),0),1)")
-            if ("gc", i) in els:
-                self.check(els, ("gc", i), clamp > 0 and _close(els["gc", i].value, clamp * g0),
-                           f"gain differs from clamp*g0 = {clamp * g0}")
+            self.neuron(els, i, g0, c, clamp)
             b[i] = els["ib", i].value / g0
 
         W, mask, conductances, g_unit = self.weights(els, level, n, g0)
@@ -244,6 +235,21 @@ class _Reader:
         use, u0, rho0 = self.initial(n, n_in)
         return ReadResult(network, W_circuit, level, inputs, g0, c, clamp, g_unit, conductances, x, drive, beta,
                           target, use, u0, rho0, dict(self.header), self.notes, self.net)
+
+    def neuron(self, els, i: int, g0: float, c: float, clamp: float) -> None:
+        """Neuron i's block is complete and holds the values the header implies."""
+        for prefix in ("cn", "rl", "br", "ib") + (("gc",) if clamp > 0 else ()):
+            if (prefix, i) not in els:
+                self.fail(f"neuron {i} has no {prefix.capitalize()}{i} ({_ELEMENTS[prefix][2]}) element")
+        cap, leak, rho = els["cn", i], els["rl", i], els["br", i]
+        self.check(els, ("cn", i), _close(cap.value, c), f"= {cap.value} differs from c={c}")
+        self.check(els, ("rl", i), leak.value > 0 and _close(1.0 / leak.value, g0), f"is no leak of g0={g0} (1/g0 ohm)")
+        clamp_text = f"min(max(v(u{i}),0),1)"
+        self.check(els, ("br", i), rho.expr_kind == "v" and re.sub(r"\s", "", rho.expr.lower()) == clamp_text,
+                   f"is not the ideal clamp v={clamp_text}")
+        if ("gc", i) in els:
+            self.check(els, ("gc", i), clamp > 0 and _close(els["gc", i].value, clamp * g0),
+                       f"gain differs from clamp*g0 = {clamp * g0}")
 
     def weights(self, els, level, n, g0):
         W, mask = np.zeros((n, n)), np.zeros((n, n), bool)
@@ -289,10 +295,11 @@ class _Reader:
         for o in outputs:
             if ("gn", o) not in els or ("in", o) not in els:
                 self.fail(f"output {o} lacks its nudge pair Gn{o}/In{o} (present for output {have[0]})")
-        beta = -els["gn", outputs[0]].value / (2.0 * g0)
+        gains = {o: els["gn", o].value for o in outputs}
+        beta = -gains[outputs[0]] / (2.0 * g0)
         for o in outputs:
-            self.check(els, ("gn", o), _close(-els["gn", o].value / (2.0 * g0), beta) or
-                       els["gn", o].value == 0.0 == beta, f"gain differs from Gn{outputs[0]}'s: one beta for all outputs")
+            self.check(els, ("gn", o), _close(gains[o], gains[outputs[0]]),
+                       f"gain differs from Gn{outputs[0]}'s: one beta for all outputs")
         if beta == 0.0:
             for o in outputs:
                 self.check(els, ("in", o), els["in", o].value == 0.0, "must be 0.0 when the nudge gain is 0")

@@ -15,7 +15,6 @@ import threading
 from pathlib import Path
 
 import lark
-
 from lark.exceptions import UnexpectedInput
 
 from .spice_errors import NetlistSyntaxError, UnsupportedNetlistError, raise_syntax_error
@@ -117,8 +116,8 @@ class _ToRaw(lark.Transformer):
     PARAM_EXPR = VALUE
 
     def _element(self, kind, c, nodes, value=None, params=(), **fields) -> Raw:
-        return Raw("element", self._pos(c[0]), dict(name=str(c[0]), kind=kind, nodes=tuple(map(str, nodes)),
-                                                     value=value, params=list(params), **fields))
+        fields.update(name=str(c[0]), kind=kind, nodes=tuple(map(str, nodes)), value=value, params=list(params))
+        return Raw("element", self._pos(c[0]), fields)
 
     def netlist(self, items):
         return [i for i in items if isinstance(i, Raw)]  # the .end token is dropped
@@ -307,6 +306,7 @@ def evaluate(val: Val, scope: dict[str, float], what: str, report) -> float:
     braced = text[0] in "{'"
     inner = text[1:-1] if braced else text
     at = functools.partial(dataclasses.replace, val.pos)
+    v = math.nan  # report() raises; this only keeps v defined for readers of the code
     try:
         if not braced and _NUMBER.fullmatch(text):
             v = spice_number(text)

@@ -302,7 +302,8 @@ def test_network_errors_point_at_the_element(old, new, where, fragment):
 
 def test_header_errors():
     e = error_of(UnsupportedNetlistError, NET_2_2_1.replace("format=1", "format=2"))
-    assert (e.line, e.column) == (1, NET_2_2_1.index("format=") + 8) and "header format=2; this reader knows format=1" in e.message
+    assert (e.line, e.column) == (1, NET_2_2_1.index("format=") + 8)
+    assert "header format=2; this reader knows format=1" in e.message
     e = error_of(NetworkReadError, NET_2_2_1.replace("level=ideal", "level=quantum"))
     assert e.line == 1 and e.column == NET_2_2_1.index("ideal") + 1 and "level='quantum'" in e.message
     e = error_of(NetworkReadError, NET_2_2_1.replace("Rl3 u3 0 1.0\n", ""))
@@ -325,3 +326,20 @@ def test_no_lark_exception_leaks():
             read_netlist("".join(text), asymmetric="average")
         except NetlistError as e:
             assert e.line is None or e.line >= 1
+
+
+def test_initial_state_and_line_endings():
+    text = NET_2_2_1.replace(".end\n", ".IC V(u2)=0.5 v(U4)=-0.25\n.end\n").replace("\n", "\r\n")
+    r = read_netlist(text)
+    assert r.initial_use == "ic" and r.initial_u[[2, 4]].tolist() == [0.5, -0.25] and np.isnan(r.initial_u[3])
+    e = error_of(NetworkReadError, NET_2_2_1.replace(".end\n", ".nodeset v(u2)=0.5 v(u0)=1\n.end\n"))
+    assert e.column == len(".nodeset v(u2)=0.5 v(") + 1 and "v(u0): no such neuron node" in e.message
+    with pytest.raises(ValueError, match="asymmetric must be"):
+        read_netlist(NET_2_2_1, asymmetric="ignore")
+
+
+def test_keywords_are_case_insensitive():
+    net = parse_netlist("T\n.PARAM A=2\n.Options RELTOL=1e-6\nV1 a 0 DC {a}\n.SUBCKT s x\nr1 x 0 1K\n.ENDS S\n.END\n")
+    assert net.element("v1").value == 2.0 and net.options == {"reltol": 1e-6}
+    assert net.subckts["s"].elements[0].value == 1000.0
+

@@ -172,3 +172,15 @@ def test_trial_trainer_rejects_configs_that_cannot_run_in_lockstep():
         TrialTrainer([a, TrainConfig(dataset="toy", hidden=[5, 5], free_steps=5, nudged_steps=2, epochs=1)], data)
     with pytest.raises(ValueError, match="2 networks for 1 configs"):
         TrialTrainer([a], data, networks=nets(2))
+
+
+def test_fast_solver_is_a_drop_in_solver_for_the_single_network_trainer():
+    data = toy_data()
+    cfg = TrainConfig(dataset="toy", hidden=[5, 4], topology="sw", p=0.2, lr=0.05, free_steps=20, nudged_steps=4,
+                      epochs=1, seed=4)
+    ref, fast = Trainer(cfg, data), Trainer(cfg, data, solver=FastEulerSolver(free_steps=20, nudged_steps=4))
+    for tr in (ref, fast):
+        for k in range(len(tr.train_batches)):
+            tr.train_batch(k)
+    assert (ref.net.W - fast.net.W).abs().max() <= 1e-5
+    assert ref.evaluate() == fast.evaluate()
