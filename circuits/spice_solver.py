@@ -235,7 +235,7 @@ class SpiceSolver:
             self.last_stats["load_s"] += time.perf_counter() - t
             return
         values = {}
-        pairs = slot.circuit.synapse_pairs
+        pairs = list(slot.circuit.weight_elements)  # (src, dst), docs/netlist-format.md sec. 8
         src, dst = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
         changed = np.nonzero(W[src, dst] != slot.W[src, dst])[0] if len(pairs) else []
         names = slot.circuit.weight_elements

@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # name of the module in this package that defines register(subparsers)
-COMMAND_MODULES = ["train", "data", "reproduce", "netlist"]
+COMMAND_MODULES = ["train", "data", "reproduce", "netlist", "read-netlist"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        importlib.import_module(f"eqprop_cli.{name}").register(sub)
+        importlib.import_module(f"eqprop_cli.{name.replace('-', '_')}").register(sub)
     return parser
 
 

@@ -1,0 +1,30 @@
+"""`eqprop read-netlist`: a (generated or hand-edited) netlist back into a network."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def cmd_read(args) -> int:
+    from netlist_gen import read_netlist
+    sizes = [int(v) for v in args.sizes.split(",")] if args.sizes else None
+    res = read_netlist(Path(args.netlist), sizes=sizes)
+    net = res.network
+    info = {"file": args.netlist, "sizes": list(net.topology.sizes), "level": res.level, "inputs": res.inputs,
+            "connections": net.topology.n_connections, "directed": net.topology.directed, "g0": res.g0,
+            "beta": res.beta, "notes": res.notes}
+    if args.out:
+        net.save(args.out)
+        info["saved"] = args.out
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("read-netlist", help="read a netlist back into a network (lark grammar)",
+                       description="Parse a SPICE netlist in the project's format (docs/netlist-format.md, "
+                                   "docs/netlist-reader.md); errors name file:line:column.")
+    p.add_argument("netlist")
+    p.add_argument("--sizes", help="layer sizes if the netlist has no eqprop-spice header, e.g. 4,5,3")
+    p.add_argument("--out", help="save the network (Network.save format, .npz)")
+    p.set_defaults(func=cmd_read)
