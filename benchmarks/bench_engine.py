@@ -11,7 +11,7 @@ here as the baseline, and the time of T = 1, 8, 32 independent trials relative t
 An epoch = 3000 training batches + 500 test batches (60k/10k MNIST at batch 20). Data are
 random (speed does not depend on pixel values). Usage:
 
-  python benchmarks/bench_engine.py --device cpu --batches 2
+  python benchmarks/bench_engine.py --device cpu --batches 2 --threads 1
   python benchmarks/bench_engine.py --device cuda --batches 50
 """
 from __future__ import annotations
@@ -158,10 +158,14 @@ def main(argv=None):
     ap.add_argument("--tf32", action="store_true", help="TF32 matmuls (CUDA; not the faithful setting)")
     ap.add_argument("--no-graph", action="store_true", help="CUDA without graph capture (diagnostics)")
     ap.add_argument("--skip-baseline", action="store_true", help="do not time the eager baseline")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (1 gives stable numbers on a shared, loaded machine)")
     ap.add_argument("--skip-check", action="store_true", help="skip the engine-vs-EulerSolver state check")
     ap.add_argument("--cases", default="big,small,trials", help="comma list of big, small, trials")
     a = ap.parse_args(argv)
     device = torch.device(a.device)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch.cuda.is_available() is False")
     K = a.batches or (2 if device.type == "cpu" else 50)

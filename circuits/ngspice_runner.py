@@ -6,45 +6,30 @@ trainer with it. ``NgspiceSession`` runs the library in a child Python process (
 persistent subprocess speaking length-prefixed pickles over two pipes), restarts it
 after a crash, timeout or fatal error, and raises ``SimulationError`` with the log.
 
-Why not PySpice's ``exec_command``: PySpice 1.5 raises on any stderr line that is not a
-"Warning:", including harmless notes such as "Note: Starting dynamic gmin stepping", and
-logs "Unsupported Ngspice version 39". The worker calls ``ngSpice_Command`` directly,
-captures the output itself and decides success by checking that the analysis produced
-a plot with data; PySpice's loggers are silenced there (by name, not globally).
-
-Batching: one round trip carries any number of operations (alter thousands of elements,
-run, read vectors), so the pipe is not the bottleneck.
+The library itself is driven by ``circuits.ngspice_worker`` (in the child), which says
+why PySpice's own ``exec_command`` is bypassed. Numbers go out as ``repr(float(x))``.
 """
 from __future__ import annotations
 
 import glob
 import os
 import pickle
-import re
-import select
 import struct
 import subprocess
 import sys
 import tempfile
-import time
 import weakref
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ConvergenceError, NgspiceUnavailable, SimulationError, SimulationTimeout, WorkerCrashed
+from .ngspice_worker import _read_frame, _write_all, alter_command, fmt  # noqa: F401 (fmt, alter_command: public here)
 
 LIBRARY_ENV = "NGSPICE_LIBRARY_PATH"
 _LIBRARY_GLOBS = ("/usr/lib/*/libngspice.so*", "/usr/lib/libngspice.so*", "/usr/local/lib/libngspice.so*",
                   "/usr/lib64/libngspice.so*", "/opt/homebrew/lib/libngspice*.dylib", "/usr/local/lib/libngspice*.dylib")
 _ROOT = str(Path(__file__).resolve().parent.parent)
-# ngspice keeps every command in a history; clear it now and then (PySpice does the same).
-_HISTORY_FLUSH = 5000
-# Output lines that mean a command failed. Warnings and notes ("Note: Starting dynamic
-# gmin stepping", "Warning: singular matrix" during stepping) are not failures by themselves.
-_ERROR_RE = re.compile(r"^\s*error|aborted|cannot recover|no such command|not parsed|doanalyses", re.I)
-_PAUSE_RE = re.compile(r"pause requested|simulation interrupted", re.I)
-_FATAL_RE = re.compile(r"cannot recover|awaits to be detached|not parsed", re.I)
 
 
 def find_library() -> str | None:
@@ -61,24 +46,6 @@ def find_library() -> str | None:
 
 def library_available() -> bool:
     return find_library() is not None
-
-
-def fmt(x) -> str:
-    """numpy 2 reprs (np.float64(..)) break ngspice; repr(float) round-trips exactly."""
-    return repr(float(x))
-
-
-def alter_command(name: str, value: float) -> str:
-    """The alter line for an element value; ``name[param]`` alters an instance parameter.
-
-    Controlled sources (G, F, E, H) take ``@name[gain]`` (docs/netlist-format.md sec. 8),
-    R, C, L, I, V take their value directly; ``cn5[ic]`` gives ``alter @cn5[ic]=v``.
-    """
-    if "[" in name:
-        return f"alter @{name}={fmt(value)}"
-    if name[:1].lower() in "gfeh":
-        return f"alter @{name}[gain]={fmt(value)}"
-    return f"alter {name} = {fmt(value)}"
 
 
 # ----------------------------------------------------------------------------------
@@ -104,6 +71,7 @@ class NgspiceSession:
         self._started = 0
         self._proc = None
         self._alters: dict[str, float] = {}  # since the last load (replayed by op(nodeset=...))
+        self._nodeset_loaded = False  # the worker holds self.netlist plus .nodeset lines
         self._finalizer = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -137,7 +105,7 @@ class NgspiceSession:
         errfile = tempfile.TemporaryFile()
         env = dict(os.environ, **{LIBRARY_ENV: self.library})
         boot = (f"import sys; sys.path.insert(0, {_ROOT!r}); "
-                "from circuits.ngspice_runner import _worker_main; _worker_main(int(sys.argv[1]), int(sys.argv[2]))")
+                "from circuits.ngspice_worker import _worker_main; _worker_main(int(sys.argv[1]), int(sys.argv[2]))")
         proc = subprocess.Popen([sys.executable, "-c", boot, str(to_child_r), str(from_child_w)],
                                 pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
                                 stdout=errfile, stderr=errfile, env=env, close_fds=True)
@@ -194,6 +162,7 @@ class NgspiceSession:
         self._ensure_worker()  # before recording the text: a fresh worker forgets it
         self.netlist = netlist
         self._alters = {}
+        self._nodeset_loaded = False
         # a netlist error can leave libngspice unrecoverable: call() then drops the worker
         self.call([("circ", netlist)], "load")
 
@@ -221,16 +190,17 @@ class NgspiceSession:
         the last load: Newton then starts next to the wanted fixed point.
         """
         ops = []
-        if nodeset:
+        if nodeset or self._nodeset_loaded:  # a cold op must not inherit the last nodesets
             if self.netlist is None:
                 raise SimulationError("op(nodeset=...) needs a loaded netlist")
-            ops.append(("circ", with_nodeset(self.netlist, nodeset)))
+            ops.append(("circ", with_nodeset(self.netlist, nodeset) if nodeset else self.netlist))
             if self._alters:
                 ops.append(("alter", list(self._alters.items())))
         ops.append(("analysis", "op"))
         if nodes is not None:
             ops.append(("get", list(nodes), 0))
         res = self.call(ops, "op" + (" (nodeset reload)" if nodeset else ""))
+        self._nodeset_loaded = bool(nodeset)
         return res[-1] if nodes is not None else None
 
     def tran(self, tstep: float, tstop: float, tstart: float = 0.0, tmax: float | None = None,
@@ -307,200 +277,3 @@ def _stop_worker(proc, w, r, errfile) -> None:
     except subprocess.TimeoutExpired:
         pass
     errfile.close()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
-    chunks, got = [], 0
-    while got < n:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise TimeoutError
-        chunk = os.read(fd, min(n - got, 1 << 20))
-        if not chunk:
-            raise EOFError
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
-def _read_frame(fd: int, timeout: float | None):
-    deadline = None if timeout is None else time.monotonic() + timeout
-    (n,) = struct.unpack("<Q", _read_exact(fd, 8, deadline))
-    return pickle.loads(_read_exact(fd, n, deadline))
-
-
-# ----------------------------------------------------------------------------------
-# worker side (runs in the child process; imports PySpice only there)
-class _Engine:
-    def __init__(self):
-        import logging
-        for name in ("PySpice.Spice.NgSpice.Shared", "PySpice.Spice.NgSpice.Shared.NgSpiceShared"):
-            lg = logging.getLogger(name)  # the "Unsupported Ngspice version 39" warning and per-line errors
-            lg.propagate = False
-            lg.addHandler(logging.NullHandler())
-        from PySpice.Spice.NgSpice.Shared import NgSpiceShared, ffi
-
-        lines = self.lines = []
-
-        class Shared(NgSpiceShared):
-            def send_char(self, message, ngspice_id):
-                lines.append(message)
-                return 0
-
-            def send_stat(self, message, ngspice_id):
-                return 0
-
-        self.ffi = ffi
-        self.shared = Shared(ngspice_id=0, send_data=False)
-        self.lib = self.shared._ngspice_shared
-        self.n_commands = 0
-
-    # output handling: each callback line is "stdout ..." or "stderr ..."
-    def take_log(self) -> list[str]:
-        out = list(self.lines)
-        del self.lines[:]
-        return out
-
-    def errors(self, lines, paused_ok: bool = False) -> list[str]:
-        bad = []
-        for line in lines:
-            stream, _, text = line.partition(" ")
-            if stream in ("stdout", "stderr") and _ERROR_RE.search(text):
-                if not (paused_ok and _PAUSE_RE.search(text)):
-                    bad.append(text.strip())
-        return bad
-
-    def command(self, cmd: str, log: list, paused_ok: bool = False) -> None:
-        self.n_commands += 1
-        if self.n_commands > _HISTORY_FLUSH:
-            self.lib.ngSpice_Command(self.ffi.NULL)
-            self.n_commands = 0
-        rc = self.lib.ngSpice_Command(cmd.encode("ascii"))
-        got = self.take_log()
-        log.extend(got)
-        bad = self.errors(got, paused_ok)
-        if rc or bad:
-            raise _Failure("fatal" if any(_FATAL_RE.search(b) for b in bad) else "error",
-                           f"ngspice command '{cmd[:200]}' failed: " + ("; ".join(bad[:3]) or f"return code {rc}"),
-                           cmd)
-
-    def cur_plot(self) -> str:
-        return self.ffi.string(self.lib.ngSpice_CurPlot()).decode()
-
-    def circ(self, text: str, log: list) -> None:
-        lines = [l for l in text.splitlines()]
-        if not any(l.strip().lower() == ".end" for l in lines):
-            lines.append(".end")
-        keep = [self.ffi.new("char[]", l.encode("ascii")) for l in lines]
-        arr = self.ffi.new("char *[]", keep + [self.ffi.NULL])
-        self.lib.ngSpice_Command(b"destroy all")  # old plots would only use memory
-        self.lib.ngSpice_Command(b"remcirc")  # one circuit at a time (remcirc is silent if none)
-        self.take_log()
-        rc = self.lib.ngSpice_Circ(arr)
-        got = self.take_log()
-        log.extend(got)
-        bad = self.errors(got)
-        if rc or bad:
-            bad = list(dict.fromkeys(bad))  # ngspice repeats "Error on line ..."
-            raise _Failure("netlist", "netlist rejected by ngspice: " + ("; ".join(bad[:3]) or f"return code {rc}"),
-                           "load")
-
-    def analysis(self, cmd: str, log: list, paused_ok: bool = False) -> str:
-        """Run an analysis and check it produced a new plot with data.
-
-        paused_ok: a ``stop when`` breakpoint is set, so "pause requested" is expected.
-        """
-        before = self.cur_plot()
-        start = len(log)
-        try:
-            self.command(cmd, log, paused_ok)
-        except _Failure as f:
-            if f.kind == "error":
-                f.kind = "convergence"
-            raise
-        plot = self.cur_plot()
-        rows = [l for l in log[start:] if "No. of Data Rows" in l or (paused_ok and _PAUSE_RE.search(l))]
-        if plot == "const" or not rows or (cmd != "resume" and plot == before):
-            raise _Failure("convergence", f"'{cmd}' produced no data (plot {plot!r})", cmd)
-        return plot
-
-    def get(self, names, index) -> np.ndarray | list:
-        plot = self.cur_plot()
-        out = []
-        for name in names:
-            vi = self.lib.ngGet_Vec_Info(f"{plot}.{name}".encode("ascii"))
-            if vi == self.ffi.NULL or vi.v_length == 0 or vi.v_realdata == self.ffi.NULL:
-                raise _Failure("error", f"no vector '{name}' in plot {plot}", f"read {name}")
-            data = np.frombuffer(self.ffi.buffer(vi.v_realdata, vi.v_length * 8), dtype=np.float64)
-            out.append(data.copy() if index is None else float(data[index]))
-        return out if index is None else np.array(out)
-
-    def run(self, ops: list) -> dict:
-        log, results = [], []
-        try:
-            for op in ops:
-                kind = op[0]
-                if kind == "hello":
-                    results.append(os.getpid())
-                elif kind == "circ":
-                    results.append(self.circ(op[1], log))
-                elif kind == "cmd":
-                    results.append(self.command(op[1], log))
-                elif kind == "analysis":
-                    results.append(self.analysis(op[1], log, *op[2:]))
-                elif kind == "alter":
-                    for name, value in op[1]:
-                        self.command(alter_command(name, value), log)
-                    results.append(None)
-                elif kind == "get":
-                    results.append(self.get(op[1], op[2]))
-                elif kind == "plot":
-                    results.append(self.cur_plot())
-                else:
-                    raise _Failure("error", f"unknown worker operation {kind!r}", str(kind))
-        except _Failure as f:
-            return {"ok": False, "kind": f.kind, "message": f.message, "command": f.command, "log": _join(log)}
-        return {"ok": True, "results": results, "log": _join(log)}
-
-
-class _Failure(Exception):
-    def __init__(self, kind: str, message: str, command: str):
-        super().__init__(message)
-        self.kind, self.message, self.command = kind, message, command
-
-
-def _join(lines) -> str:
-    return "\n".join(l.partition(" ")[2] if l.startswith(("stdout ", "stderr ")) else l for l in lines)
-
-
-def _worker_main(r: int, w: int) -> None:
-    try:
-        engine = _Engine()
-        failure = None
-    except Exception as e:  # reported to the parent on the first request
-        engine, failure = None, f"{type(e).__name__}: {e}"
-    while True:
-        try:
-            ops = _read_frame(r, None)
-        except EOFError:
-            return
-        if engine is None:
-            reply = {"ok": False, "kind": "fatal", "message": failure, "command": "start", "log": ""}
-        else:
-            try:
-                reply = engine.run(ops)
-            except Exception as e:  # a bug here must not hang the parent
-                reply = {"ok": False, "kind": "error", "message": f"worker: {type(e).__name__}: {e}",
-                         "command": str(ops[:1])[:200], "log": _join(engine.take_log())}
-        data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-        _write_all(w, struct.pack("<Q", len(data)) + data)
-        if reply.get("kind") in ("fatal", "netlist"):
-            return  # the parent starts a fresh worker

@@ -1,0 +1,184 @@
+"""SpiceSolver against the converged Euler reference (gradient nudge, float64).
+
+The circuit's fixed point satisfies rho(u) = clip(W rho(u) + b (+ nudge)); the ideal
+level must match the Euler fixed point to 1e-6 on rho (DESIGN.md section 5).
+"""
+import numpy as np
+import pytest
+import torch
+
+from circuits.errors import SimulationError
+from circuits.ngspice_runner import library_available
+from circuits.spice_solver import SpiceSolver
+from eqprop.network import Network
+from eqprop.solver import EulerSolver
+from eqprop.topology import mlff, small_world
+
+pytestmark = [pytest.mark.ngspice,
+              pytest.mark.skipif(not library_available(),
+                                 reason="libngspice not found (apt-get install libngspice0, or set NGSPICE_LIBRARY_PATH)")]
+TOL = 1e-6
+BETA = 0.5
+EULER = EulerSolver(eps=0.5, free_steps=400_000, nudged_steps=400_000, nudge_form="gradient", tol=1e-12)
+
+
+def make(kind, sizes, seed, dtype=torch.float64):
+    topo = mlff(sizes) if kind == "mlff" else small_world(sizes, 0.2, seed=seed)
+    return Network.init(topo, seed=seed, dtype=dtype)
+
+
+def data(net, batch, seed):
+    rng = np.random.default_rng(seed)
+    topo = net.topology
+    return (torch.tensor(rng.random((batch, topo.n_in)), dtype=net.dtype),
+            torch.tensor(rng.random((batch, topo.n_out)), dtype=net.dtype))
+
+
+def reference(net, x, y, beta=BETA):
+    free = EULER.relax(net, x)
+    assert EULER.last_steps < EULER.free_steps, "Euler reference did not converge"
+    nudged = EULER.relax(net, x, free, beta=beta, target=y)
+    assert EULER.last_steps < EULER.nudged_steps, "Euler reference did not converge"
+    return free, nudged
+
+
+def both_phases(solver, net, x, y, beta=BETA):
+    free = solver.relax(net, x)
+    return free, solver.relax(net, x, free, beta=beta, target=y)
+
+
+@pytest.fixture(scope="module")
+def solver():
+    with SpiceSolver(method="tran+op", timeout=120) as s:
+        yield s
+
+
+@pytest.mark.parametrize("kind,sizes,seed", [
+    ("mlff", (6, 20, 20, 4), 0),
+    ("sw", (6, 20, 20, 4), 1),
+    ("sw", (8, 20, 20, 20, 5), 2),
+    ("mlff", (8, 30, 30, 30, 6), 3),  # 104 neurons, 3 hidden layers
+])
+def test_ideal_matches_euler_free_and_nudged(solver, kind, sizes, seed):
+    net = make(kind, sizes, seed)
+    x, y = data(net, 2, seed)
+    ref_free, ref_nudged = reference(net, x, y)
+    free, nudged = both_phases(solver, net, x, y)
+    assert (free[:, :sizes[0]] == x).all()
+    assert float((free - ref_free).abs().max()) <= TOL
+    assert float((nudged - ref_nudged).abs().max()) <= TOL
+    assert float((nudged - free).abs().max()) > 1e-3  # the nudge did something
+
+
+def test_deep_net_where_cold_op_finds_another_equilibrium(solver):
+    # 8-24-24-24-6, seed 1: a cold .op (Newton from 0 with gmin stepping) lands on another
+    # fixed point; the transient picks the Euler reference's and .op polishes it
+    net = make("mlff", (8, 24, 24, 24, 6), 1)
+    x = torch.tensor(np.random.default_rng(1).random((1, 8)))
+    ref = EULER.relax(net, x)
+    with SpiceSolver(method="op", timeout=120) as cold:
+        try:
+            far = float((cold.relax(net, x) - ref).abs().max())
+        except SimulationError:
+            far = np.inf
+    assert far > 1e-3
+    assert float((solver.relax(net, x) - ref).abs().max()) <= TOL
+
+
+def test_warm_op_from_the_equilibrium_and_tran_settle_to_the_same_point():
+    net = make("sw", (5, 12, 12, 3), 4)
+    x, y = data(net, 2, 4)
+    ref_free, ref_nudged = reference(net, x, y)
+    with SpiceSolver(method="tran", timeout=120) as tran:
+        free, nudged = both_phases(tran, net, x, y)
+    assert float((free - ref_free).abs().max()) <= TOL and float((nudged - ref_nudged).abs().max()) <= TOL
+    with SpiceSolver(method="op", timeout=120) as op:  # .op warm-started by .nodeset from the Euler state
+        assert float((op.relax(net, x, ref_free) - ref_free).abs().max()) <= 1e-9
+        assert float((op.relax(net, x, ref_free, beta=BETA, target=y) - ref_nudged).abs().max()) <= TOL
+
+
+def test_alter_in_place_equals_renetlist_after_update():
+    net = make("mlff", (5, 10, 10, 3), 5)
+    x, y = data(net, 2, 5)
+    g = torch.Generator().manual_seed(0)
+    dW = 0.05 * torch.randn(net.W.shape, generator=g, dtype=net.dtype) * net.mask_tensor()
+    with SpiceSolver(method="tran", update="alter") as alt, SpiceSolver(method="tran", update="renetlist") as ren:
+        for s in (alt, ren):
+            both_phases(s, net, x, y)
+        net.W += dW + dW.T  # a training update, in place as the trainer does
+        net.b[net.topology.n_in:] += 0.01
+        a_free, a_nudged = both_phases(alt, net, x, y)
+        assert alt.last_stats["load_s"] == 0.0  # no reload: the changed elements were altered
+        r_free, r_nudged = both_phases(ren, net, x, y)
+    ref_free, ref_nudged = reference(net, x, y)
+    assert float((a_free - r_free).abs().max()) <= 1e-9 and float((a_nudged - r_nudged).abs().max()) <= 1e-9
+    assert float((a_free - ref_free).abs().max()) <= TOL and float((a_nudged - ref_nudged).abs().max()) <= TOL
+
+
+def test_crossbar_with_ideal_continuous_device_matches_euler():
+    net = make("sw", (5, 12, 12, 3), 6)
+    x, y = data(net, 2, 6)
+    ref_free, ref_nudged = reference(net, x, y)
+    with SpiceSolver(level="crossbar", device="ideal", timeout=120) as xbar:
+        free, nudged = both_phases(xbar, net, x, y)
+        assert float((free - ref_free).abs().max()) <= TOL
+        assert float((nudged - ref_nudged).abs().max()) <= TOL
+        net.W *= 0.9  # a weight change reaches the devices
+        ref_free = EULER.relax(net, x)
+        assert float((xbar.relax(net, x) - ref_free).abs().max()) <= TOL
+
+
+def test_unfolded_inputs_match_euler_and_follow_weight_alters():
+    net = make("mlff", (4, 8, 3), 9)
+    x, y = data(net, 2, 9)
+    with SpiceSolver(method="tran", fold_inputs=False, timeout=60) as s:
+        ref_free, ref_nudged = reference(net, x, y)
+        free, nudged = both_phases(s, net, x, y)
+        assert float((free - ref_free).abs().max()) <= TOL and float((nudged - ref_nudged).abs().max()) <= TOL
+        net.W[:4, 4:12] *= -1.0  # input synapses exist as elements when unfolded: altered in place
+        net.W[4:12, :4] *= -1.0
+        assert float((s.relax(net, x) - EULER.relax(net, x)).abs().max()) <= TOL
+        assert s.last_stats["load_s"] == 0.0
+
+
+def test_impossible_tolerances_raise_with_log_then_the_solver_recovers():
+    net = make("mlff", (4, 6, 3), 7)
+    x, _ = data(net, 1, 7)
+    impossible = {"itl4": 1, "reltol": 1e-14, "abstol": 1e-30, "vntol": 1e-30, "chgtol": 1e-30}
+    with SpiceSolver(method="tran", tran_options=impossible, timeout=60) as s:
+        with pytest.raises(SimulationError) as info:
+            s.relax(net, x)
+        err = info.value
+        assert "example 0, free phase" in str(err) and "Timestep too small" in err.log
+        assert err.netlist.startswith("* eqprop-spice") and err.command.startswith("tran")
+        s.tran_options = None
+        assert float((s.relax(net, x) - EULER.relax(net, x)).abs().max()) <= TOL
+
+
+def test_parallel_workers_and_dtype(solver):
+    net = make("sw", (5, 10, 10, 3), 8, dtype=torch.float32)
+    x, y = data(net, 4, 8)
+    one = solver.relax(net, x)
+    with SpiceSolver(workers=2, timeout=120) as two:
+        par = two.relax(net, x)
+    assert par.dtype == torch.float32 and par.shape == (4, net.topology.n)
+    assert float((par - one).abs().max()) <= 1e-6
+    with pytest.raises(ValueError, match="needs a target"):
+        solver.relax(net, x, one, beta=0.5)
+
+
+def test_one_trainer_step_matches_euler(tmp_path):
+    from eqprop.config import TrainConfig
+    from eqprop.datasets import load_dataset
+    from eqprop.trainer import Trainer
+    data_xor = load_dataset("xor")
+    cfg = TrainConfig(dataset="xor", hidden=[6], epochs=1, lr=0.1, beta=0.5, nudge_form="gradient",
+                      dtype="float64", batch_size=4, out=str(tmp_path))
+    nets = []
+    for solver in (EULER, SpiceSolver(timeout=60)):
+        tr = Trainer(cfg, data_xor, solver=solver)
+        tr.train_batch(0)
+        nets.append(tr.net)
+        if isinstance(solver, SpiceSolver):
+            solver.close()
+    assert float((nets[0].W - nets[1].W).abs().max()) <= 1e-6
