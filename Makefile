@@ -16,6 +16,8 @@ test: install
 
 bench: install
 	$(PY) benchmarks/bench_euler.py
+	$(PY) benchmarks/bench_engine.py --device cpu --batches 2 --threads 1
+	$(PY) benchmarks/bench_spice.py --quick
 
 install: system-deps $(STAMP)
 

@@ -7,6 +7,7 @@ here as the baseline, and the time of T = 1, 8, 32 independent trials relative t
   784-500x3-10 small-world p=0.1, batch 20, 500/8 steps (Gammell Fig. 2; MNIST-sized epoch)
   784-100x5-10 small-world p=0.1, batch 20, 1000/12 steps (Fig. 4 / Table 1)
   T trials of 784-100x5-10 (different seeds, hence masks), one lockstep batch each
+  T trials of 10-10x5-1 (diabetes-sized), one free phase, against T separate EulerSolver runs
 
 An epoch = 3000 training batches + 500 test batches (60k/10k MNIST at batch 20). Data are
 random (speed does not depend on pixel values). Usage:
@@ -30,7 +31,9 @@ from eqprop.datasets import Dataset
 from eqprop.learning import apply_update, eqprop_update, rate_tensors
 from eqprop.fast_relax import FastEulerSolver, choose_coupling
 from eqprop.solver import EulerSolver
-from eqprop.trials import TrialTrainer
+from eqprop.network import Network
+from eqprop.topology import small_world
+from eqprop.trials import TrialStack, TrialTrainer
 
 N_TRAIN, N_TEST, BATCH = 60000, 10000, 20
 
@@ -138,6 +141,33 @@ def faithful_check(tr, steps, device):
     return float((fast - ref).abs().max()), float((ref.double() - exact).abs().max())
 
 
+def tiny_trials(counts, device, solver_kw, steps=1000, B=5):
+    """Small-net Monte Carlo (diabetes-sized 10-10x5-1 SW): one lockstep free phase vs separate runs."""
+    nets = [Network.init(small_world([10] + [10] * 5 + [1], 0.1, seed=s), seed=s, device=device)
+            for s in range(max(counts))]
+    x = torch.rand(B, 10, device=device)
+
+    def best_of(f, n=3):
+        out = []
+        for _ in range(n):
+            sync(device)
+            t0 = time.perf_counter()
+            f()
+            sync(device)
+            out.append(time.perf_counter() - t0)
+        return min(out)
+
+    ref, fast = EulerSolver(free_steps=steps), FastEulerSolver(free_steps=steps, **solver_kw)
+    print(f"\nT trials of 10-10x5-1 SW p=0.1, batch {B}, one {steps}-step free phase (best of 3):")
+    for T in counts:
+        st = TrialStack.from_networks(nets[:T])
+        fast.relax_stack(st, x)  # warm-up / capture
+        t_one = best_of(lambda: fast.relax_stack(st, x))
+        t_sep = best_of(lambda: [ref.relax(n, x) for n in nets[:T]], 1)
+        print(f"  T={T:3d}: {t_one * 1e3:7.1f} ms in one call; {T} separate EulerSolver runs {t_sep * 1e3:7.1f} ms "
+              f"(x{t_sep / t_one:.1f})")
+
+
 def epoch_seconds(t_train, t_test):
     return N_TRAIN // BATCH * t_train + N_TEST // BATCH * t_test
 
@@ -161,7 +191,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (1 gives stable numbers on a shared, loaded machine)")
     ap.add_argument("--skip-check", action="store_true", help="skip the engine-vs-EulerSolver state check")
-    ap.add_argument("--cases", default="big,small,trials", help="comma list of big, small, trials")
+    ap.add_argument("--cases", default="big,small,trials,tiny", help="comma list of big, small, trials, tiny")
     a = ap.parse_args(argv)
     device = torch.device(a.device)
     if a.threads:
@@ -206,6 +236,8 @@ def main(argv=None):
             del tr
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+    if "tiny" in cases:
+        tiny_trials([int(v) for v in a.trials.split(",")], device, solver_kw)
     print(f"\nload average at the end {os.getloadavg()[0]:.1f} (CPU timings are wall clock)")
 
 

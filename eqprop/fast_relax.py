@@ -355,9 +355,9 @@ def check_stack_inputs(W, b, topologies, x, state0, beta, target, check_values=T
     if W.ndim != 3 or W.shape[1] != W.shape[2]:
         raise ValueError(f"W must have shape (trials, N, N), got {tuple(W.shape)}")
     T, N = W.shape[0], W.shape[1]
-    if len(topologies) != T:
-        raise ValueError(f"{len(topologies)} topologies for {T} trials")
     topo = topologies[0]
+    if len(topologies) != T or any(t.sizes != topo.sizes for t in topologies):
+        raise ValueError(f"need {T} topologies of equal sizes, got {[t.sizes for t in topologies]}")
     if topo.n != N or tuple(b.shape) != (T, N):
         raise ValueError(f"W {tuple(W.shape)} / b {tuple(b.shape)} do not fit sizes {topo.sizes} and {T} trials")
     dev, dt = W.device, W.dtype

@@ -246,6 +246,8 @@ class TrialTrainer:
                                      dtype=self.dtype, device=self.device) for c in cfgs]
         elif len(networks) != len(cfgs):
             raise ValueError(f"{len(networks)} networks for {len(cfgs)} configs")
+        else:
+            networks = [n.to(self.device, self.dtype) for n in networks]  # the configs' device and dtype
         topo = networks[0].topology
         if topo.n_in != dataset.n_in or topo.n_out != dataset.n_out:
             raise ValueError(f"networks {topo.sizes} do not fit dataset {dataset.name}")

@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-torch.set_num_threads(2)  # CI machines have 2 cores; more threads only add contention
+torch.set_num_threads(1)  # small nets: a second thread only adds contention on 2-core CI machines
 
 
 def pytest_collection_modifyitems(config, items):

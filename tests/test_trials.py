@@ -184,3 +184,25 @@ def test_fast_solver_is_a_drop_in_solver_for_the_single_network_trainer():
             tr.train_batch(k)
     assert (ref.net.W - fast.net.W).abs().max() <= 1e-5
     assert ref.evaluate() == fast.evaluate()
+
+
+def test_raw_tensor_entry_checks_the_topologies():
+    ns = nets(2)
+    st = TrialStack.from_networks(ns)
+    with pytest.raises(ValueError, match="need 2 topologies of equal sizes"):
+        FastEulerSolver().relax_tensors(st.W, st.b, [ns[0].topology, mlff([6, 5, 3])], torch.rand(3, 6))
+    with pytest.raises(ValueError, match="need 2 topologies"):
+        FastEulerSolver().relax_tensors(st.W, st.b, [ns[0].topology], torch.rand(3, 6))
+
+
+def test_trial_trainer_starts_from_given_networks():
+    data = toy_data()
+    cfgs = [TrainConfig(dataset="toy", hidden=[5, 4], free_steps=5, nudged_steps=2, epochs=1, seed=s) for s in (0, 1)]
+    given = [Network.init(mlff([6, 5, 4, 3]), seed=20 + s, dtype=torch.float64) for s in (0, 1)]  # e.g. device instances
+    before = given[0].W.clone()
+    tt = TrialTrainer(cfgs, data, networks=given)
+    assert tt.stack.dtype == torch.float32
+    assert all(torch.equal(tt.stack.W[t], given[t].W.float()) for t in range(2))
+    tt.train_batch(0)
+    assert not torch.equal(tt.stack.W[0], given[0].W.float())  # trained the stack ...
+    assert torch.equal(given[0].W, before)  # ... not the caller's networks
