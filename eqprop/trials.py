@@ -133,6 +133,8 @@ def trial_eqprop_update(free: torch.Tensor, nudged: torch.Tensor, beta, stack: T
         r0, rb = r0 * v, rb * v  # rho = 0 rows add nothing to either outer product
         n = v.sum((1, 2))
     dW = (rb.transpose(1, 2) @ rb - r0.transpose(1, 2) @ r0) / (beta * n).view(T, 1, 1)
+    if not stack.topologies[0].directed:
+        dW = 0.5 * (dW + dW.transpose(1, 2))  # as eqprop_update: W must stay exactly symmetric
     dW = dW * stack.mask
     db = (rb - r0).sum(1) / n.view(T, 1) / beta.view(T, 1)
     db[:, : stack.n_in] = 0
