@@ -55,6 +55,18 @@ class TrainConfig:
             raise ValueError("beta must be non-zero (EqProp divides by it)")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.nudge_form not in ("sequential", "gradient"):
+            raise ValueError(f"nudge_form must be 'sequential' or 'gradient', got {self.nudge_form!r}")
+        if self.coupling not in ("auto", "blocks", "dense"):
+            raise ValueError(f"coupling must be auto, blocks or dense, got {self.coupling!r}")
+        if not 0 < self.eps <= 1:
+            raise ValueError(f"eps must lie in (0, 1], got {self.eps}")
+        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+        if self.random_beta_sign and self.beta < 0:
+            raise ValueError("beta < 0 with random_beta_sign: give |beta| (the sign is drawn per batch)")
+        if self.topology == "sw" and not self.hidden:
+            raise ValueError("a small-world net needs at least one hidden layer (nothing to skip over)")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if isinstance(self.lr, (list, tuple)):
@@ -64,6 +76,8 @@ class TrainConfig:
             self.lr = [float(v) for v in self.lr]
         else:
             self.lr = float(self.lr)
+        if any(v < 0 for v in (self.lr if isinstance(self.lr, list) else [self.lr])):
+            raise ValueError(f"learning rates must be >= 0, got {self.lr}")
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":

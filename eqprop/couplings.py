@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 
+import numpy as np
 import torch
 
 from .network import Network
@@ -49,22 +50,20 @@ class Couplings:
         off = [0]
         for s in sizes:
             off.append(off[-1] + s)
-        blocks, skip = [], False
+        blocks = []
         for blk in topo.blocks():
-            if blk.src == 0:
-                continue  # input couplings are folded into the constant
-            if blk.kind == BLOCK_SKIP:
-                skip = True
-                continue
+            if blk.src == 0 or blk.kind == BLOCK_SKIP:
+                continue  # inputs are folded into the constant; skips go to the sparse product
             l, m = blk.src - 1, blk.dst - 1
             sl, sm = slice(off[l], off[l + 1]), slice(off[m], off[m + 1])
             blocks.append((sl, sm, Wff[sl, sm]))
             if l != m:
                 blocks.append((sm, sl, Wff[sm, sl]))
         sparse = None
-        if skip:
-            lay = torch.as_tensor(topo.layer_of[n_in:], device=W.device)
-            far = (lay[:, None] - lay[None, :]).abs() >= 2
+        lay = topo.layer_of[n_in:]
+        far_np = np.abs(lay[:, None] - lay[None, :]) >= 2
+        if (far_np & topo.mask[n_in:, n_in:]).any():
+            far = torch.as_tensor(far_np, device=W.device)
             S = torch.where(far, Wff, torch.zeros((), dtype=W.dtype, device=W.device))
             with warnings.catch_warnings():  # torch flags CSR as beta; the product we use is stable
                 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")

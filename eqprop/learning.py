@@ -14,8 +14,9 @@ from .network import Network
 from .topology import Topology
 
 
-def eqprop_update(free: torch.Tensor, nudged: torch.Tensor, beta: float,
-                  topology: Topology) -> tuple[torch.Tensor, torch.Tensor]:
+def eqprop_update(free: torch.Tensor, nudged: torch.Tensor, beta: float, topology: Topology,
+                  mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """mask: the topology's mask as a tensor on free's device (pass it to avoid a copy per call)."""
     if beta == 0:
         raise ValueError("eqprop_update needs beta != 0")
     r0, rb = rho(free), rho(nudged)
@@ -23,7 +24,7 @@ def eqprop_update(free: torch.Tensor, nudged: torch.Tensor, beta: float,
     dW = (rb.T @ rb - r0.T @ r0) / (beta * B)
     if not topology.directed:
         dW = 0.5 * (dW + dW.T)  # BLAS leaves last-bit asymmetries; W must stay exactly symmetric
-    dW = dW * torch.as_tensor(topology.mask, device=dW.device)
+    dW = dW * (torch.as_tensor(topology.mask, device=dW.device) if mask is None else mask)
     db = (rb - r0).mean(0) / beta
     db[: topology.n_in] = 0
     return dW, db

@@ -24,6 +24,8 @@ class BlockStats:
         for l in range(L):
             for k in range(l, L):
                 c = m[self.slices[l], self.slices[k]].sum()
+                if l != k and topology.directed:
+                    c += m[self.slices[k], self.slices[l]].sum()
                 self.counts[l, k] = c // 2 if (l == k and not topology.directed) else c
         self.adjacent = [(l, l + 1) for l in range(L - 1)]
         self.rms_sum = np.zeros(L - 1)
@@ -35,9 +37,12 @@ class BlockStats:
     def batch_rms(self, dW: torch.Tensor) -> np.ndarray:
         out = np.empty(len(self.adjacent))
         for k, (l, m) in enumerate(self.adjacent):
-            blk = dW[self.slices[l], self.slices[m]]
+            sl, sm = self.slices[l], self.slices[m]
+            sq = torch.linalg.matrix_norm(dW[sl, sm]) ** 2
+            if self.topology.directed:  # directed weights differ by direction: both count
+                sq = sq + torch.linalg.matrix_norm(dW[sm, sl]) ** 2
             c = self.counts[l, m]
-            out[k] = float(torch.linalg.matrix_norm(blk)) / np.sqrt(c) if c else np.nan
+            out[k] = float(sq.sqrt()) / np.sqrt(c) if c else np.nan
         return out
 
     def add(self, dW: torch.Tensor) -> np.ndarray:
@@ -51,7 +56,11 @@ class BlockStats:
             for m in range(l, L):
                 if self.counts[l, m]:
                     s = float(a[self.slices[l], self.slices[m]].sum())
-                    self.abs_sum[l, m] += s / 2 if (l == m and not self.topology.directed) else s
+                    if l == m and not self.topology.directed:
+                        s /= 2  # each intralayer pair appears twice
+                    elif l != m and self.topology.directed:
+                        s += float(a[self.slices[m], self.slices[l]].sum())
+                    self.abs_sum[l, m] += s
         self.abs_n += 1
         return r
 

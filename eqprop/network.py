@@ -116,12 +116,16 @@ class Network:
     # -- persistence ----------------------------------------------------------
     def save(self, path: str | Path) -> None:
         path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(".npz")
         self.topology.save(path.with_suffix(".topology.npz"))
         np.savez_compressed(path, W=self.W.detach().cpu().numpy(), b=self.b.detach().cpu().numpy())
 
     @classmethod
     def load(cls, path: str | Path, device="cpu") -> "Network":
         path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(".npz")  # np.savez appended it when saving
         topo = Topology.load(path.with_suffix(".topology.npz"))
         with np.load(path) as z:
             return cls(topo, torch.tensor(z["W"], device=device), torch.tensor(z["b"], device=device))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ class Block:
     src: int
     dst: int
     kind: str  # adjacent | skip | intralayer
-    count: int  # existing connections (unordered pairs for symmetric nets)
+    count: int  # existing connections (unordered pairs for symmetric nets, both directions for directed)
 
 
 @dataclasses.dataclass(eq=False)
@@ -97,10 +98,12 @@ class Topology:
         L = len(self.sizes)
         for l in range(L):
             for m in range(l, L):
-                sub = self.mask[self.layer_slice(l), self.layer_slice(m)]
-                cnt = int(sub.sum())
+                sl, sm = self.layer_slice(l), self.layer_slice(m)
+                cnt = int(self.mask[sl, sm].sum())
                 if l == m:
                     cnt = cnt if self.directed else cnt // 2
+                elif self.directed:  # a directed weight may exist in one direction only
+                    cnt += int(self.mask[sm, sl].sum())
                 if cnt == 0 and m != l + 1:
                     continue
                 kind = BLOCK_INTRA if l == m else BLOCK_ADJACENT if m == l + 1 else BLOCK_SKIP
@@ -232,8 +235,10 @@ def small_world(sizes, p: float = 0.1, seed: int | np.random.Generator = 0, mode
     sizes = _check_sizes(sizes)
     if mode not in ("replace", "add"):
         raise ValueError(f"small_world mode must be 'replace' or 'add', got {mode!r}")
+    if n_replace is not None and mode != "replace":
+        raise ValueError("small_world: n_replace (fixed-count variant) only exists in mode='replace'")
     if n_replace is None:
-        if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0) or p != p:
+        if not (isinstance(p, numbers.Real) and 0.0 <= float(p) <= 1.0):
             raise ValueError(f"small_world: p must lie in [0, 1], got {p!r}")
     elif n_replace < 0:
         raise ValueError(f"small_world: n_replace must be >= 0, got {n_replace}")
@@ -244,6 +249,9 @@ def small_world(sizes, p: float = 0.1, seed: int | np.random.Generator = 0, mode
     iu, ju = np.nonzero(np.triu(mask))
     n_exist = len(iu)
     pool = _SkipPool(sizes, mask, rng)
+    if pool.total == 0 and (n_replace or p > 0):
+        raise ValueError(f"small_world: sizes {sizes} have no layer pairs >= 2 apart to skip between "
+                         "(need at least one hidden layer)")
     info = {"kind": "small_world", "mode": mode, "intralayer": intralayer, "n_existing": n_exist}
 
     def connect(i, j, on):
@@ -254,10 +262,10 @@ def small_world(sizes, p: float = 0.1, seed: int | np.random.Generator = 0, mode
         for _ in range(n_replace):
             k = int(rng.integers(len(conn)))
             i, j = conn[k]
+            ni, nj = pool.draw()  # before releasing (i, j): the pair removed is not a candidate for itself
             connect(i, j, False)
-            pool.release(i, j)
-            ni, nj = pool.draw()
             connect(ni, nj, True)
+            pool.release(i, j)
             conn[k] = (ni, nj)
         n_done = n_replace
         info["p"] = 1.0 - ((n_exist - 1) / n_exist) ** n_replace if n_exist else 0.0
@@ -266,11 +274,11 @@ def small_world(sizes, p: float = 0.1, seed: int | np.random.Generator = 0, mode
         rng.shuffle(chosen)
         for k in chosen:
             i, j = int(iu[k]), int(ju[k])
+            ni, nj = pool.draw()  # remove, add, then return the removed pair to the pool
+            connect(ni, nj, True)
             if mode == "replace":
                 connect(i, j, False)
                 pool.release(i, j)
-            ni, nj = pool.draw()
-            connect(ni, nj, True)
         n_done = len(chosen)
         info["p"] = float(p)
     info["n_replaced"] = int(n_done)

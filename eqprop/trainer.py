@@ -26,16 +26,25 @@ from .learning import apply_update, eqprop_update, rate_tensors
 from .metrics import BlockStats, classification_errors, regression_loss_sum
 from .network import Network
 from .solver import EulerSolver, Solver
-from .topology import Topology, mlff, small_world
+from .topology import mlff, small_world
 
 CHECKPOINT = "checkpoint.pt"
+# a run may be resumed with more epochs, from a moved folder, on another device or coupling
+RESUME_MAY_CHANGE = ("epochs", "out", "device", "coupling")
 
 
-def build_topology(cfg: TrainConfig, n_in: int, n_out: int) -> Topology:
+def seed_streams(seed: int) -> list[np.random.SeedSequence]:
+    """Independent streams for (topology, initial weights, batch order and beta signs)."""
+    return np.random.SeedSequence(seed).spawn(3)
+
+
+def build_network(cfg: TrainConfig, n_in: int, n_out: int) -> Network:
+    """The network a config describes: its topology and initial weights, each from its own stream."""
+    s_topo, s_init, _ = seed_streams(cfg.seed)
     sizes = (n_in, *cfg.hidden, n_out)
-    if cfg.topology == "mlff":
-        return mlff(sizes)
-    return small_world(sizes, cfg.p, seed=cfg.seed, mode=cfg.sw_mode, intralayer=cfg.intralayer)
+    topo = mlff(sizes) if cfg.topology == "mlff" else small_world(
+        sizes, cfg.p, seed=np.random.default_rng(s_topo), mode=cfg.sw_mode, intralayer=cfg.intralayer)
+    return Network.init(topo, seed=s_init, dtype=getattr(torch, cfg.dtype), device=cfg.device)
 
 
 def make_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -61,17 +70,21 @@ class Trainer:
         self.device, self.dtype = torch.device(cfg.device), getattr(torch, cfg.dtype)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+        # a given network overrides the config's hidden/topology/p: metrics.json says so
+        self.network_given = network is not None
         if network is None:
-            topo = build_topology(cfg, dataset.n_in, dataset.n_out)
-            network = Network.init(topo, seed=cfg.seed, dtype=self.dtype, device=self.device)
+            network = build_network(cfg, dataset.n_in, dataset.n_out)
         elif network.topology.n_in != dataset.n_in or network.topology.n_out != dataset.n_out:
             raise ValueError(f"network {network.topology.sizes} does not fit dataset {dataset.name} "
                              f"({dataset.n_in} inputs, {dataset.n_out} outputs)")
+        else:
+            network = network.to(self.device, self.dtype)
         self.net = network
+        self.mask = network.mask_tensor()
         self.solver = solver or EulerSolver(eps=cfg.eps, free_steps=cfg.free_steps, nudged_steps=cfg.nudged_steps,
                                             nudge_form=cfg.nudge_form, coupling=cfg.coupling)
         self.lr_W, self.lr_b = rate_tensors(network.topology, cfg.lr, dtype=self.dtype, device=self.device)
-        self.rng = np.random.default_rng(cfg.seed)
+        self.rng = np.random.default_rng(seed_streams(cfg.seed)[2])
         bs = cfg.batch_size or dataset.batch_size
         self.train_batches = make_batches(len(dataset.x_train), bs, self.rng)
         self.test_batches = [np.arange(i, min(i + bs, len(dataset.x_test))) for i in range(0, len(dataset.x_test), bs)]
@@ -101,11 +114,11 @@ class Trainer:
         free = self.solver.relax(self.net, x, torch.cat([x, self.train_particles[k]], 1))
         self.train_particles[k] = free[:, n_in:].clone()
         err = self._errors(free, y)
-        beta = abs(self.cfg.beta)
+        beta = self.cfg.beta
         if self.cfg.random_beta_sign and self.rng.random() < 0.5:
             beta = -beta
         nudged = self.solver.relax(self.net, x, free, beta=beta, target=y)
-        dW, db = eqprop_update(free, nudged, beta, self.net.topology)
+        dW, db = eqprop_update(free, nudged, beta, self.net.topology, mask=self.mask)
         self.stats.add(dW)
         apply_update(self.net, dW, db, self.lr_W, self.lr_b)
         return err
@@ -158,6 +171,7 @@ class Trainer:
             "n_connections": self.net.topology.n_connections,
             "task": self.data.task,
             "solver": type(self.solver).__name__,
+            "network_given": self.network_given,
             "config": self.cfg.to_dict(),
         }
 
@@ -192,7 +206,7 @@ class Trainer:
             raise ValueError(f"{path}: checkpoint topology differs from this run's (different config or seed?)")
         if ck["config"] != self.cfg.to_dict():
             diff = {k: (ck["config"].get(k), v) for k, v in self.cfg.to_dict().items()
-                    if ck["config"].get(k) != v and k != "epochs"}
+                    if ck["config"].get(k) != v and k not in RESUME_MAY_CHANGE}
             if diff:
                 raise ValueError(f"{path}: checkpoint config differs from this run's: {diff}")
         dev = self.device

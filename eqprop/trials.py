@@ -28,7 +28,7 @@ from .learning import rate_tensors
 from .metrics import log_spread
 from .network import Network
 from .topology import Topology
-from .trainer import EpochResult, build_topology, make_batches
+from .trainer import EpochResult, build_network, make_batches, seed_streams
 
 
 @dataclasses.dataclass(eq=False)
@@ -244,8 +244,7 @@ class TrialTrainer:
         self.cfgs, self.data = cfgs, dataset
         self.device, self.dtype = torch.device(c0.device), getattr(torch, c0.dtype)
         if networks is None:
-            networks = [Network.init(build_topology(c, dataset.n_in, dataset.n_out), seed=c.seed,
-                                     dtype=self.dtype, device=self.device) for c in cfgs]
+            networks = [build_network(c, dataset.n_in, dataset.n_out) for c in cfgs]
         elif len(networks) != len(cfgs):
             raise ValueError(f"{len(networks)} networks for {len(cfgs)} configs")
         else:
@@ -257,7 +256,7 @@ class TrialTrainer:
         self.solver = solver or FastEulerSolver(eps=c0.eps, free_steps=c0.free_steps, nudged_steps=c0.nudged_steps,
                                                 nudge_form=c0.nudge_form, coupling=c0.coupling)
         self.lr_W, self.lr_b = trial_rate_tensors(self.stack, [c.lr for c in cfgs])
-        self.rngs = [np.random.default_rng(c.seed) for c in cfgs]  # the same draws as Trainer's rng
+        self.rngs = [np.random.default_rng(seed_streams(c.seed)[2]) for c in cfgs]  # the same draws as Trainer's rng
         bs = c0.batch_size or dataset.batch_size
         orders = [make_batches(len(dataset.x_train), bs, rng) for rng in self.rngs]
         self.n_batches = len(orders[0])

@@ -11,17 +11,24 @@ from eqprop.config import TrainConfig
 
 
 def _ints(text: str) -> list[int]:
+    """'100,100,100' or '100x3' (the papers' 784-100x3-10 shorthand) or a mix: '500x2,100'."""
+    out = []
     try:
-        return [int(v) for v in text.replace("x", ",").split(",") if v]
+        for tok in text.split(","):
+            n, _, k = tok.partition("x")
+            out += [int(n)] * (int(k) if k else 1)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected sizes like 100,100 or 100x2, got {text!r}") from None
+    return out
 
 
 def _rates(text: str) -> float | list[float]:
     try:
         vals = [float(v) for v in text.split(",") if v]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a rate or comma-separated rates, got {text!r}") from None
+        vals = []
+    if not vals:
+        raise argparse.ArgumentTypeError(f"expected a rate or comma-separated rates, got {text!r}")
     return vals[0] if len(vals) == 1 else vals
 
 
@@ -30,7 +37,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run configuration (override the TOML config)")
     g.add_argument("--config", type=Path, help="TOML file with TrainConfig keys")
     g.add_argument("--dataset", help="mnist, fmnist, digits, wine, diabetes, iris, and, or, xor")
-    g.add_argument("--hidden", type=_ints, help="hidden layer sizes, e.g. 100,100,100")
+    g.add_argument("--hidden", type=_ints, help="hidden layer sizes, e.g. 100,100,100 or 100x3")
     g.add_argument("--topology", choices=["mlff", "sw"])
     g.add_argument("--p", type=float, help="small-world replacement probability")
     g.add_argument("--sw-mode", choices=["replace", "add"])

@@ -38,7 +38,7 @@ def run_all(name: str, runs: list[Run], out: Path, resume: bool = True, progress
             cfg.device = device
         cfg.out = str(out / r.label / f"s{cfg.seed}")
         mfile = Path(cfg.out) / "metrics.json"
-        done = mfile.exists() and len(json.loads(mfile.read_text())["epochs"]) >= cfg.epochs
+        done = resume and mfile.exists() and len(json.loads(mfile.read_text())["epochs"]) >= cfg.epochs
         if progress:
             print(f"[{name} {i + 1}/{len(runs)}] {r.label} seed {cfg.seed}" + (" (done)" if done else ""),
                   flush=True)

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -98,3 +99,43 @@ def test_bad_relax_inputs_raise():
         sol.relax(net, torch.zeros(1, 3, dtype=torch.float64), beta=1.0)
     with pytest.raises(ValueError, match="nudge_form"):
         EulerSolver(nudge_form="other")
+
+
+def test_block_and_dense_agree_for_directed_and_intralayer_nets():
+    t = small_world((4, 6, 6, 6, 2), 0.3, seed=2, intralayer=True)
+    net = Network.init(t, seed=1, dtype=torch.float64)
+    x = torch.rand(3, 4, dtype=torch.float64)
+    a = EulerSolver(free_steps=40, coupling="blocks").relax(net, x)
+    b = EulerSolver(free_steps=40, coupling="dense").relax(net, x)
+    assert (a - b).abs().max() < 1e-12
+    d = complete_directed(2, 3, 2)
+    mask = np.zeros_like(d.mask)
+    mask[6, 2] = mask[2, 5] = mask[0, 6] = True  # one-way weights, one of them a skip
+    from eqprop.topology import Topology
+    dt = Topology(d.sizes, mask, directed=True)
+    W = torch.zeros(dt.n, dt.n, dtype=torch.float64)
+    W[6, 2], W[2, 5], W[0, 6] = 0.7, 0.9, 0.5
+    net = Network(dt, W, torch.full((dt.n,), 0.1, dtype=torch.float64) * torch.arange(dt.n).ge(2))
+    x = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    a = EulerSolver(free_steps=200, coupling="blocks").relax(net, x)
+    b = EulerSolver(free_steps=200, coupling="dense").relax(net, x)
+    assert (a - b).abs().max() < 1e-12 and a[0, 6] > 0.5
+
+
+def test_single_step_equations_of_both_nudge_forms():
+    net = net64((3, 4, 2), seed=6)
+    x = torch.rand(2, 3, dtype=torch.float64)
+    s = EulerSolver(free_steps=5).relax(net, x)
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    g = drive(net, s)
+    free_style = (s + 0.5 * (g - s)).clamp(0, 1)
+    for beta in (1.0, -1.0, 0.3):
+        seq = EulerSolver(nudge_form="sequential").relax(net, x, s, beta, y, steps=1)
+        yc = free_style[:, -2:]
+        assert torch.allclose(seq[:, -2:], (yc + 2 * 0.5 * beta * (y - yc)).clamp(0, 1))
+        assert torch.allclose(seq[:, 3:-2], free_style[:, 3:-2]) and torch.equal(seq[:, :3], x)
+        grad = EulerSolver(nudge_form="gradient").relax(net, x, s, beta, y, steps=1)
+        expected = (s[:, -2:] + 0.5 * (g[:, -2:] - s[:, -2:]) + 2 * 0.5 * beta * (y - s[:, -2:])).clamp(0, 1)
+        assert torch.allclose(grad[:, -2:], expected)
+    back = EulerSolver(nudge_form="sequential").relax(net, x, s, -1.0, y, steps=1)
+    assert torch.allclose(back[:, -2:], (2 * free_style[:, -2:] - y).clamp(0, 1)), "beta=-1 pushes to 2s'-y_d"

@@ -120,3 +120,39 @@ def test_complete_directed():
     assert t.directed and not np.any(np.diag(t.mask))
     assert not t.mask[:, :2].any(), "nothing drives the inputs"
     assert t.mask[2:, 2:].sum() == 6 * 5
+
+
+def test_small_world_needs_a_layer_to_skip():
+    with pytest.raises(ValueError, match="no layer pairs >= 2 apart"):
+        small_world((4, 3), 0.5, seed=0)
+    assert small_world((4, 3), 0.0).n_connections == 12
+
+
+def test_full_replacement_moves_every_adjacent_connection():
+    sizes = (6, 8, 8, 8, 3)
+    t = small_world(sizes, 1.0, seed=4)
+    ref = mlff(sizes)
+    assert t.info["n_replaced"] == ref.n_connections
+    # every connection now in the mask was drawn from the pool; most must be skips
+    assert (t.mask & (layer_dist(t) >= 2)).sum() // 2 > 0.5 * ref.n_connections
+
+
+def test_n_replace_only_in_replace_mode():
+    with pytest.raises(ValueError, match="n_replace"):
+        small_world((4, 5, 5, 2), mode="add", n_replace=3)
+
+
+def test_directed_one_way_skip_is_a_block():
+    t = complete_directed(2, 3, 2)
+    m = np.zeros_like(t.mask)
+    m[6, 2] = True  # output neuron 6 drives hidden 2 only (a layer-2 -> layer-1 weight)... and
+    m[0, 6] = True  # input 0 drives output 6 (a skip, forward only)
+    d = Topology(t.sizes, m, directed=True)
+    kinds = {(b.src, b.dst): (b.kind, b.count) for b in d.blocks()}
+    assert kinds[(1, 2)] == ("adjacent", 1) and kinds[(0, 2)] == ("skip", 1)
+
+
+@pytest.mark.parametrize("sizes,n_exist", [((784, 500, 500, 500, 10), 897_000),
+                                           ((784,) + (100,) * 5 + (10,), 119_400)])
+def test_paper_existing_connection_counts(sizes, n_exist):
+    assert mlff(sizes).n_connections == n_exist

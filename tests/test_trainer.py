@@ -102,3 +102,80 @@ def test_cli_train_and_clear_errors(tmp_path, capsys):
 def test_per_layer_rate_count_is_checked():
     with pytest.raises(ValueError, match="per-layer lr needs 3"):
         TrainConfig(hidden=[5, 5], lr=[0.1, 0.2])
+
+
+class SpySolver:
+    """The Euler solver, recording every call (phase, inputs, starting state, result)."""
+
+    def __init__(self):
+        from eqprop.solver import EulerSolver
+        self.inner = EulerSolver(free_steps=15, nudged_steps=3)
+        self.calls = []
+
+    def relax(self, network, x, state0=None, beta=0.0, target=None, steps=None):
+        out = self.inner.relax(network, x, state0, beta, target, steps)
+        self.calls.append(dict(beta=beta, x=x.clone(), s0=None if state0 is None else state0.clone(),
+                               out=out.clone(), W=network.W.clone()))
+        return out
+
+
+def test_paper_procedure_particles_order_and_beta(tmp_path):
+    data = load_dataset("iris")
+    spy = SpySolver()
+    cfg = small_cfg(tmp_path, dataset="iris", epochs=2, hidden=[4])
+    tr = Trainer(cfg, data, solver=spy)
+    tr.run(progress=False)
+    nb, nt, n_in = len(tr.train_batches), len(tr.test_batches), 4
+    per_epoch = 2 * nb + nt
+    assert len(spy.calls) == 2 * per_epoch
+    for e in range(2):
+        calls = spy.calls[e * per_epoch:(e + 1) * per_epoch]
+        train, test = calls[:2 * nb], calls[2 * nb:]
+        for k in range(nb):
+            free, nudged = train[2 * k], train[2 * k + 1]
+            assert free["beta"] == 0 and abs(nudged["beta"]) == cfg.beta
+            assert torch.equal(nudged["s0"], free["out"]), "nudged phase starts from the free equilibrium"
+            assert torch.equal(free["x"], torch.as_tensor(data.x_train[tr.train_batches[k]])), "same order"
+            if e == 0:
+                assert torch.all(free["s0"][:, n_in:] == 0), "particles start at 0"
+            else:  # the particle stored in epoch 1
+                assert torch.equal(free["s0"][:, n_in:], spy.calls[2 * k]["out"][:, n_in:])
+            if k + 1 < nb:
+                assert not torch.equal(train[2 * k + 2]["W"], free["W"]), "one update per batch"
+        assert all(c["beta"] == 0 for c in test)
+        if e == 1:
+            for k in range(nt):
+                assert torch.equal(test[k]["s0"][:, n_in:], spy.calls[2 * nb + k]["out"][:, n_in:])
+    signs = {np.sign(c["beta"]) for c in spy.calls if c["beta"] != 0}
+    assert signs == {1.0, -1.0}, "random beta sign"
+    # the batch list is a shuffled list of consecutive file-order batches
+    assert sorted(int(b[0]) for b in tr.train_batches) == list(range(0, len(data.x_train), 5))
+    assert all(np.array_equal(b, np.arange(b[0], b[0] + len(b))) for b in tr.train_batches)
+
+
+def test_hidden_shorthand_and_reproduce_restart(tmp_path, capsys):
+    from eqprop_cli.train import _ints
+    assert _ints("500x3") == [500, 500, 500] and _ints("20,10x2") == [20, 10, 10]
+    out = tmp_path / "rep"
+    args = ["reproduce", "table1", "--only", "wine", "--epochs", "1", "--out", str(out), "--quiet"]
+    import experiments.table1 as t1
+    orig = t1.runs
+
+    def tiny(epochs=None, seeds=(0,), only=None):
+        rs = orig(epochs, seeds, only)[:2]  # wine-5 MLFF and SW
+        for r in rs:
+            r.config.free_steps, r.config.nudged_steps = 10, 2
+        return rs
+
+    t1.runs = tiny
+    try:
+        assert main(args) == 0
+        first = (out / "wine-5-mlff" / "s0" / "metrics.json").stat().st_mtime_ns
+        assert main(args) == 0  # finished runs are skipped
+        assert (out / "wine-5-mlff" / "s0" / "metrics.json").stat().st_mtime_ns == first
+        assert main(args + ["--restart"]) == 0
+        assert (out / "wine-5-mlff" / "s0" / "metrics.json").stat().st_mtime_ns != first
+    finally:
+        t1.runs = orig
+    report = (out / "report.md").read_text()
+    assert "wine-5: log-spread MLFF" in report and (out / "table1_log_spread.png").exists()
