@@ -162,10 +162,12 @@ class SpiceSolver:
                                    b, warm=s0 is not None)
 
         self._map(run, range(len(slots)))
-        out = np.concatenate([xs, np.clip(u, 0.0, 1.0)], axis=1)
-        self._u_cache = {out[b].tobytes(): u[b] for b in range(B)}
+        out = torch.as_tensor(np.concatenate([xs, np.clip(u, 0.0, 1.0)], axis=1), dtype=network.dtype,
+                              device=network.device)
+        keys = out.detach().cpu().double().numpy()  # as the caller will pass it back (e.g. float32)
+        self._u_cache = {keys[b].tobytes(): u[b] for b in range(B)}
         self.last_stats["seconds"] = time.perf_counter() - t_start
-        return torch.as_tensor(out, dtype=network.dtype, device=network.device)
+        return out
 
     # -- one example ---------------------------------------------------------------------
     def _solve(self, slot, cur, u0, beta, y, b, warm):

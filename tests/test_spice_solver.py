@@ -182,3 +182,21 @@ def test_one_trainer_step_matches_euler(tmp_path):
         if isinstance(solver, SpiceSolver):
             solver.close()
     assert float((nets[0].W - nets[1].W).abs().max()) <= 1e-6
+
+
+def test_spice_check_cli_report(tmp_path, capsys):
+    import argparse
+    import json
+
+    from eqprop_cli import spice
+    parser = argparse.ArgumentParser(prog="eqprop")
+    spice.register(parser.add_subparsers())
+    out = tmp_path / "report.json"
+    args = parser.parse_args(["spice-check", "--count", "2", "--sizes", "4,6,6,3", "--examples", "1",
+                              "--euler-tol", "1e-10", "--quiet", "-o", str(out)])
+    assert args.func(args) == 0
+    report = json.loads(out.read_text())
+    assert report["passed"] and len(report["networks"]) == 2
+    assert [n["topology"] for n in report["networks"]] == ["mlff", "sw"]
+    assert report["worst"]["overall"] <= TOL and report["worst"]["residual"] <= TOL
+    assert json.loads(capsys.readouterr().out) == report
