@@ -76,7 +76,7 @@ class NgspiceSession:
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> "NgspiceSession":
-        self._ensure_worker()
+        self._ensure_worker(fresh_ok=True)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -91,11 +91,22 @@ class NgspiceSession:
     def alive(self) -> bool:
         return self._proc is not None and self._proc[0].poll() is None
 
-    def _ensure_worker(self) -> None:
+    def _ensure_worker(self, fresh_ok: bool = False) -> None:
+        """Start a worker if none runs. One that died since the last call took the loaded
+        circuit with it: that raises ``WorkerCrashed`` unless a new circuit comes (load)."""
         if self.alive:
             return
-        if self._proc is not None:  # died: clean up and start again
+        if self._proc is not None:
+            errfile, code = self._proc[3], self._proc[0].poll()
+            errfile.seek(0)
+            tail = errfile.read()[-4000:].decode("utf8", "replace")
             self.close()
+            if not fresh_ok:
+                raise WorkerCrashed(f"ngspice worker died since the last call (exit code {code}); load the "
+                                    "circuit again", netlist=self.netlist, log=tail, command="(between calls)")
+        if self._started and not fresh_ok:
+            raise SimulationError("no circuit loaded: the ngspice worker was stopped after an error; "
+                                  "call load() again", netlist=self.netlist, command="(no worker)")
         self.restarts += self._started > 0
         self._started += 1
         if not self.library:
@@ -159,7 +170,7 @@ class NgspiceSession:
     # -- circuit ---------------------------------------------------------------------
     def load(self, netlist: str) -> None:
         """Load a netlist (text as the generator writes it; ``.end`` is added if missing)."""
-        self._ensure_worker()  # before recording the text: a fresh worker forgets it
+        self._ensure_worker(fresh_ok=True)  # before recording the text: a fresh worker forgets it
         self.netlist = netlist
         self._alters = {}
         self._nodeset_loaded = False

@@ -35,6 +35,7 @@ class TrainConfig:
     device: str = "cpu"
     dtype: str = "float32"
     coupling: str = "auto"  # auto | blocks | dense
+    save_dw_matrix: bool = False  # also keep the N x N mean |dW| (Fig 5), written to dw_mean.npy
     out: str = "results/train/run"
 
     def __post_init__(self):

@@ -15,8 +15,9 @@ from .topology import Topology
 class BlockStats:
     """Accumulates per-batch r_l for adjacent blocks and mean |dW| for every layer pair."""
 
-    def __init__(self, topology: Topology):
+    def __init__(self, topology: Topology, full_matrix: bool = False):
         self.topology = topology
+        self.abs_full = np.zeros((topology.n, topology.n)) if full_matrix else None  # Fig 5: per connection
         L = len(topology.sizes)
         self.slices = [topology.layer_slice(l) for l in range(L)]
         m = topology.mask
@@ -52,6 +53,8 @@ class BlockStats:
         self.epoch_rms.append(r)
         L = len(self.slices)
         a = dW.abs()
+        if self.abs_full is not None:
+            self.abs_full += a.double().cpu().numpy()
         for l in range(L):
             for m in range(l, L):
                 if self.counts[l, m]:
@@ -83,11 +86,17 @@ class BlockStats:
         m[self.counts == 0] = np.nan
         return m
 
+    def mean_abs_dw_matrix(self) -> np.ndarray | None:
+        """(N, N) mean |dW| per connection over all batches (zero where no connection), if kept."""
+        return None if self.abs_full is None else self.abs_full / max(self.abs_n, 1)
+
     def state_dict(self) -> dict:
         return {"rms_sum": self.rms_sum.copy(), "rms_n": self.rms_n, "abs_sum": self.abs_sum.copy(),
-                "abs_n": self.abs_n}
+                "abs_n": self.abs_n, "abs_full": None if self.abs_full is None else self.abs_full.copy()}
 
     def load_state_dict(self, d: dict) -> None:
+        if d.get("abs_full") is not None:
+            self.abs_full = np.array(d["abs_full"])
         self.rms_sum, self.rms_n = np.array(d["rms_sum"]), int(d["rms_n"])
         self.abs_sum, self.abs_n = np.array(d["abs_sum"]), int(d["abs_n"])
 

@@ -92,7 +92,7 @@ class Trainer:
         zeros = lambda idx: torch.zeros(len(idx), nf, dtype=self.dtype, device=self.device)  # noqa: E731
         self.train_particles = [zeros(i) for i in self.train_batches]
         self.test_particles = [zeros(i) for i in self.test_batches]
-        self.stats = BlockStats(network.topology)
+        self.stats = BlockStats(network.topology, full_matrix=cfg.save_dw_matrix)
         self.history: list[EpochResult] = []
         self._tensors = {k: torch.as_tensor(getattr(dataset, k), dtype=self.dtype, device=self.device)
                          for k in ("x_train", "y_train", "x_test", "y_test")}
@@ -184,6 +184,9 @@ class Trainer:
             w.writerow(["epoch", "train_error", "test_error", "seconds"] + [f"rms_{l}" for l in range(nb)])
             for h in self.history:
                 w.writerow([h.epoch, h.train_error, h.test_error, h.seconds] + h.rms)
+        full = self.stats.mean_abs_dw_matrix()
+        if full is not None:
+            np.save(out / "dw_mean.npy", full.astype(np.float32))
         from .plots import plot_run  # matplotlib only when writing outputs
         plot_run(m, out)
 

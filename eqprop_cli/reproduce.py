@@ -9,6 +9,7 @@ from pathlib import Path
 EXPERIMENTS = {
     "table1": "Table 1: MLFF vs SW on diabetes, wine (default) and MNIST/FMNIST (--only images)",
     "fig2": "Fig 2: MNIST 784-500x3-10, MLFF global rate vs per-layer rates vs SW p=0.1 (plus Fig 3 and Fig 5 plots)",
+    "fig5": "Fig 5: mean |dW| per connection, 784-100x5-10 MLFF vs SW on MNIST (Table 1's image runs)",
     "fig4": "Fig 4: 784-100x5-10 MNIST, error and log-spread vs p (p = 0 and 29 values of logspace(-4, 0, 30))",
 }
 

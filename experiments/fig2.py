@@ -32,6 +32,6 @@ def runs(epochs: int | None = None, seeds=(0,), only: str | None = None) -> list
 
 
 def plot(summary: dict, results: dict, out: Path) -> list[Path]:
-    return [curves(results, out / "fig2_errors.png", key="test_error", ylabel="test error", logy=True),
+    return [curves(results, out / "fig2_errors.png", key=("test_error", "train_error"), ylabel="error", logy=True),
             lr_rms_panels(results, out / "fig3_lr_rms.png"),
             dw_matrices(results, out / "fig5_dw.png")]

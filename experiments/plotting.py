@@ -10,14 +10,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def curves(results: dict, path: Path, key: str, ylabel: str, logy: bool = False) -> Path:
+def curves(results: dict, path: Path, key, ylabel: str, logy: bool = False) -> Path:
+    """Error curves per run (mean over seeds, min-max band); first key solid, others dashed (Fig 2 style)."""
+    keys = (key,) if isinstance(key, str) else tuple(key)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for label, ms in results.items():
-        vals = np.array([[e[key] for e in m["epochs"]] for m in ms])
-        ep = np.arange(1, vals.shape[1] + 1)
-        ax.plot(ep, vals.mean(0), label=label)
-        if len(ms) > 1:
-            ax.fill_between(ep, vals.min(0), vals.max(0), alpha=0.2)
+    for i, (label, ms) in enumerate(results.items()):
+        for j, k in enumerate(keys):
+            vals = np.array([[e[k] for e in m["epochs"]] for m in ms])
+            ep = np.arange(1, vals.shape[1] + 1)
+            ax.plot(ep, vals.mean(0), color=f"C{i}", ls="-" if j == 0 else "--",
+                    label=f"{label} {k.split('_')[0]}" if len(keys) > 1 else label)
+            if len(ms) > 1:
+                ax.fill_between(ep, vals.min(0), vals.max(0), color=f"C{i}", alpha=0.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     if logy:
@@ -114,4 +118,21 @@ def log_spread_bars(summary: dict, path: Path, paper: dict) -> Path:
     ax.set_ylabel("log-spread")
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+def dw_connection_images(out: Path, labels: list[str], path: Path) -> Path:
+    """Fig 5: log10 mean |dW| per connection (N x N, neurons in layer order), one image per run."""
+    mats = {k: np.load(out / k / "s0" / "dw_mean.npy") for k in labels if (out / k / "s0" / "dw_mean.npy").exists()}
+    fig, axes = plt.subplots(1, max(len(mats), 1), figsize=(5 * max(len(mats), 1), 4.4), squeeze=False)
+    with np.errstate(divide="ignore"):
+        logs = {k: np.where(m > 0, np.log10(np.where(m > 0, m, 1)), np.nan) for k, m in mats.items()}
+    finite = [v[np.isfinite(v)] for v in logs.values() if np.isfinite(v).any()]
+    vmin, vmax = (min(f.min() for f in finite), max(f.max() for f in finite)) if finite else (0, 1)
+    for ax, (k, v) in zip(axes[0], logs.items()):
+        im = ax.imshow(v, vmin=vmin, vmax=vmax, cmap="viridis", interpolation="nearest")
+        ax.set_title(k)
+        ax.set_xlabel("neuron")
+        ax.set_ylabel("neuron")
+        fig.colorbar(im, ax=ax, label="log10 mean |dW|")
     return _save(fig, path)

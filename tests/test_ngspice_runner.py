@@ -142,6 +142,8 @@ def test_worker_crash_and_timeout_restart():
         with pytest.raises(SimulationTimeout):
             s.call([("analysis", "tran 1e-4 1e4 0 1e-4")], timeout=0.5)  # ~1e8 steps
         assert not s.alive
+        with pytest.raises(SimulationError, match="no circuit loaded"):
+            s.op()  # the circuit went with the stopped worker: say so, do not run on nothing
         s.load(TWO)
         np.testing.assert_allclose(s.op(nodes=NODES), FIXED, atol=1e-12)
         assert s.restarts == 2
