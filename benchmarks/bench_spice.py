@@ -155,6 +155,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="20-50-50-10 only, 2 repeats")
     p.add_argument("--pathological", action="store_true",
                    help="also run cold .op and the 300 tau .tran on 64-100-100-100-10 (minutes)")
+    p.add_argument("--sizes", help="one net instead of the default two, e.g. 64,100,100,100,10")
     p.add_argument("--warm-tau", type=float, default=30.0, help="transient length of the warm tran+op row (tau)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per ngspice call")
     p.add_argument("--nudge-timeout", type=float, default=30.0,
@@ -163,7 +164,8 @@ def main(argv=None):
     torch.set_num_threads(1)
     print(f"machine: {platform.node()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
           f"python {platform.python_version()}, torch {torch.__version__}")
-    for sizes in NETS[:1] if args.quick else NETS:
+    nets = [tuple(int(v) for v in args.sizes.split(","))] if args.sizes else NETS[:1] if args.quick else NETS
+    for sizes in nets:
         bench(sizes, 2 if args.quick else 5, args)
 
 

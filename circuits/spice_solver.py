@@ -143,6 +143,8 @@ class SpiceSolver:
         while len(self._slots) < min(self.workers, B):
             self._slots.append(_Slot(NgspiceSession(timeout=self.timeout)))
         slots = self._slots[:min(self.workers, B)]
+        for slot in slots:
+            slot.session.timeout = self.timeout  # may have changed since the session started
         prog = self._program(network)
         self._map(lambda sl: self._sync(sl, network, prog), slots)
         if self.fold_inputs:

@@ -102,9 +102,13 @@ class BlockStats:
 
 
 def log_spread(m: np.ndarray) -> float:
+    """Population std of log10(m_l). A block whose correction is exactly 0 over the whole run
+    (its neurons saturated in both phases: the gradient vanished completely) makes it +inf."""
     m = np.asarray(m, dtype=float)
-    if np.any(m <= 0) or np.any(~np.isfinite(m)):
+    if np.any(m < 0) or np.any(~np.isfinite(m)) or m.size == 0:
         return float("nan")
+    if np.any(m == 0):
+        return float("inf")
     return float(np.std(np.log10(m)))
 
 

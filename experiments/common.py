@@ -64,7 +64,8 @@ def summarise(results: dict[str, list[dict]]) -> dict:
                           ("log_spread", [m["log_spread"] for m in ms]),
                           ("actual_p", [m["actual_p"] for m in ms])):
             row[key] = float(np.mean(vals))
-            row[key + "_std"] = float(np.std(vals))
+            finite = [v for v in vals if np.isfinite(v)]  # a vanished block makes log-spread inf
+            row[key + "_std"] = float(np.std(finite)) if finite else float("nan")
             row[key + "_all"] = [float(v) for v in vals]
         row["mean_rms"] = np.mean([m["mean_rms"] for m in ms], axis=0).tolist()
         out[label] = row

@@ -28,7 +28,8 @@ def test_rms_per_block_matches_definition():
 def test_log_spread_is_population_std_of_log10():
     assert log_spread([1e-2, 1e-3]) == pytest.approx(0.5)
     assert log_spread([1e-3, 1e-3, 1e-3]) == 0.0
-    assert np.isnan(log_spread([1e-3, 0.0]))
+    assert log_spread([1e-3, 0.0]) == float("inf"), "a block that never changed: vanished gradient"
+    assert np.isnan(log_spread([1e-3, -1.0])) and np.isnan(log_spread([1e-3, float("nan")]))
 
 
 def test_directed_metrics_count_both_directions():
