@@ -93,17 +93,38 @@ DEMO = dict(dataset="digits", hidden=[32, 32], topology="sw", p=0.1, lr=0.05, fr
 
 def cmd_demo(args) -> int:
     """The main job on bundled data: a small SW network on scikit-learn digits (Euler reference),
-    then, when the SPICE side is present, an equilibrium check and a short SPICE-in-the-loop run."""
+    then ngspice's equilibria checked against the Euler reference, then EqProp with ngspice in the loop."""
+    import shutil
+
     from eqprop.trainer import train
+    from eqprop_cli.main import main as cli
     out = Path(args.out)
     cfg = TrainConfig.from_dict({**DEMO, "out": str(out / "euler-digits")})
-    print(f"[demo 1] Euler reference: digits 64-{'-'.join(map(str, cfg.hidden))}-10 small-world p={cfg.p}, "
+    print(f"[demo 1/3] Euler reference: digits 64-{'-'.join(map(str, cfg.hidden))}-10 small-world p={cfg.p}, "
           f"{cfg.epochs} epochs -> {cfg.out}", file=sys.stderr)
     m = train(cfg, progress=not args.quiet)
     last = m["epochs"][-1]
-    print(f"[demo 1] test error {last['test_error']:.3f}, log-spread {m['log_spread']:.3f}; "
+    print(f"[demo 1/3] test error {last['test_error']:.3f}, log-spread {m['log_spread']:.3f}; "
           f"plots in {cfg.out}")
-    return 0
+    if shutil.which("ngspice") is None:
+        print("[demo] ngspice not installed: skipping the circuit steps (apt-get install ngspice libngspice0)")
+        return 0
+    quiet = ["--quiet"] if args.quiet else []
+    print("[demo 2/3] ngspice vs Euler equilibria on 6 random layered and small-world nets", file=sys.stderr)
+    rc = cli(["spice-check", "--count", "6", "--topology", "both", "--out", str(out / "spice-check.json")] + quiet)
+    if rc != 0:
+        return rc
+    report = json.loads((out / "spice-check.json").read_text())
+    print(f"[demo 2/3] worst max |rho_spice - s_euler|: {report['worst']['overall']:.2e} "
+          f"(report {out / 'spice-check.json'})")
+    print("[demo 3/3] EqProp with ngspice in the loop: iris 4-8-3, 5 epochs", file=sys.stderr)
+    rc = cli(["spice-train", "--dataset", "iris", "--hidden", "8", "--topology", "mlff", "--lr", "0.3",
+              "--nudge-form", "gradient", "--epochs", "5", "--out", str(out / "spice-iris")] + quiet)
+    if rc == 0:
+        sm = json.loads((out / "spice-iris" / "metrics.json").read_text())
+        print(f"[demo 3/3] test error after {len(sm['epochs'])} epochs: {sm['epochs'][-1]['test_error']:.3f}; "
+              f"plots in {out / 'spice-iris'}")
+    return rc
 
 
 def register(sub) -> None:
