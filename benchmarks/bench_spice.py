@@ -97,8 +97,9 @@ def bench(sizes, reps, args):
             rows.append(("  nudged .op warm from the free state, beta 0.5", t, f"{err(s, ref_n)}"))
         except SimulationError as e:
             rows.append(("  nudged .op warm from the free state, beta 0.5", float("nan"),
-                         f"gave up: {str(e).splitlines()[0][-60:]}"))
+                         f"gave up: {str(e).splitlines()[0].split('): ', 1)[-1][:70]}"))
         op.timeout = args.timeout
+        op.relax(net, x, ref)  # a stopped worker took the circuit with it: load it again
         if args.pathological or sum(sizes) < 200:
             try:
                 s, t = timed(lambda: op.relax(net, x), 1)

@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # name of the module in this package that defines register(subparsers)
-COMMAND_MODULES = ["train", "data", "reproduce", "netlist", "read-netlist", "spice"]
+COMMAND_MODULES = ["train", "data", "reproduce", "netlist", "read-netlist", "spice", "spice-compare"]
 
 
 def build_parser() -> argparse.ArgumentParser:

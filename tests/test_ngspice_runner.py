@@ -1,6 +1,7 @@
 """The two ngspice routes: shared library in a worker process, and `ngspice -b` + raw files."""
 import os
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -160,6 +161,7 @@ def test_batch_route_standalone():
     with pytest.raises(SimulationError) as info:
         batch_op("* bad\nR1 a 0 1k\nQ5 x y\n.end\n", ["a"])
     assert info.value.rundir and "Error on line" in info.value.log
+    shutil.rmtree(info.value.rundir)  # kept for the user on failure; not needed here
 
 
 @needs_binary
