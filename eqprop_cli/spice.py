@@ -43,7 +43,7 @@ def add_solver_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clamp", type=float, default=1e3, help="stiff penalty clamp gain (default 1e3; 0 = none)")
     g.add_argument("--t-free", type=float, default=300.0, help="free-phase transient length in tau (default 300)")
     g.add_argument("--t-nudged", type=float, default=None,
-                   help="nudged-phase transient length in tau (default 100 for tran+op, t-free for tran)")
+                   help="nudged-phase transient length in tau (default: t-free)")
     g.add_argument("--update", choices=["alter", "renetlist"], default="alter",
                    help="how weight changes reach the loaded circuit (default alter)")
     g.add_argument("--workers", type=int, default=1, help="parallel ngspice worker processes (default 1)")
