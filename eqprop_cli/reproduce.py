@@ -15,7 +15,7 @@ EXPERIMENTS = {
 
 
 def cmd_reproduce(args) -> int:
-    from experiments.common import compare_table, run_all
+    from experiments.common import compare_table, run_all, run_batched
     if args.name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {args.name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
     mod = importlib.import_module(f"experiments.{args.name}")
@@ -23,8 +23,11 @@ def cmd_reproduce(args) -> int:
     runs = mod.runs(epochs=args.epochs, seeds=seeds, only=args.only)
     out = Path(args.out or f"results/{args.name}")
     out.mkdir(parents=True, exist_ok=True)
-    summary, results = run_all(args.name, runs, out, resume=not args.restart, progress=not args.quiet,
-                               device=args.device)
+    if args.batched:
+        summary, results = run_batched(args.name, runs, out, progress=not args.quiet, device=args.device)
+    else:
+        summary, results = run_all(args.name, runs, out, resume=not args.restart, progress=not args.quiet,
+                                   device=args.device)
     if hasattr(mod, "plot"):
         for path in mod.plot(summary, results, out):
             print(f"plot: {path}", file=sys.stderr)
@@ -51,6 +54,8 @@ def register(sub) -> None:
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--compare", action="store_true", help="print our numbers next to the paper's")
     p.add_argument("--restart", action="store_true", help="ignore finished runs and checkpoints")
+    p.add_argument("--batched", action="store_true",
+                   help="run seeds (and p values) as lockstep trials of one solver (fast on GPU; no checkpoints)")
     p.add_argument("--out", help="default results/NAME")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_reproduce)

@@ -53,6 +53,46 @@ def run_all(name: str, runs: list[Run], out: Path, resume: bool = True, progress
     return summary, results
 
 
+def run_batched(name: str, runs: list[Run], out: Path, progress: bool = True, device: str | None = None
+                ) -> tuple[dict, dict[str, list[dict]]]:
+    """All runs as independent trials of one lockstep solver call per step (eqprop.trials): seeds and
+    p values of one experiment relax together (the GPU path's batching). Each trial writes the
+    same config.json / metrics.json as a single run; no per-epoch checkpoints (a batched group
+    restarts from scratch if interrupted)."""
+    from eqprop.datasets import load_dataset
+    from eqprop.trials import _SHARED, TrialTrainer
+
+    groups: dict[tuple, list[Run]] = {}
+    for r in runs:
+        if device:
+            r.config.device = device
+        r.config.out = str(out / r.label / f"s{r.config.seed}")
+        groups.setdefault(tuple(str(getattr(r.config, k)) for k in _SHARED), []).append(r)
+    results: dict[str, list[dict]] = {}
+    for gi, group in enumerate(groups.values()):
+        cfgs = [r.config for r in group]
+        if progress:
+            print(f"[{name} batched group {gi + 1}/{len(groups)}] {len(group)} trials: "
+                  + ", ".join(f"{r.label}/s{r.config.seed}" for r in group), flush=True)
+        tr = TrialTrainer(cfgs, load_dataset(cfgs[0].dataset))
+        tr.run(progress=progress)
+        mean_rms, spread = tr.stats.mean_rms(), tr.stats.log_spread()
+        for t, r in enumerate(group):
+            m = {"epochs": [dataclasses.asdict(h) for h in tr.history[t]], "log_spread": float(spread[t]),
+                 "mean_rms": [float(v) for v in mean_rms[t]],
+                 "actual_p": tr.stack.topologies[t].info.get("actual_p", 0.0),
+                 "sizes": list(tr.stack.sizes), "config": r.config.to_dict(), "solver": "FastEulerSolver (trials)",
+                 "task": tr.data.task}
+            run_dir = Path(r.config.out)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(json.dumps(r.config.to_dict(), indent=2))
+            (run_dir / "metrics.json").write_text(json.dumps(m, indent=2))
+            results.setdefault(r.label, []).append(m)
+    summary = summarise(results)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary, results
+
+
 def summarise(results: dict[str, list[dict]]) -> dict:
     """Mean and population std over seeds of the final errors and the log-spread, per label."""
     out = {}
