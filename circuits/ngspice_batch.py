@@ -157,8 +157,10 @@ def run_batch(netlist: str, control: list[str], timeout: float = 600.0, binary: 
         proc = subprocess.run([binary, "-b", str(cir)], cwd=workdir, capture_output=True, text=True,
                               timeout=timeout, env=dict(os.environ, LC_ALL="C"))
     except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        raise SimulationTimeout(f"ngspice -b ran past {timeout:.0f} s", netlist=text, log=str(out),
+        out = e.stdout or ""
+        if isinstance(out, bytes):  # TimeoutExpired keeps bytes even with text=True
+            out = out.decode(errors="replace")
+        raise SimulationTimeout(f"ngspice -b ran past {timeout:.0f} s", netlist=text, log=out,
                                 command=f"{binary} -b {cir}", rundir=str(workdir)) from None
     log = proc.stdout + proc.stderr
     paused = any("stop when" in c for c in control)
@@ -167,7 +169,8 @@ def run_batch(netlist: str, control: list[str], timeout: float = 600.0, binary: 
     if bad or missing or proc.returncode not in (0, 1):
         cls = ConvergenceError if any("abort" in b.lower() or "doanalyses" in b.lower() for b in bad) \
             else SimulationError
-        why = "; ".join(dict.fromkeys(bad[:3])) or f"missing raw files {missing}" or f"exit code {proc.returncode}"
+        why = "; ".join(dict.fromkeys(bad[:3])) or (f"missing raw files {missing}" if missing
+                                                     else f"exit code {proc.returncode}")
         raise cls(f"ngspice -b failed: {why}", netlist=text, log=log, command=f"{binary} -b {cir}",
                   rundir=str(workdir))
     plots = [read_raw(p)[-1] for p in raws]

@@ -140,9 +140,11 @@ class NgspiceSession:
             _write_all(w, data)
             return _read_frame(r, timeout)
         except TimeoutError:
+            errfile.seek(0)
+            tail = errfile.read()[-4000:].decode("utf8", "replace")  # this call's output, not the last call's log
             self.close()
             raise SimulationTimeout(f"ngspice call '{what}' ran past {timeout:.0f} s; worker stopped",
-                                    netlist=self.netlist, log=self.log, command=what) from None
+                                    netlist=self.netlist, log=tail, command=what) from None
         except (OSError, EOFError, pickle.UnpicklingError):
             errfile.seek(0)
             tail = errfile.read()[-4000:].decode("utf8", "replace")

@@ -184,7 +184,8 @@ def cmd_check(args) -> int:
             try:
                 row.update(check_network(net, solver, x, target, args.beta, euler, fine, args.tol))
             except SimulationError as e:
-                row.update({"error": str(e).splitlines()[0], "free": None, "nudged": None})
+                row.update({"error": str(e).splitlines()[0], "command": e.command,
+                            "log_tail": (e.log or "").splitlines()[-20:], "free": None, "nudged": None})
             rows.append(row)
             done = [r for r in rows if r["free"] is not None]
             if done:
