@@ -74,6 +74,8 @@ class SpiceSolver:
     t_free: float = 300.0
     t_nudged: float | None = None
     tstep: float = 1.0
+    clip_weights: bool = False  # crossbar: saturate |W| > w_max at the device range (as hardware
+    # would; counted in last_stats) instead of raising
     settle_tol: float = 1e-5  # max |du/dt| (V per tau) at the end of a transient to call it settled
     max_extend: int = 10  # further transients of the same length while it is not
     options: dict | None = dataclasses.field(default_factory=lambda: dict(DEFAULT_OPTIONS))
@@ -258,7 +260,9 @@ class SpiceSolver:
         if self._dtod is None or self._dtod[0].shape != W.shape:
             self._dtod = sample_dtod(W.shape, self.device, self._rng)
         new = program_network(network, self.device, self._rng if self.device.stochastic else None,
+                              clip=self.clip_weights,
                               dtod=self._dtod if self.device.stochastic else None)
+        self.last_clipped = new.n_clipped  # weights saturated at the device range (clip_weights)
         if old is not None and old[0].shape == W.shape:
             keep = W == old[0]
             new.Gp = np.where(keep, old[1].Gp, new.Gp)

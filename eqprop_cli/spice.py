@@ -49,6 +49,8 @@ def add_solver_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, default=1, help="parallel ngspice worker processes (default 1)")
     g.add_argument("--timeout", type=float, default=600.0, help="seconds per ngspice call (default 600)")
     g.add_argument("--force", action="store_true", help="simulate circuits beyond the generator's size limits")
+    g.add_argument("--clip-weights", action="store_true",
+                   help="crossbar: saturate weights beyond the device's w_max instead of stopping with an error")
 
 
 def make_solver(args):
@@ -56,7 +58,7 @@ def make_solver(args):
     return SpiceSolver(method=args.method, level=args.level, device=args.device_preset if args.level == "crossbar" else None,
                        device_seed=getattr(args, "seed", 0) or 0, clamp=args.clamp, t_free=args.t_free,
                        t_nudged=args.t_nudged, update=args.update, workers=args.workers, timeout=args.timeout,
-                       force=args.force)
+                       force=args.force, clip_weights=args.clip_weights)
 
 
 def register(subparsers) -> None:

@@ -200,3 +200,18 @@ def test_spice_check_cli_report(tmp_path, capsys):
     assert [n["topology"] for n in report["networks"]] == ["mlff", "sw"]
     assert report["worst"]["overall"] <= TOL and report["worst"]["residual"] <= TOL
     assert json.loads(capsys.readouterr().out) == report
+
+
+@pytest.mark.ngspice
+def test_crossbar_weights_beyond_the_device_range_raise_or_saturate():
+    from eqprop.network import Network
+    from eqprop.topology import mlff
+    net = Network.init(mlff((3, 4, 2)), seed=0, dtype=torch.float64)
+    net.W[0, 3] = net.W[3, 0] = 1.5  # beyond every preset's w_max = 1
+    x = torch.rand(1, 3, dtype=torch.float64)
+    with SpiceSolver(level="crossbar") as sp:
+        with pytest.raises(ValueError, match="exceed"):
+            sp.relax(net, x)
+    with SpiceSolver(level="crossbar", clip_weights=True) as sp:
+        s = sp.relax(net, x)
+        assert sp.last_clipped == 2 and torch.isfinite(s).all()
