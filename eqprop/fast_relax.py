@@ -29,10 +29,9 @@ from typing import Sequence
 import torch
 
 from .network import Network
-from .solver import NUDGE_FORMS
+from .solver import COUPLINGS, EulerSolver
 from .topology import Topology
 
-COUPLINGS = ("auto", "dense", "blocks")
 BLOCKS_MIN_LAYER = 256  # CPU: per-block products pay from layers this wide (measured, choose_coupling)
 MAX_CACHED = 8  # kernels (graphs + static buffers) kept per solver
 
@@ -171,7 +170,7 @@ class _Kernel:
 
 
 @dataclasses.dataclass
-class FastEulerSolver:
+class FastEulerSolver(EulerSolver):
     """EulerSolver's relaxation, packed, batched over trials, CUDA-graphed on GPU.
 
     ``relax`` follows the ``eqprop.solver.Solver`` interface (one network, states (B, N));
@@ -181,30 +180,13 @@ class FastEulerSolver:
     cuda_graph: None = on for CUDA tensors. tf32: CUDA fp32 matmuls in TF32 (not faithful).
     """
 
-    eps: float = 0.5
-    free_steps: int = 500
-    nudged_steps: int = 8
-    nudge_form: str = "sequential"
-    tol: float | None = None
-    coupling: str = "auto"
-    check_every: int = 10
-    cuda_graph: bool | None = None
+    cuda_graph: bool | None = None  # (eps, steps, nudge_form, tol, coupling: EulerSolver's settings)
     tf32: bool = False
-    last_steps: int = dataclasses.field(default=0, init=False)
     last_steps_per_trial: torch.Tensor | None = dataclasses.field(default=None, init=False)
     captures: int = dataclasses.field(default=0, init=False)  # graphs captured so far (diagnostics)
 
     def __post_init__(self):
-        if self.nudge_form not in NUDGE_FORMS:
-            raise ValueError(f"nudge_form must be one of {NUDGE_FORMS}, got {self.nudge_form!r}")
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must lie in (0, 1], got {self.eps}")
-        if self.free_steps < 0 or self.nudged_steps < 0:
-            raise ValueError("step counts must be >= 0")
-        if self.check_every < 1:
-            raise ValueError(f"check_every must be >= 1, got {self.check_every}")
-        if self.coupling not in COUPLINGS:
-            raise ValueError(f"coupling must be one of {COUPLINGS}, got {self.coupling!r}")
+        super().__post_init__()
         self._kernels: collections.OrderedDict = collections.OrderedDict()
         self._modes: dict = {}
 

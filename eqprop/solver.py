@@ -15,6 +15,7 @@ from .couplings import Couplings, input_constant
 from .network import Network
 
 NUDGE_FORMS = ("sequential", "gradient")
+COUPLINGS = ("auto", "dense", "blocks")
 
 
 class Solver(Protocol):
@@ -50,6 +51,10 @@ class EulerSolver:
             raise ValueError(f"eps must lie in (0, 1], got {self.eps}")
         if self.free_steps < 0 or self.nudged_steps < 0:
             raise ValueError("step counts must be >= 0")
+        if self.check_every < 1:
+            raise ValueError(f"check_every must be >= 1, got {self.check_every}")
+        if self.coupling not in COUPLINGS:
+            raise ValueError(f"coupling must be one of {COUPLINGS}, got {self.coupling!r}")
 
     def relax(self, network, x, state0=None, beta=0.0, target=None, steps=None):
         topo = network.topology
