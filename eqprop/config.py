@@ -35,6 +35,8 @@ class TrainConfig:
     device: str = "cpu"
     dtype: str = "float32"
     coupling: str = "auto"  # auto | blocks | dense
+    train_limit: int | None = None  # reduced-scale runs: only the first N training examples
+    test_limit: int | None = None  # ... and the first N test examples (None: the whole split)
     save_dw_matrix: bool = False  # also keep the N x N mean |dW| (Fig 5), written to dw_mean.npy
     out: str = "results/train/run"
 
@@ -56,6 +58,10 @@ class TrainConfig:
             raise ValueError("beta must be non-zero (EqProp divides by it)")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        for k in ("train_limit", "test_limit"):
+            v = getattr(self, k)
+            if v is not None and (int(v) != v or v < 1):
+                raise ValueError(f"{k} must be a positive integer or None, got {v!r}")
         if self.nudge_form not in ("sequential", "gradient"):
             raise ValueError(f"nudge_form must be 'sequential' or 'gradient', got {self.nudge_form!r}")
         if self.coupling not in ("auto", "blocks", "dense"):

@@ -89,6 +89,25 @@ class Dataset:
     def n_out(self) -> int:
         return self.y_train.shape[1]
 
+    def head(self, n_train: int | None = None, n_test: int | None = None) -> "Dataset":
+        """The first n_train / n_test examples of each split, in the split's stored order (None: all).
+
+        For reduced-scale runs (``TrainConfig.train_limit``); asking for more than the split
+        holds is an error, not a silent "all"."""
+        for part, n in (("train", n_train), ("test", n_test)):
+            have = len(getattr(self, f"x_{part}"))
+            if n is not None and not 1 <= n <= have:
+                raise ValueError(f"{self.name}: {part} limit {n} outside 1..{have} (the split's size)")
+        if n_train is None and n_test is None:
+            return self
+        tr, te = slice(n_train), slice(n_test)
+        cut = lambda a, s: None if a is None else a[s]  # noqa: E731
+        info = dict(self.info, limited=f"first {n_train or len(self.x_train)} train / "
+                                       f"{n_test or len(self.x_test)} test examples")
+        return dataclasses.replace(self, x_train=self.x_train[tr], y_train=self.y_train[tr], x_test=self.x_test[te],
+                                   y_test=self.y_test[te], labels_train=cut(self.labels_train, tr),
+                                   labels_test=cut(self.labels_test, te), info=info)
+
     def describe(self) -> str:
         lines = [f"{self.name}: {self.task}, n_in {self.n_in}, n_out {self.n_out}, batch {self.batch_size}"]
         for part in ("train", "test"):

@@ -66,7 +66,8 @@ class EpochResult:
 class Trainer:
     def __init__(self, cfg: TrainConfig, dataset, network: Network | None = None,
                  solver: Solver | None = None):
-        self.cfg, self.data = cfg, dataset
+        self.cfg, self.data = cfg, dataset.head(cfg.train_limit, cfg.test_limit)
+        dataset = self.data
         self.device, self.dtype = torch.device(cfg.device), getattr(torch, cfg.dtype)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -28,7 +29,7 @@ from .learning import rate_tensors
 from .metrics import log_spread
 from .network import Network
 from .topology import Topology
-from .trainer import EpochResult, build_network, make_batches, seed_streams
+from .trainer import RESUME_MAY_CHANGE, EpochResult, build_network, make_batches, seed_streams
 
 
 @dataclasses.dataclass(eq=False)
@@ -217,10 +218,20 @@ class TrialStats:
         m[self.counts == 0] = np.nan
         return m
 
+    def state_dict(self) -> dict:
+        """Between epochs (the epoch buffer is empty then): sums and counts, on the host."""
+        return {"rms_sum": self.rms_sum.cpu(), "abs_sum": self.abs_sum.cpu(), "rms_n": self.rms_n,
+                "abs_n": self.abs_n}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.rms_sum.copy_(d["rms_sum"])
+        self.abs_sum.copy_(d["abs_sum"])
+        self.rms_n, self.abs_n = int(d["rms_n"]), int(d["abs_n"])
+
 
 # -- lockstep training -------------------------------------------------------------------
 _SHARED = ("dataset", "epochs", "hidden", "eps", "free_steps", "nudged_steps", "nudge_form", "batch_size", "device", "dtype",
-           "coupling")  # what trials may not differ in (the rest: seed, topology, p, lr, beta, ...)
+           "coupling", "train_limit", "test_limit")  # what trials may not differ in (the rest: seed, topology, p, lr, beta, ...)
 
 
 class TrialTrainer:
@@ -241,8 +252,10 @@ class TrialTrainer:
             if diff:
                 raise ValueError(f"trial {i}'s config differs from trial 0's in {diff}: trials run in lockstep")
         c0 = cfgs[0]
-        self.cfgs, self.data = cfgs, dataset
+        self.cfgs, self.data = cfgs, dataset.head(c0.train_limit, c0.test_limit)
+        dataset = self.data
         self.device, self.dtype = torch.device(c0.device), getattr(torch, c0.dtype)
+        self.networks_given = networks is not None
         if networks is None:
             networks = [build_network(c, dataset.n_in, dataset.n_out) for c in cfgs]
         elif len(networks) != len(cfgs):
@@ -346,17 +359,73 @@ class TrialTrainer:
             h.append(r)
         return res
 
-    def run(self, epochs: int | None = None, progress: bool = True) -> list[list[EpochResult]]:
+    def run(self, epochs: int | None = None, progress: bool = True, checkpoint: str | Path | None = None,
+            on_epoch=None) -> list[list[EpochResult]]:
+        """Train to ``epochs``; with ``checkpoint``, save the group there after every epoch (resume
+        with ``load_checkpoint`` first). ``on_epoch(self)`` runs after each epoch (e.g. writes metrics)."""
         epochs = self.cfgs[0].epochs if epochs is None else epochs
         for _ in range(len(self.history[0]), epochs):
             res = self.run_epoch(progress)
             if progress:
                 tqdm.write(f"epoch {res[0].epoch}: test " + " ".join(f"{r.test_error:.4f}" for r in res)
                            + f" ({res[0].seconds:.1f} s)")
+            if checkpoint is not None:
+                self.save_checkpoint(checkpoint)
+            if on_epoch is not None:
+                on_epoch(self)
         return self.history
+
+    def metrics(self, t: int) -> dict:
+        """Trial t's metrics.json content (the keys Trainer.metrics writes)."""
+        topo = self.stack.topologies[t]
+        return {"epochs": [dataclasses.asdict(h) for h in self.history[t]],
+                "log_spread": float(self.stats.log_spread()[t]),
+                "mean_rms": [float(v) for v in self.stats.mean_rms()[t]],
+                "mean_abs_dw_blocks": [[None if np.isnan(v) else float(v) for v in row]
+                                       for row in self.stats.mean_abs_dw()[t]],
+                "actual_p": topo.info.get("actual_p", 0.0), "sizes": list(topo.sizes),
+                "n_connections": topo.n_connections, "task": self.data.task,
+                "solver": "FastEulerSolver (trials)", "network_given": self.networks_given, "config": self.cfgs[t].to_dict()}
 
     def networks(self) -> list[Network]:
         return self.stack.to_networks()
+
+    # -- checkpoints: the lockstep group resumes exactly where it stopped ---------------
+    def save_checkpoint(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_suffix(".tmp")
+        torch.save({
+            "W": self.stack.W.cpu(), "b": self.stack.b.cpu(), "mask": self.stack.mask.cpu(),
+            "train_particles": self.train_particles.cpu(), "test_particles": [p.cpu() for p in self.test_particles],
+            "rngs": [r.bit_generator.state for r in self.rngs], "stats": self.stats.state_dict(),
+            "history": [[dataclasses.asdict(h) for h in hs] for hs in self.history],
+            "configs": [c.to_dict() for c in self.cfgs],
+        }, tmp)
+        tmp.replace(path)  # atomic, as Trainer's
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no trial checkpoint at {path}")
+        ck = torch.load(path, weights_only=False)
+        if len(ck["configs"]) != self.T:
+            raise ValueError(f"{path}: checkpoint holds {len(ck['configs'])} trials, this group has {self.T}")
+        for t, (old, cfg) in enumerate(zip(ck["configs"], self.cfgs)):
+            diff = {k: (old.get(k), v) for k, v in cfg.to_dict().items()
+                    if old.get(k) != v and k not in RESUME_MAY_CHANGE}
+            if diff:
+                raise ValueError(f"{path}: trial {t}'s checkpoint config differs from this run's: {diff}")
+        if not torch.equal(ck["mask"], self.stack.mask.cpu()):
+            raise ValueError(f"{path}: checkpoint topologies differ from this group's")
+        dev = self.device
+        self.stack.W.copy_(ck["W"].to(dev))  # in place: CUDA graphs captured on W stay valid
+        self.stack.b.copy_(ck["b"].to(dev))
+        self.train_particles.copy_(ck["train_particles"].to(dev))
+        self.test_particles = [p.to(dev) for p in ck["test_particles"]]
+        for r, st in zip(self.rngs, ck["rngs"]):
+            r.bit_generator.state = st
+        self.stats.load_state_dict(ck["stats"])
+        self.history = [[EpochResult(**h) for h in hs] for hs in ck["history"]]
 
 
 def train_trials(cfgs: Sequence[TrainConfig], dataset=None, networks=None, solver=None,

@@ -9,6 +9,7 @@ from pathlib import Path
 EXPERIMENTS = {
     "table1": "Table 1: MLFF vs SW on diabetes, wine (default) and MNIST/FMNIST (--only images)",
     "fig2": "Fig 2: MNIST 784-500x3-10, MLFF global rate vs per-layer rates vs SW p=0.1 (plus Fig 3 and Fig 5 plots)",
+    "fig3": "Fig 3: per-block lr * RMS correction per epoch for Fig 2's three runs (shares results/fig2)",
     "fig5": "Fig 5: mean |dW| per connection, 784-100x5-10 MLFF vs SW on MNIST (Table 1's image runs)",
     "fig4": "Fig 4: 784-100x5-10 MNIST, error and log-spread vs p (p = 0 and 29 values of logspace(-4, 0, 30))",
 }
@@ -21,10 +22,15 @@ def cmd_reproduce(args) -> int:
     mod = importlib.import_module(f"experiments.{args.name}")
     seeds = list(range(args.seed0, args.seed0 + args.seeds))
     runs = mod.runs(epochs=args.epochs, seeds=seeds, only=args.only)
-    out = Path(args.out or f"results/{args.name}")
+    reduced = [f"{k} {v}" for k, v in (("train_limit", args.train_limit), ("test_limit", args.test_limit)) if v]
+    for r in runs:
+        r.config.train_limit, r.config.test_limit = args.train_limit, args.test_limit
+        r.config.validate()
+    out = Path(args.out or f"results/{getattr(mod, 'RESULTS_OF', args.name)}")
     out.mkdir(parents=True, exist_ok=True)
     if args.batched:
-        summary, results = run_batched(args.name, runs, out, progress=not args.quiet, device=args.device)
+        summary, results = run_batched(args.name, runs, out, resume=not args.restart, progress=not args.quiet,
+                                       device=args.device)
     else:
         summary, results = run_all(args.name, runs, out, resume=not args.restart, progress=not args.quiet,
                                    device=args.device)
@@ -32,12 +38,15 @@ def cmd_reproduce(args) -> int:
         for path in mod.plot(summary, results, out):
             print(f"plot: {path}", file=sys.stderr)
     report = [f"# {args.name}: {len(runs)} runs, seeds {seeds}", ""]
+    if reduced:
+        report += [f"REDUCED SCALE ({', '.join(reduced)}): not the paper's data size; numbers are not comparable "
+                   "to the paper's", ""]
     if args.compare:
         report += [compare_table(summary, mod.PAPER), ""]
     if hasattr(mod, "check"):
-        report += mod.check(summary)
+        report += mod.check(summary, results)
     text = "\n".join(report)
-    (out / "report.md").write_text(text + "\n")
+    (out / f"report_{args.name}.md" if hasattr(mod, "RESULTS_OF") else out / "report.md").write_text(text + "\n")
     print(text)
     print(f"\nsummary: {out / 'summary.json'}", file=sys.stderr)
     return 0
@@ -55,7 +64,11 @@ def register(sub) -> None:
     p.add_argument("--compare", action="store_true", help="print our numbers next to the paper's")
     p.add_argument("--restart", action="store_true", help="ignore finished runs and checkpoints")
     p.add_argument("--batched", action="store_true",
-                   help="run seeds (and p values) as lockstep trials of one solver (fast on GPU; no checkpoints)")
+                   help="run seeds (and p values) as lockstep trials of one solver (fast on GPU; one checkpoint "
+                        "per group)")
+    p.add_argument("--train-limit", type=int,
+                   help="reduced scale: only the first N training examples (reported as such)")
+    p.add_argument("--test-limit", type=int, help="reduced scale: only the first N test examples")
     p.add_argument("--out", help="default results/NAME")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_reproduce)

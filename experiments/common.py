@@ -53,12 +53,12 @@ def run_all(name: str, runs: list[Run], out: Path, resume: bool = True, progress
     return summary, results
 
 
-def run_batched(name: str, runs: list[Run], out: Path, progress: bool = True, device: str | None = None
-                ) -> tuple[dict, dict[str, list[dict]]]:
+def run_batched(name: str, runs: list[Run], out: Path, resume: bool = True, progress: bool = True,
+                device: str | None = None) -> tuple[dict, dict[str, list[dict]]]:
     """All runs as independent trials of one lockstep solver call per step (eqprop.trials): seeds and
     p values of one experiment relax together (the GPU path's batching). Each trial writes the
-    same config.json / metrics.json as a single run; no per-epoch checkpoints (a batched group
-    restarts from scratch if interrupted)."""
+    same config.json / metrics.json as a single run after every epoch; each group checkpoints
+    to out/batched/<group>.pt after every epoch and resumes from it."""
     from eqprop.datasets import load_dataset
     from eqprop.trials import _SHARED, TrialTrainer
 
@@ -71,26 +71,42 @@ def run_batched(name: str, runs: list[Run], out: Path, progress: bool = True, de
     results: dict[str, list[dict]] = {}
     for gi, group in enumerate(groups.values()):
         cfgs = [r.config for r in group]
+        members = [f"{r.label}/s{r.config.seed}" for r in group]
+        ck = out / "batched" / f"{_group_key(members)}.pt"
+        metrics = [Path(c.out) / "metrics.json" for c in cfgs]
+        done = resume and all(m.exists() and len(json.loads(m.read_text())["epochs"]) >= c.epochs
+                              for m, c in zip(metrics, cfgs))
         if progress:
-            print(f"[{name} batched group {gi + 1}/{len(groups)}] {len(group)} trials: "
-                  + ", ".join(f"{r.label}/s{r.config.seed}" for r in group), flush=True)
-        tr = TrialTrainer(cfgs, load_dataset(cfgs[0].dataset))
-        tr.run(progress=progress)
-        mean_rms, spread = tr.stats.mean_rms(), tr.stats.log_spread()
-        for t, r in enumerate(group):
-            m = {"epochs": [dataclasses.asdict(h) for h in tr.history[t]], "log_spread": float(spread[t]),
-                 "mean_rms": [float(v) for v in mean_rms[t]],
-                 "actual_p": tr.stack.topologies[t].info.get("actual_p", 0.0),
-                 "sizes": list(tr.stack.sizes), "config": r.config.to_dict(), "solver": "FastEulerSolver (trials)",
-                 "task": tr.data.task}
-            run_dir = Path(r.config.out)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.json").write_text(json.dumps(r.config.to_dict(), indent=2))
-            (run_dir / "metrics.json").write_text(json.dumps(m, indent=2))
-            results.setdefault(r.label, []).append(m)
+            print(f"[{name} batched group {gi + 1}/{len(groups)}] {len(group)} trials: " + ", ".join(members)
+                  + (" (done)" if done else ""), flush=True)
+        if not done:
+            tr = TrialTrainer(cfgs, load_dataset(cfgs[0].dataset))
+            if resume and ck.exists():
+                tr.load_checkpoint(ck)
+            ck.parent.mkdir(parents=True, exist_ok=True)
+            tr.run(progress=progress, checkpoint=ck, on_epoch=_write_trials)
+            if not tr.history[0] or len(tr.history[0]) < cfgs[0].epochs:
+                raise RuntimeError(f"{name}: group {gi + 1} stopped before {cfgs[0].epochs} epochs")
+        for r, m in zip(group, metrics):
+            results.setdefault(r.label, []).append(json.loads(m.read_text()))
     summary = summarise(results)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary, results
+
+
+def _group_key(members: list[str]) -> str:
+    """A stable file name for a group of trials (its members, sorted)."""
+    import hashlib
+    return "group-" + hashlib.sha1("\n".join(sorted(members)).encode()).hexdigest()[:12]
+
+
+def _write_trials(tr) -> None:
+    """After each epoch: every trial's config.json and metrics.json, as a single run writes them."""
+    for t, cfg in enumerate(tr.cfgs):
+        run_dir = Path(cfg.out)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        (run_dir / "metrics.json").write_text(json.dumps(tr.metrics(t), indent=2))
 
 
 def summarise(results: dict[str, list[dict]]) -> dict:

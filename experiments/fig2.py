@@ -31,6 +31,11 @@ def runs(epochs: int | None = None, seeds=(0,), only: str | None = None) -> list
             for s in seeds]
 
 
+def check(summary: dict, results: dict | None = None) -> list[str]:
+    from .fig3 import check as fig3_check  # the vanishing-gradient numbers behind Fig 3
+    return fig3_check(summary, results)
+
+
 def plot(summary: dict, results: dict, out: Path) -> list[Path]:
     return [curves(results, out / "fig2_errors.png", key=("test_error", "train_error"), ylabel="error", logy=True),
             lr_rms_panels(results, out / "fig3_lr_rms.png"),

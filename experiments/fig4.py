@@ -24,5 +24,23 @@ def runs(epochs: int | None = None, seeds=(0,), only: str | None = None) -> list
                                          epochs=epochs or 10, seed=s)) for p in ps for s in seeds]
 
 
+def check(summary: dict, results: dict | None = None) -> list[str]:
+    """Per p: errors and log-spread; at the paper's points, our test error next to the paper's."""
+    rows = sorted(summary.values(), key=lambda r: r["actual_p"])
+    lines = ["| p (actual) | train error | test error | log-spread | paper test error |", "|---|---|---|---|---|"]
+    for r in rows:
+        near = [v for q, v in PAPER_POINTS.items() if abs(q - r["actual_p"]) <= 0.25 * max(q, 1e-4)]
+        lines.append(f"| {r['actual_p']:.3g} | {r['train_error']:.4f} | {r['test_error']:.4f} | "
+                     f"{r['log_spread']:.3f} | {near[0] if near else '-'} |")
+    if len(rows) > 1:
+        ls = np.array([r["log_spread"] for r in rows])
+        ps = np.array([r["actual_p"] for r in rows])
+        ok = np.isfinite(ls)
+        if ok.sum() > 2:
+            rho_s = np.corrcoef(np.argsort(np.argsort(ps[ok])), np.argsort(np.argsort(ls[ok])))[0, 1]
+            lines.append(f"Spearman rank correlation of log-spread with p: {rho_s:+.2f} (paper: falls with p)")
+    return lines
+
+
 def plot(summary: dict, results: dict, out: Path) -> list[Path]:
     return [versus_p(summary, out / "fig4_vs_p.png", PAPER_POINTS)]

@@ -44,7 +44,7 @@ def runs(epochs: int | None = None, seeds: list[int] = (0,), only: str | None = 
     return out
 
 
-def check(summary: dict) -> list[str]:
+def check(summary: dict, results: dict | None = None) -> list[str]:
     """The paper's qualitative claim, pair by pair."""
     lines = []
     for label, row in summary.items():

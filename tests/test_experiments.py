@@ -33,3 +33,36 @@ def test_named_experiment_configs():
     assert {r.config.topology for r in fig4.runs()} == {"mlff", "sw"}
     with pytest.raises(ValueError, match="--only"):
         table1.runs(only="cifar")
+
+
+def test_batched_groups_resume_from_their_checkpoint(tmp_path):
+    """Stop a batched group after epoch 1 of 2; the rerun resumes it and ends where an uninterrupted run ends."""
+    def runs(epochs):
+        rs = tiny_runs([0])
+        for r in rs:
+            r.config.epochs = epochs
+        return rs
+
+    whole, _ = run_batched("t", runs(2), tmp_path / "whole", progress=False)
+    run_batched("t", runs(1), tmp_path / "cut", progress=False)
+    (ck,) = (tmp_path / "cut" / "batched").glob("group-*.pt")
+    resumed, res = run_batched("t", runs(2), tmp_path / "cut", progress=False)
+    for label in whole:
+        assert resumed[label]["test_error_all"] == whole[label]["test_error_all"]
+        assert resumed[label]["log_spread_all"] == whole[label]["log_spread_all"]
+        assert len(res[label][0]["epochs"]) == 2
+    # finished groups are skipped, not retrained
+    stamp = ck.stat().st_mtime_ns
+    run_batched("t", runs(2), tmp_path / "cut", progress=False)
+    assert ck.stat().st_mtime_ns == stamp
+
+
+def test_fig3_and_fig4_checks_report_per_run_numbers():
+    import experiments.fig3 as fig3
+    m = {"config": {"lr": [1.0, 0.01], "seed": 0}, "mean_rms": [1e-3, 1e-1]}
+    lines = fig3.check({}, {"mlff-per-layer": [m]})
+    assert "log-spread of r_l 1.000" in lines[0] and "of lr_l * r_l 0.000" in lines[0]
+    rows = {f"p{p}": {"actual_p": p, "train_error": 0.3 - p, "test_error": 0.31 - p, "log_spread": 1 - p}
+            for p in (0.0, 0.01, 0.1, 0.5)}
+    out = "\n".join(fig4.check(rows))
+    assert "| 0 | 0.3000 | 0.3100 | 1.000 | 0.311 |" in out and "correlation of log-spread with p: -1.00" in out

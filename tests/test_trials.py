@@ -206,3 +206,51 @@ def test_trial_trainer_starts_from_given_networks():
     tt.train_batch(0)
     assert not torch.equal(tt.stack.W[0], given[0].W.float())  # trained the stack ...
     assert torch.equal(given[0].W, before)  # ... not the caller's networks
+
+
+def test_trial_checkpoint_resume_equals_an_uninterrupted_run(tmp_path):
+    data = toy_data()
+    cfgs = [TrainConfig(dataset="toy", hidden=[5, 4], topology=top, p=0.3, lr=0.05, free_steps=15, nudged_steps=3,
+                        epochs=3, seed=s) for s, top in ((0, "sw"), (1, "mlff"))]
+    whole = TrialTrainer(cfgs, data)
+    whole.run(progress=False)
+    first = TrialTrainer(cfgs, data)
+    first.run(epochs=1, progress=False, checkpoint=tmp_path / "g.pt")
+    resumed = TrialTrainer(cfgs, data)
+    resumed.load_checkpoint(tmp_path / "g.pt")
+    assert len(resumed.history[0]) == 1
+    resumed.run(progress=False)
+    assert torch.equal(resumed.stack.W, whole.stack.W) and torch.equal(resumed.stack.b, whole.stack.b)
+    for t in range(2):
+        assert [(h.train_error, h.test_error, h.rms) for h in resumed.history[t]] == \
+            [(h.train_error, h.test_error, h.rms) for h in whole.history[t]]
+    np.testing.assert_array_equal(resumed.stats.log_spread(), whole.stats.log_spread())
+    assert resumed.metrics(1)["config"]["seed"] == 1 and len(resumed.metrics(1)["epochs"]) == 3
+
+
+def test_trial_checkpoint_refuses_another_group(tmp_path):
+    data = toy_data()
+    cfgs = [TrainConfig(dataset="toy", hidden=[5, 4], free_steps=5, nudged_steps=2, epochs=1, seed=s) for s in (0, 1)]
+    TrialTrainer(cfgs, data).save_checkpoint(tmp_path / "g.pt")
+    other = [TrainConfig(dataset="toy", hidden=[5, 4], free_steps=5, nudged_steps=2, epochs=1, seed=s, lr=0.5)
+             for s in (0, 1)]
+    with pytest.raises(ValueError, match="trial 0's checkpoint config differs.*lr"):
+        TrialTrainer(other, data).load_checkpoint(tmp_path / "g.pt")
+    with pytest.raises(ValueError, match="holds 2 trials, this group has 1"):
+        TrialTrainer(cfgs[:1], data).load_checkpoint(tmp_path / "g.pt")
+    with pytest.raises(FileNotFoundError, match="no trial checkpoint"):
+        TrialTrainer(cfgs, data).load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_train_limit_uses_the_first_examples_in_both_trainers():
+    data = toy_data()
+    cfg = TrainConfig(dataset="toy", hidden=[5, 4], free_steps=5, nudged_steps=2, epochs=1, train_limit=12,
+                      test_limit=7)
+    for tr in (Trainer(cfg, data), TrialTrainer([cfg], data)):
+        assert len(tr.data.x_train) == 12 and len(tr.data.x_test) == 7
+        np.testing.assert_array_equal(tr.data.x_train, data.x_train[:12])
+        assert "first 12 train / 7 test" in tr.data.info["limited"]
+    with pytest.raises(ValueError, match="train limit 999 outside 1..23"):
+        Trainer(TrainConfig(dataset="toy", hidden=[5, 4], train_limit=999), data)
+    with pytest.raises(ValueError, match="test_limit must be a positive integer"):
+        TrainConfig(test_limit=0)
