@@ -19,14 +19,28 @@ def eqprop_update(free: torch.Tensor, nudged: torch.Tensor, beta: float, topolog
     """mask: the topology's mask as a tensor on free's device (pass it to avoid a copy per call)."""
     if beta == 0:
         raise ValueError("eqprop_update needs beta != 0")
-    r0, rb = rho(free), rho(nudged)
-    B = free.shape[0]
-    dW = (rb.T @ rb - r0.T @ r0) / (beta * B)
-    if not topology.directed:
-        dW = 0.5 * (dW + dW.T)  # BLAS leaves last-bit asymmetries; W must stay exactly symmetric
-    dW = dW * (torch.as_tensor(topology.mask, device=dW.device) if mask is None else mask)
-    db = (rb - r0).mean(0) / beta
-    db[: topology.n_in] = 0
+    mask = torch.as_tensor(topology.mask, device=free.device) if mask is None else mask
+    return contrastive_update(rho(free), rho(nudged), beta * free.shape[0], mask, topology.directed,
+                              topology.n_in)
+
+
+def contrastive_update(r0: torch.Tensor, rb: torch.Tensor, denom, mask: torch.Tensor, directed: bool,
+                       n_in: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rule's one formula, for one network (r (B, N)) or T trials at once (r (T, B, N)).
+
+    denom = beta * (rows that count): a number, or (T,) per trial. Rows that must not count
+    (padding) are passed with rho = 0, which adds nothing to either outer product or sum.
+    """
+    if torch.is_tensor(denom) and denom.ndim:
+        dW_den, db_den = denom.view(-1, 1, 1), denom.view(-1, 1)
+    else:
+        dW_den = db_den = denom
+    dW = (rb.transpose(-1, -2) @ rb - r0.transpose(-1, -2) @ r0) / dW_den
+    if not directed:
+        dW = 0.5 * (dW + dW.transpose(-1, -2))  # BLAS leaves last-bit asymmetries; W must stay exactly symmetric
+    dW = dW * mask
+    db = (rb - r0).sum(-2) / db_den
+    db[..., :n_in] = 0
     return dW, db
 
 

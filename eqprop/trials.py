@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .config import TrainConfig
 from .energy import rho
 from .fast_relax import FastEulerSolver, to_device_async
-from .learning import rate_tensors
+from .learning import contrastive_update, rate_tensors
 from .metrics import log_spread
 from .network import Network
 from .topology import Topology
@@ -133,13 +133,8 @@ def trial_eqprop_update(free: torch.Tensor, nudged: torch.Tensor, beta, stack: T
         v = valid.to(free.dtype).unsqueeze(-1)
         r0, rb = r0 * v, rb * v  # rho = 0 rows add nothing to either outer product
         n = v.sum((1, 2))
-    dW = (rb.transpose(1, 2) @ rb - r0.transpose(1, 2) @ r0) / (beta * n).view(T, 1, 1)
-    if not stack.topologies[0].directed:
-        dW = 0.5 * (dW + dW.transpose(1, 2))  # as eqprop_update: W must stay exactly symmetric
-    dW = dW * stack.mask
-    db = (rb - r0).sum(1) / n.view(T, 1) / beta.view(T, 1)
-    db[:, : stack.n_in] = 0
-    return dW, db
+    topo = stack.topologies[0]
+    return contrastive_update(r0, rb, beta * n, stack.mask, topo.directed, topo.n_in)
 
 
 def trial_rate_tensors(stack: TrialStack, lrs: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
