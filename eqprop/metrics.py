@@ -6,6 +6,8 @@ m_l = mean of r_l over all batches of all epochs; log-spread = population std of
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
@@ -13,92 +15,116 @@ from .topology import Topology
 
 
 class BlockStats:
-    """Accumulates per-batch r_l for adjacent blocks and mean |dW| for every layer pair."""
+    """Accumulates per-batch r_l for adjacent blocks and mean |dW| for every layer pair.
 
-    def __init__(self, topology: Topology, full_matrix: bool = False):
-        self.topology = topology
-        self.abs_full = np.zeros((topology.n, topology.n)) if full_matrix else None  # Fig 5: per connection
-        L = len(topology.sizes)
-        self.slices = [topology.layer_slice(l) for l in range(L)]
-        m = topology.mask
-        self.counts = np.zeros((L, L))
-        for l in range(L):
-            for k in range(l, L):
-                c = m[self.slices[l], self.slices[k]].sum()
-                if l != k and topology.directed:
-                    c += m[self.slices[k], self.slices[l]].sum()
-                self.counts[l, k] = c // 2 if (l == k and not topology.directed) else c
-        self.adjacent = [(l, l + 1) for l in range(L - 1)]
-        self.rms_sum = np.zeros(L - 1)
-        self.rms_n = 0
-        self.abs_sum = np.zeros((L, L))
-        self.abs_n = 0
-        self.epoch_rms: list[np.ndarray] = []
+    One network (``BlockStats(topology)``, dW (N, N)) or T trials of equal layer sizes
+    (``BlockStats([topologies])``, dW (T, N, N)). Sums stay on ``device`` until asked for, so
+    a training loop on a GPU pays no host sync per batch.
+    """
 
-    def batch_rms(self, dW: torch.Tensor) -> np.ndarray:
-        out = np.empty(len(self.adjacent))
-        for k, (l, m) in enumerate(self.adjacent):
-            sl, sm = self.slices[l], self.slices[m]
-            sq = torch.linalg.matrix_norm(dW[sl, sm]) ** 2
-            if self.topology.directed:  # directed weights differ by direction: both count
-                sq = sq + torch.linalg.matrix_norm(dW[sm, sl]) ** 2
-            c = self.counts[l, m]
-            out[k] = float(sq.sqrt()) / np.sqrt(c) if c else np.nan
-        return out
+    def __init__(self, topology: Topology | Sequence[Topology], full_matrix: bool = False,
+                 device: str | torch.device = "cpu"):
+        self.trials = not isinstance(topology, Topology)
+        topos = list(topology) if self.trials else [topology]
+        self.topology = topos[0]
+        self.directed = self.topology.directed
+        L = len(self.topology.sizes)
+        self.slices = [self.topology.layer_slice(l) for l in range(L)]
+        self.device = torch.device(device)
+        masks = torch.as_tensor(np.stack([t.mask for t in topos]), dtype=torch.float64)
+        counts = self._fold(self._layer_sums(masks)).numpy()  # (T, L, L)
+        self.counts = counts if self.trials else counts[0]
+        c = torch.as_tensor(counts)
+        self._adj_count = torch.stack([c[:, l, l + 1] for l in range(L - 1)], -1).to(self.device)  # (T, L-1)
+        T = len(topos)
+        z = lambda *shape: torch.zeros(T, *shape, dtype=torch.float64, device=self.device)  # noqa: E731
+        self.rms_sum, self.epoch_sum, self.abs_sum = z(L - 1), z(L - 1), z(L, L)
+        self.abs_full = z(self.topology.n, self.topology.n) if full_matrix else None  # Fig 5: per connection
+        self.rms_n = self.epoch_n = self.abs_n = 0
 
-    def add(self, dW: torch.Tensor) -> np.ndarray:
-        r = self.batch_rms(dW)
-        self.rms_sum += r
-        self.rms_n += 1
-        self.epoch_rms.append(r)
-        L = len(self.slices)
-        a = dW.abs()
-        if self.abs_full is not None:
-            self.abs_full += a.double().cpu().numpy()
-        for l in range(L):
-            for m in range(l, L):
-                if self.counts[l, m]:
-                    s = float(a[self.slices[l], self.slices[m]].sum())
-                    if l == m and not self.topology.directed:
-                        s /= 2  # each intralayer pair appears twice
-                    elif l != m and self.topology.directed:
-                        s += float(a[self.slices[m], self.slices[l]].sum())
-                    self.abs_sum[l, m] += s
-        self.abs_n += 1
+    def _layer_sums(self, X: torch.Tensor) -> torch.Tensor:
+        """S[..., l, m] = sum of X over rows in layer l and columns in layer m: 2L reductions over
+        contiguous slices (no matmul, so no TF32 rounding on a GPU)."""
+        cols = torch.stack([X[..., :, sl].sum(-1) for sl in self.slices], -1)  # (..., N, L)
+        return torch.stack([cols[..., sl, :].sum(-2) for sl in self.slices], -2)  # (..., L, L)
+
+    def _fold(self, S: torch.Tensor) -> torch.Tensor:
+        """One value per layer pair l <= m, each connection once: a symmetric matrix holds every
+        pair twice (keep one triangle); a directed one's two directions both count."""
+        if self.directed:
+            S = S + S.transpose(-1, -2)  # l < m: both directions; the diagonal is doubled ...
+        S = S.clone()
+        S.diagonal(dim1=-2, dim2=-1).mul_(0.5)  # ... or, undirected, holds each intralayer pair twice
+        return torch.triu(S)
+
+    def batch_rms(self, dW: torch.Tensor) -> torch.Tensor:
+        """r_l, (L-1,) or (T, L-1) on the device: ||dW on block l<->l+1||_F / sqrt(count), NaN if empty."""
+        sq = self._fold(self._layer_sums((dW * dW).double() if dW.dtype != torch.float64 else dW * dW))
+        adj = torch.stack([sq[..., l, l + 1] for l in range(len(self.slices) - 1)], -1)
+        r = adj.sqrt() / (self._adj_count if self.trials else self._adj_count[0]).sqrt()  # 0/0 -> NaN
         return r
 
-    def end_epoch(self) -> list[float]:
-        """Mean r_l over this epoch's batches (and reset the epoch buffer)."""
-        r = np.mean(self.epoch_rms, axis=0) if self.epoch_rms else np.full(len(self.adjacent), np.nan)
-        self.epoch_rms = []
-        return [float(v) for v in r]
+    def add(self, dW: torch.Tensor) -> torch.Tensor:
+        """Add one batch's dW; returns its r_l (a tensor on the device: no sync)."""
+        dW = dW.to(self.device)
+        d = dW if self.trials else dW.unsqueeze(0)
+        r = self.batch_rms(d)
+        self.rms_sum += r
+        self.epoch_sum += r
+        a = d.abs().double()
+        self.abs_sum += self._fold(self._layer_sums(a))
+        if self.abs_full is not None:
+            self.abs_full += a
+        self.rms_n += 1
+        self.epoch_n += 1
+        self.abs_n += 1
+        return r if self.trials else r[0]
+
+    def _out(self, x: torch.Tensor) -> np.ndarray:
+        x = x.cpu().numpy()
+        return x if self.trials else x[0]
+
+    def end_epoch(self):
+        """Mean r_l over this epoch's batches (and reset the epoch buffer): a list of floats for one
+        network, a (T, L-1) array for trials."""
+        r = self._out(self.epoch_sum / self.epoch_n) if self.epoch_n else np.full(
+            self._out(self.epoch_sum).shape, np.nan)
+        self.epoch_sum.zero_()
+        self.epoch_n = 0
+        return r if self.trials else [float(v) for v in r]
 
     def mean_rms(self) -> np.ndarray:
-        return self.rms_sum / max(self.rms_n, 1)
+        return self._out(self.rms_sum / max(self.rms_n, 1))
 
-    def log_spread(self) -> float:
-        return log_spread(self.mean_rms())
+    def log_spread(self):
+        m = self.mean_rms()
+        return np.array([log_spread(v) for v in m]) if self.trials else log_spread(m)
 
     def mean_abs_dw(self) -> np.ndarray:
-        """(L, L) mean |dW| per existing connection of each layer pair (upper triangle), NaN if empty."""
+        """(L, L) (or (T, L, L)) mean |dW| per existing connection of each layer pair (upper triangle),
+        NaN if the pair has none."""
         with np.errstate(invalid="ignore", divide="ignore"):
-            m = self.abs_sum / max(self.abs_n, 1) / self.counts
+            m = self._out(self.abs_sum / max(self.abs_n, 1)) / self.counts
         m[self.counts == 0] = np.nan
         return m
 
     def mean_abs_dw_matrix(self) -> np.ndarray | None:
-        """(N, N) mean |dW| per connection over all batches (zero where no connection), if kept."""
-        return None if self.abs_full is None else self.abs_full / max(self.abs_n, 1)
+        """(N, N) (or (T, N, N)) mean |dW| per connection over all batches (zero where none), if kept."""
+        return None if self.abs_full is None else self._out(self.abs_full / max(self.abs_n, 1))
 
     def state_dict(self) -> dict:
-        return {"rms_sum": self.rms_sum.copy(), "rms_n": self.rms_n, "abs_sum": self.abs_sum.copy(),
-                "abs_n": self.abs_n, "abs_full": None if self.abs_full is None else self.abs_full.copy()}
+        """Between epochs (the epoch buffer is empty then): sums and counts, on the host."""
+        return {"rms_sum": self.rms_sum.cpu(), "rms_n": self.rms_n, "abs_sum": self.abs_sum.cpu(),
+                "abs_n": self.abs_n, "abs_full": None if self.abs_full is None else self.abs_full.cpu()}
 
     def load_state_dict(self, d: dict) -> None:
-        if d.get("abs_full") is not None:
-            self.abs_full = np.array(d["abs_full"])
-        self.rms_sum, self.rms_n = np.array(d["rms_sum"]), int(d["rms_n"])
-        self.abs_sum, self.abs_n = np.array(d["abs_sum"]), int(d["abs_n"])
+        def put(dst, src):  # checkpoints from before trials were supported hold (L-1,) numpy arrays
+            dst.copy_(torch.as_tensor(np.asarray(src) if not torch.is_tensor(src) else src).reshape(dst.shape))
+        put(self.rms_sum, d["rms_sum"])
+        put(self.abs_sum, d["abs_sum"])
+        if d.get("abs_full") is not None and self.abs_full is not None:
+            put(self.abs_full, d["abs_full"])
+        self.rms_n, self.abs_n = int(d["rms_n"]), int(d["abs_n"])
 
 
 def log_spread(m: np.ndarray) -> float:
@@ -112,10 +138,12 @@ def log_spread(m: np.ndarray) -> float:
     return float(np.std(np.log10(m)))
 
 
-def classification_errors(output: torch.Tensor, labels: torch.Tensor) -> int:
-    return int((output.argmax(1) != labels).sum())
+def classification_errors(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Misclassified examples, a 0-d float64 tensor on output's device (exact: integers)."""
+    return (output.argmax(1) != labels).sum().double()
 
 
-def regression_loss_sum(output: torch.Tensor, target: torch.Tensor) -> float:
-    """Sum over examples of 1/2 ||y - y_hat||^2 (the paper's regression error, before averaging)."""
-    return float(0.5 * ((output - target) ** 2).sum())
+def regression_loss_sum(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Sum over examples of 1/2 ||y - y_hat||^2 (the paper's regression error, before averaging),
+    a 0-d float64 tensor on output's device."""
+    return (0.5 * ((output - target) ** 2).sum(-1)).double().sum()  # as TrialTrainer: rows in float32

@@ -93,7 +93,7 @@ class Trainer:
         zeros = lambda idx: torch.zeros(len(idx), nf, dtype=self.dtype, device=self.device)  # noqa: E731
         self.train_particles = [zeros(i) for i in self.train_batches]
         self.test_particles = [zeros(i) for i in self.test_batches]
-        self.stats = BlockStats(network.topology, full_matrix=cfg.save_dw_matrix)
+        self.stats = BlockStats(network.topology, full_matrix=cfg.save_dw_matrix, device=self.device)
         self.history: list[EpochResult] = []
         self._tensors = {k: torch.as_tensor(getattr(dataset, k), dtype=self.dtype, device=self.device)
                          for k in ("x_train", "y_train", "x_test", "y_test")}
@@ -103,13 +103,16 @@ class Trainer:
         x = self._tensors[f"x_{split}"][idx]
         return x, self._tensors[f"y_{split}"][idx]
 
-    def _errors(self, state: torch.Tensor, y: torch.Tensor) -> float:
+    def _errors(self, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """0-d float64 tensor on the device (summed there: no host sync per batch)."""
         out = state[:, self.net.topology.output_slice]
         if self.data.task == "regression":
             return regression_loss_sum(out, y)
         return classification_errors(out, y.argmax(1))
 
-    def train_batch(self, k: int) -> float:
+    def train_batch(self, k: int) -> torch.Tensor:
+        """One EqProp step on training batch k; returns its online error (misclassified examples,
+        or the regression loss sum) as a 0-d tensor on the device."""
         x, y = self._batch("train", self.train_batches[k])
         n_in = self.net.topology.n_in
         free = self.solver.relax(self.net, x, torch.cat([x, self.train_particles[k]], 1))
@@ -125,13 +128,13 @@ class Trainer:
         return err
 
     def evaluate(self) -> float:
-        n_in, total = self.net.topology.n_in, 0.0
+        n_in, total = self.net.topology.n_in, torch.zeros((), dtype=torch.float64, device=self.device)
         for k, idx in enumerate(self.test_batches):
             x, y = self._batch("test", idx)
             free = self.solver.relax(self.net, x, torch.cat([x, self.test_particles[k]], 1))
             self.test_particles[k] = free[:, n_in:].clone()
             total += self._errors(free, y)
-        return total / max(len(self.data.x_test), 1)
+        return float(total) / max(len(self.data.x_test), 1)
 
     # -- epochs, checkpoints, outputs ------------------------------------------------
     def run(self, out: str | Path | None = None, resume: bool = False, progress: bool = True,
@@ -144,13 +147,14 @@ class Trainer:
         (out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
         n_train = len(self.data.x_train)
         for epoch in range(len(self.history) + 1, epochs + 1):
-            t0, err = time.perf_counter(), 0.0
+            t0 = time.perf_counter()
+            err = torch.zeros((), dtype=torch.float64, device=self.device)
             bar = tqdm(range(len(self.train_batches)), desc=f"epoch {epoch}/{epochs}", disable=not progress,
                        leave=False, unit="batch")
             for k in bar:
                 err += self.train_batch(k)
             test_err = self.evaluate()
-            res = EpochResult(epoch, err / n_train, test_err, self.stats.end_epoch(), time.perf_counter() - t0)
+            res = EpochResult(epoch, float(err) / n_train, test_err, self.stats.end_epoch(), time.perf_counter() - t0)
             self.history.append(res)
             if progress:
                 tqdm.write(f"epoch {epoch}: train {res.train_error:.4f} test {res.test_error:.4f} "

@@ -26,7 +26,7 @@ from .config import TrainConfig
 from .energy import rho
 from .fast_relax import FastEulerSolver, to_device_async
 from .learning import contrastive_update, rate_tensors
-from .metrics import log_spread
+from .metrics import BlockStats
 from .network import Network
 from .topology import Topology
 from .trainer import RESUME_MAY_CHANGE, EpochResult, build_network, make_batches, seed_streams
@@ -148,80 +148,11 @@ def trial_rate_tensors(stack: TrialStack, lrs: Sequence) -> tuple[torch.Tensor, 
 
 
 # -- metrics, per trial, on the device ---------------------------------------------------
-class TrialStats:
-    """``eqprop.metrics.BlockStats`` for T trials, accumulated on the device (no per-batch sync).
+class TrialStats(BlockStats):
+    """``eqprop.metrics.BlockStats`` over a stack's T trials, kept on the stack's device."""
 
-    Block sums come from one product with the layer-membership matrix P (N, L):
-    (P^T X P)[l, m] = sum of X over rows in layer l and columns in layer m (one triangle).
-    """
-
-    def __init__(self, stack: TrialStack):
-        topo = stack.topologies[0]
-        L = len(topo.sizes)
-        self.directed = topo.directed
-        self.P = torch.zeros(topo.n, L, dtype=stack.dtype, device=stack.device)
-        self.P[torch.arange(topo.n), torch.as_tensor(topo.layer_of)] = 1
-        counts = self._block_sums(stack.mask.to(stack.dtype))
-        self.counts = counts.cpu().double().numpy()  # (T, L, L)
-        self.l_idx = torch.arange(L - 1, device=stack.device)
-        self.rms_sum = torch.zeros(stack.T, L - 1, dtype=torch.float64, device=stack.device)
-        self.epoch_sum = torch.zeros_like(self.rms_sum)
-        self.abs_sum = torch.zeros(stack.T, L, L, dtype=torch.float64, device=stack.device)
-        self.rms_n = self.epoch_n = self.abs_n = 0
-        c = torch.as_tensor(self.counts, device=stack.device)
-        self._adj_count = c[:, self.l_idx, self.l_idx + 1]
-
-    def _block_sums(self, X: torch.Tensor) -> torch.Tensor:
-        S = self.P.T @ X @ self.P  # (T, L, L)
-        if not self.directed:  # intralayer pairs appear twice in a symmetric matrix
-            S.diagonal(dim1=1, dim2=2).mul_(0.5)
-        return torch.triu(S)
-
-    def batch_rms(self, dW: torch.Tensor) -> torch.Tensor:
-        """r_l per trial, (T, L-1): ||dW on block l<->l+1||_F / sqrt(count); NaN for an empty block."""
-        sq = (self.P.T @ (dW * dW) @ self.P)[:, self.l_idx, self.l_idx + 1].double()
-        return sq.sqrt() / self._adj_count.sqrt()  # 0/0 -> NaN, as BlockStats
-
-    def add(self, dW: torch.Tensor) -> torch.Tensor:
-        r = self.batch_rms(dW)
-        self.rms_sum += r
-        self.epoch_sum += r
-        self.rms_n += 1
-        self.epoch_n += 1
-        self.abs_sum += self._block_sums(dW.abs()).double()
-        self.abs_n += 1
-        return r
-
-    def end_epoch(self) -> np.ndarray:
-        """(T, L-1) mean r_l over this epoch's batches."""
-        r = (self.epoch_sum / self.epoch_n).cpu().numpy() if self.epoch_n else np.full(
-            tuple(self.epoch_sum.shape), np.nan)
-        self.epoch_sum.zero_()
-        self.epoch_n = 0
-        return r
-
-    def mean_rms(self) -> np.ndarray:
-        return (self.rms_sum / max(self.rms_n, 1)).cpu().numpy()
-
-    def log_spread(self) -> np.ndarray:
-        return np.array([log_spread(m) for m in self.mean_rms()])
-
-    def mean_abs_dw(self) -> np.ndarray:
-        """(T, L, L) mean |dW| per existing connection of each layer pair (upper triangle), NaN if empty."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            m = (self.abs_sum / max(self.abs_n, 1)).cpu().numpy() / self.counts
-        m[self.counts == 0] = np.nan
-        return m
-
-    def state_dict(self) -> dict:
-        """Between epochs (the epoch buffer is empty then): sums and counts, on the host."""
-        return {"rms_sum": self.rms_sum.cpu(), "abs_sum": self.abs_sum.cpu(), "rms_n": self.rms_n,
-                "abs_n": self.abs_n}
-
-    def load_state_dict(self, d: dict) -> None:
-        self.rms_sum.copy_(d["rms_sum"])
-        self.abs_sum.copy_(d["abs_sum"])
-        self.rms_n, self.abs_n = int(d["rms_n"]), int(d["abs_n"])
+    def __init__(self, stack: TrialStack, full_matrix: bool = False):
+        super().__init__(stack.topologies, full_matrix=full_matrix, device=stack.device)
 
 
 # -- lockstep training -------------------------------------------------------------------
@@ -274,7 +205,7 @@ class TrialTrainer:
         self.train_particles = torch.zeros(T, self.n_batches, bs, nf, dtype=self.dtype, device=self.device)
         self.test_particles = [torch.zeros(T, len(i), nf, dtype=self.dtype, device=self.device)
                                for i in self.test_batches]
-        self.stats = TrialStats(self.stack)
+        self.stats = TrialStats(self.stack, full_matrix=any(c.save_dw_matrix for c in cfgs))
         self.history: list[list[EpochResult]] = [[] for _ in cfgs]
         self._t = {k: torch.as_tensor(getattr(dataset, k), dtype=self.dtype, device=self.device)
                    for k in ("x_train", "y_train", "x_test", "y_test")}

@@ -107,6 +107,9 @@ def _write_trials(tr) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         (run_dir / "metrics.json").write_text(json.dumps(tr.metrics(t), indent=2))
+        full = tr.stats.mean_abs_dw_matrix()
+        if full is not None:
+            np.save(run_dir / "dw_mean.npy", full[t].astype(np.float32))
 
 
 def summarise(results: dict[str, list[dict]]) -> dict:

@@ -12,7 +12,7 @@ def test_rms_per_block_matches_definition():
     A = rng.normal(size=(t.n, t.n))
     dW = torch.tensor((A + A.T) * t.mask)
     st = BlockStats(t)
-    r = st.add(dW)
+    r = st.add(dW).numpy()
     for k in range(3):
         blk = t.block_mask(k, k + 1)  # both triangles: each connection twice
         expected = np.sqrt((dW.numpy()[blk] ** 2).sum() / 2 / (blk.sum() / 2))
@@ -37,7 +37,7 @@ def test_directed_metrics_count_both_directions():
     dW = torch.zeros(t.n, t.n, dtype=torch.float64)
     dW[5, 2] = 3.0  # output -> hidden only
     st = BlockStats(t)
-    r = st.add(dW)
+    r = st.add(dW).numpy()
     assert r[1] == pytest.approx(3.0 / np.sqrt(t.block_mask(1, 2).sum()))
     assert r[1] > 0 and st.counts[1, 2] == 12
 

@@ -126,7 +126,7 @@ def test_update_rates_and_metrics_equal_the_single_network_ones():
         lw, lb = rate_tensors(n.topology, lr)
         assert torch.equal(lw, lr_W[t]) and torch.equal(lb, lr_b[t])
         bs = BlockStats(n.topology)
-        np.testing.assert_allclose(r[t], bs.add(w1), rtol=1e-5)
+        np.testing.assert_allclose(r[t], bs.add(w1).numpy(), rtol=1e-5)
         np.testing.assert_allclose(stats.mean_abs_dw()[t], bs.mean_abs_dw(), rtol=1e-5)
     with pytest.raises(ValueError, match="beta != 0"):
         trial_eqprop_update(free, nudged, torch.tensor([1.0, 0.0, 1.0]), st)
