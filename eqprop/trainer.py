@@ -47,6 +47,15 @@ def build_network(cfg: TrainConfig, n_in: int, n_out: int) -> Network:
     return Network.init(topo, seed=s_init, dtype=getattr(torch, cfg.dtype), device=cfg.device)
 
 
+def check_device(name: str) -> torch.device:
+    """The config's device, refused before any work when this torch cannot use it."""
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but torch.cuda.is_available() is False "
+                           f"(torch {torch.__version__}{', a CPU-only build' if torch.version.cuda is None else ''})")
+    return dev
+
+
 def make_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Consecutive batches in file order, the list shuffled once."""
     batches = [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
@@ -68,9 +77,7 @@ class Trainer:
                  solver: Solver | None = None):
         self.cfg, self.data = cfg, dataset.head(cfg.train_limit, cfg.test_limit)
         dataset = self.data
-        self.device, self.dtype = torch.device(cfg.device), getattr(torch, cfg.dtype)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+        self.device, self.dtype = check_device(cfg.device), getattr(torch, cfg.dtype)
         # a given network overrides the config's hidden/topology/p: metrics.json says so
         self.network_given = network is not None
         if network is None:

@@ -29,7 +29,7 @@ from .learning import contrastive_update, rate_tensors
 from .metrics import BlockStats
 from .network import Network
 from .topology import Topology
-from .trainer import RESUME_MAY_CHANGE, EpochResult, build_network, make_batches, seed_streams
+from .trainer import RESUME_MAY_CHANGE, EpochResult, build_network, check_device, make_batches, seed_streams
 
 
 @dataclasses.dataclass(eq=False)
@@ -180,7 +180,7 @@ class TrialTrainer:
         c0 = cfgs[0]
         self.cfgs, self.data = cfgs, dataset.head(c0.train_limit, c0.test_limit)
         dataset = self.data
-        self.device, self.dtype = torch.device(c0.device), getattr(torch, c0.dtype)
+        self.device, self.dtype = check_device(c0.device), getattr(torch, c0.dtype)
         self.networks_given = networks is not None
         if networks is None:
             networks = [build_network(c, dataset.n_in, dataset.n_out) for c in cfgs]

@@ -254,3 +254,11 @@ def test_train_limit_uses_the_first_examples_in_both_trainers():
         Trainer(TrainConfig(dataset="toy", hidden=[5, 4], train_limit=999), data)
     with pytest.raises(ValueError, match="test_limit must be a positive integer"):
         TrainConfig(test_limit=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_config_without_cuda_is_refused_before_any_work():
+    cfg = TrainConfig(dataset="toy", hidden=[5, 4], device="cuda", free_steps=5, nudged_steps=2, epochs=1)
+    for make in (lambda: TrialTrainer([cfg], toy_data()), lambda: Trainer(cfg, toy_data())):
+        with pytest.raises(RuntimeError, match="device 'cuda' requested but torch.cuda.is_available"):
+            make()
