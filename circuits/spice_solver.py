@@ -141,20 +141,19 @@ class SpiceSolver:
     # -- the Solver interface ----------------------------------------------------------
     def relax(self, network: Network, x, state0=None, beta=0.0, target=None, steps=None) -> torch.Tensor:
         x = check_inputs(network, x, state0, beta, target)
+        self.last_stats = {}  # a call that raises leaves no stale numbers behind
         topo = network.topology
         t_start = time.perf_counter()
         xs = x.detach().cpu().double().numpy()
         B, n_in = xs.shape[0], topo.n_in
         s0 = None if state0 is None else state0.detach().cpu().double().numpy()
         y = None if beta == 0 else target.detach().cpu().double().numpy()
-        self.last_stats = {"examples": B, "method": self.method, "load_s": 0.0, "alter_s": 0.0,
-                           "tran_s": 0.0, "op_s": 0.0, "polish_max_change": 0.0,
-                           "extensions": 0, "unsettled": 0}
         while len(self._slots) < min(self.workers, B):
             self._slots.append(_Slot(NgspiceSession(timeout=self.timeout)))
         slots = self._slots[:min(self.workers, B)]
         for slot in slots:
             slot.session.timeout = self.timeout  # may have changed since the session started
+            slot.stats = _new_stats()  # one dict per worker thread: no unlocked += across threads
         prog = self._program(network)
         self._map(lambda sl: self._sync(sl, network, prog), slots)
         if self.fold_inputs:
@@ -178,12 +177,13 @@ class SpiceSolver:
                               device=network.device)
         keys = out.detach().cpu().double().numpy()  # as the caller will pass it back (e.g. float32)
         self._u_cache = {keys[b].tobytes(): u[b] for b in range(B)}
-        self.last_stats["seconds"] = time.perf_counter() - t_start
+        self.last_stats = {"examples": B, "method": self.method, **_merge_stats([sl.stats for sl in slots]),
+                           "seconds": time.perf_counter() - t_start}
         return out
 
     # -- one example ---------------------------------------------------------------------
     def _solve(self, slot, cur, u0, beta, y, b, warm):
-        circ, ses, st = slot.circuit, slot.session, self.last_stats
+        circ, ses, st = slot.circuit, slot.session, slot.stats
         neurons = circ.neurons
         nodes = [circ.u_node[i] for i in neurons]
         inputs = circ.input_elements if self.fold_inputs else circ.input_sources
@@ -201,6 +201,7 @@ class SpiceSolver:
             if self.method == "op":
                 t = time.perf_counter()
                 ns = dict(zip(nodes, u0.tolist())) if warm else None
+                ses.command("destroy all")  # one op plot per example would pile up in the worker
                 u = ses.op(nodeset=ns, nodes=nodes) if ns else ses.op(nodes=nodes)
                 st["op_s"] += time.perf_counter() - t
                 return u
@@ -289,7 +290,7 @@ class SpiceSolver:
                 slot.circuit = self._build(network, prog)
                 slot.session.load(slot.circuit.to_spice())
                 slot.mask, slot.W, slot.b = mask.copy(), W.copy(), b.copy()
-            self.last_stats["load_s"] += time.perf_counter() - t
+            slot.stats["load_s"] += time.perf_counter() - t
             return
         values = {}
         pairs = list(slot.circuit.weight_elements)  # (src, dst), docs/netlist-format.md sec. 8
@@ -311,10 +312,10 @@ class SpiceSolver:
             # every weight alter: a fresh text is cheaper
             slot.circuit = self._build(network, prog)
             slot.session.load(slot.circuit.to_spice())
-            self.last_stats["load_s"] += time.perf_counter() - t
+            slot.stats["load_s"] += time.perf_counter() - t
         elif values:
             slot.session.alter(values)
-            self.last_stats["alter_s"] += time.perf_counter() - t
+            slot.stats["alter_s"] += time.perf_counter() - t
         slot.W, slot.b = W.copy(), b.copy()
 
     def _map(self, fn, items) -> None:
@@ -336,6 +337,21 @@ class _Slot:
     mask: np.ndarray | None = None
     W: np.ndarray | None = None
     b: np.ndarray | None = None
+    stats: dict = dataclasses.field(default_factory=dict)  # this worker's share of last_stats
+
+
+def _new_stats() -> dict:
+    return {"load_s": 0.0, "alter_s": 0.0, "tran_s": 0.0, "op_s": 0.0, "polish_max_change": 0.0,
+            "extensions": 0, "unsettled": 0}
+
+
+def _merge_stats(parts: list[dict]) -> dict:
+    """Workers' stats into one: times and counts add up, the polish change is the largest."""
+    out = _new_stats()
+    for p in parts:
+        for k, v in p.items():
+            out[k] = max(out[k], v) if k == "polish_max_change" else out[k] + v
+    return out
 
 
 def _opts(options: dict) -> str:

@@ -161,6 +161,11 @@ def test_parallel_workers_and_dtype(solver):
     one = solver.relax(net, x)
     with SpiceSolver(workers=2, timeout=120) as two:
         par = two.relax(net, x)
+        st, parts = two.last_stats, [sl.stats for sl in two._slots]
+    # each worker kept its own numbers; the call's stats are their sum (max for the polish change)
+    assert len(parts) == 2 and all(p["tran_s"] > 0 for p in parts)
+    assert st["examples"] == 4 and st["tran_s"] == pytest.approx(sum(p["tran_s"] for p in parts))
+    assert st["polish_max_change"] == max(p["polish_max_change"] for p in parts)
     assert par.dtype == torch.float32 and par.shape == (4, net.topology.n)
     assert float((par - one).abs().max()) <= 1e-6
     with pytest.raises(ValueError, match="needs a target"):
