@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 TOPOLOGIES = ("mlff", "sw")
+ENGINES = ("auto", "reference", "fast")
 
 
 @dataclasses.dataclass
@@ -35,6 +36,7 @@ class TrainConfig:
     device: str = "cpu"
     dtype: str = "float32"
     coupling: str = "auto"  # auto | blocks | dense
+    engine: str = "auto"  # reference (EulerSolver) | fast (FastEulerSolver) | auto: fast on CUDA only
     train_limit: int | None = None  # reduced-scale runs: only the first N training examples
     test_limit: int | None = None  # ... and the first N test examples (None: the whole split)
     save_dw_matrix: bool = False  # also keep the N x N mean |dW| (Fig 5), written to dw_mean.npy
@@ -66,6 +68,8 @@ class TrainConfig:
             raise ValueError(f"nudge_form must be 'sequential' or 'gradient', got {self.nudge_form!r}")
         if self.coupling not in ("auto", "blocks", "dense"):
             raise ValueError(f"coupling must be auto, blocks or dense, got {self.coupling!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if not 0 < self.eps <= 1:
             raise ValueError(f"eps must lie in (0, 1], got {self.eps}")
         if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):

@@ -30,7 +30,7 @@ from .topology import mlff, small_world
 
 CHECKPOINT = "checkpoint.pt"
 # a run may be resumed with more epochs, from a moved folder, on another device or coupling
-RESUME_MAY_CHANGE = ("epochs", "out", "device", "coupling")
+RESUME_MAY_CHANGE = ("epochs", "out", "device", "coupling", "engine")
 
 
 def seed_streams(seed: int) -> list[np.random.SeedSequence]:
@@ -45,6 +45,19 @@ def build_network(cfg: TrainConfig, n_in: int, n_out: int) -> Network:
     topo = mlff(sizes) if cfg.topology == "mlff" else small_world(
         sizes, cfg.p, seed=np.random.default_rng(s_topo), mode=cfg.sw_mode, intralayer=cfg.intralayer)
     return Network.init(topo, seed=s_init, dtype=getattr(torch, cfg.dtype), device=cfg.device)
+
+
+def make_solver(cfg: TrainConfig) -> Solver:
+    """The config's Euler solver: the reference EulerSolver, or the fast engine (same dynamics,
+    equal within fp32 noise; CUDA graphs on a GPU, where the eager reference is launch-bound)."""
+    engine = cfg.engine if cfg.engine != "auto" else ("fast" if torch.device(cfg.device).type == "cuda"
+                                                      else "reference")
+    kind = EulerSolver
+    if engine == "fast":
+        from .fast_relax import FastEulerSolver
+        kind = FastEulerSolver
+    return kind(eps=cfg.eps, free_steps=cfg.free_steps, nudged_steps=cfg.nudged_steps, nudge_form=cfg.nudge_form,
+                coupling=cfg.coupling)
 
 
 def check_device(name: str) -> torch.device:
@@ -89,8 +102,7 @@ class Trainer:
             network = network.to(self.device, self.dtype)
         self.net = network
         self.mask = network.mask_tensor()
-        self.solver = solver or EulerSolver(eps=cfg.eps, free_steps=cfg.free_steps, nudged_steps=cfg.nudged_steps,
-                                            nudge_form=cfg.nudge_form, coupling=cfg.coupling)
+        self.solver = solver or make_solver(cfg)
         self.lr_W, self.lr_b = rate_tensors(network.topology, cfg.lr, dtype=self.dtype, device=self.device)
         self.rng = np.random.default_rng(seed_streams(cfg.seed)[2])
         bs = cfg.batch_size or dataset.batch_size

@@ -178,6 +178,9 @@ class TrialTrainer:
             if diff:
                 raise ValueError(f"trial {i}'s config differs from trial 0's in {diff}: trials run in lockstep")
         c0 = cfgs[0]
+        if any(c.engine == "reference" for c in cfgs):
+            raise ValueError("engine 'reference' cannot run trials in lockstep (EulerSolver relaxes one network); "
+                             "use engine 'fast' or 'auto'")
         self.cfgs, self.data = cfgs, dataset.head(c0.train_limit, c0.test_limit)
         dataset = self.data
         self.device, self.dtype = check_device(c0.device), getattr(torch, c0.dtype)

@@ -55,6 +55,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="cpu or cuda")
     g.add_argument("--dtype", choices=["float32", "float64"])
     g.add_argument("--coupling", choices=["auto", "blocks", "dense"])
+    g.add_argument("--engine", choices=["auto", "reference", "fast"],
+                   help="Euler solver: reference EulerSolver or the fast engine (auto: fast on CUDA)")
     g.add_argument("--train-limit", type=int, help="reduced run: only the first N training examples")
     g.add_argument("--test-limit", type=int, help="reduced run: only the first N test examples")
     g.add_argument("--out", help="results folder (default results/train/<dataset>-<topology>-s<seed>)")

@@ -262,3 +262,22 @@ def test_cuda_config_without_cuda_is_refused_before_any_work():
     for make in (lambda: TrialTrainer([cfg], toy_data()), lambda: Trainer(cfg, toy_data())):
         with pytest.raises(RuntimeError, match="device 'cuda' requested but torch.cuda.is_available"):
             make()
+
+
+def test_engine_choice_and_its_results():
+    from eqprop.trainer import make_solver
+    data = toy_data()
+    base = dict(dataset="toy", hidden=[5, 4], topology="sw", p=0.2, lr=0.05, free_steps=20, nudged_steps=4,
+                epochs=1, seed=3)
+    assert type(make_solver(TrainConfig(**base))) is EulerSolver  # auto on CPU: the reference
+    assert type(make_solver(TrainConfig(**base, engine="fast"))) is FastEulerSolver
+    assert type(make_solver(TrainConfig(**base, device="cuda"))) is FastEulerSolver  # no CUDA needed to choose
+    ref, fast = Trainer(TrainConfig(**base), data), Trainer(TrainConfig(**base, engine="fast"), data)
+    for tr in (ref, fast):
+        for k in range(len(tr.train_batches)):
+            tr.train_batch(k)
+    assert (ref.net.W - fast.net.W).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="engine 'reference' cannot run trials"):
+        TrialTrainer([TrainConfig(**base, engine="reference")], data)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        TrainConfig(**base, engine="turbo")
