@@ -165,7 +165,8 @@ class TrialTrainer:
 
     ``networks``: start from these instead of each config's initialisation (e.g. device
     instances). The solver must relax stacks (``FastEulerSolver``, built from the configs
-    when not given). No files are written: ``history[t]`` holds trial t's EpochResults.
+    when not given). ``history[t]`` holds trial t's EpochResults; ``run(checkpoint=...)``
+    saves the whole group after every epoch, ``load_checkpoint`` resumes it.
     """
 
     def __init__(self, cfgs: Sequence[TrainConfig], dataset, networks: Sequence[Network] | None = None,
