@@ -39,7 +39,7 @@ experiment() {  # name, epochs, extra flags...
   mkdir -p "$res"
   [ -f ".gpu_data/results-$name.tar.gz" ] && tar -xzf ".gpu_data/results-$name.tar.gz" -C "$res"
   set +e
-  eqprop reproduce "$name" --batched --device cuda --epochs "$epochs" --compare --out "$res" "$@" 2>&1 \
+  eqprop reproduce "$name" --device cuda --epochs "$epochs" --compare --out "$res" "$@" 2>&1 \
     | tee "$OUT/$name.log"
   set -e
   tar -czf "$OUT/results-$name.tar.gz" -C "$res" .

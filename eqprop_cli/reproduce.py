@@ -28,7 +28,7 @@ def cmd_reproduce(args) -> int:
         r.config.validate()
     out = Path(args.out or f"results/{getattr(mod, 'RESULTS_OF', args.name)}")
     out.mkdir(parents=True, exist_ok=True)
-    if args.batched:
+    if not args.sequential:
         summary, results = run_batched(args.name, runs, out, resume=not args.restart, progress=not args.quiet,
                                        device=args.device)
     else:
@@ -63,9 +63,13 @@ def register(sub) -> None:
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--compare", action="store_true", help="print our numbers next to the paper's")
     p.add_argument("--restart", action="store_true", help="ignore finished runs and checkpoints")
-    p.add_argument("--batched", action="store_true",
-                   help="run seeds (and p values) as lockstep trials of one solver (fast on GPU; one checkpoint "
-                        "per group)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--batched", action="store_true",
+                      help="(default) seeds and p values of equal sizes/steps run as lockstep trials of one "
+                           "solver (the fast engine; one checkpoint per group per epoch)")
+    mode.add_argument("--sequential", action="store_true",
+                      help="one Trainer run after another (the config's engine: the reference EulerSolver on "
+                           "CPU), a checkpoint per run; same results as --batched within fp32 noise")
     p.add_argument("--train-limit", type=int,
                    help="reduced scale: only the first N training examples (reported as such)")
     p.add_argument("--test-limit", type=int, help="reduced scale: only the first N test examples")

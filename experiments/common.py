@@ -85,8 +85,9 @@ def run_batched(name: str, runs: list[Run], out: Path, resume: bool = True, prog
                 tr.load_checkpoint(ck)
             ck.parent.mkdir(parents=True, exist_ok=True)
             tr.run(progress=progress, checkpoint=ck, on_epoch=_write_trials)
-            if not tr.history[0] or len(tr.history[0]) < cfgs[0].epochs:
-                raise RuntimeError(f"{name}: group {gi + 1} stopped before {cfgs[0].epochs} epochs")
+            from eqprop.plots import plot_run  # each trial's own plots, as a single run draws them
+            for t, c in enumerate(cfgs):
+                plot_run(tr.metrics(t), Path(c.out))
         for r, m in zip(group, metrics):
             results.setdefault(r.label, []).append(json.loads(m.read_text()))
     summary = summarise(results)

@@ -175,6 +175,13 @@ def test_hidden_shorthand_and_reproduce_restart(tmp_path, capsys):
         assert (out / "wine-5-mlff" / "s0" / "metrics.json").stat().st_mtime_ns == first
         assert main(args + ["--restart"]) == 0
         assert (out / "wine-5-mlff" / "s0" / "metrics.json").stat().st_mtime_ns != first
+        seq = tmp_path / "seq"
+        assert main(args[:-3] + ["--out", str(seq), "--quiet", "--sequential"]) == 0  # run by run, the reference solver
+        assert (seq / "wine-5-sw" / "s0" / "checkpoint.pt").exists()
+        a, b = (json.loads((d / "summary.json").read_text()) for d in (out, seq))
+        for label in a:
+            assert a[label]["test_error"] == b[label]["test_error"]
+            assert a[label]["log_spread"] == pytest.approx(b[label]["log_spread"], rel=1e-4)
     finally:
         t1.runs = orig
     report = (out / "report.md").read_text()
