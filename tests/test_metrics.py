@@ -45,3 +45,42 @@ def test_directed_metrics_count_both_directions():
 def test_mlff_block_counts():
     st = BlockStats(mlff((4, 5, 3)))
     assert st.counts[0, 1] == 20 and st.counts[1, 2] == 15 and st.counts[0, 2] == 0
+
+
+def test_trial_stats_equal_single_network_stats_directed_and_undirected():
+    rng = np.random.default_rng(3)
+    for topos in ([complete_directed(2, 3, 2)] * 2, [small_world((3, 4, 4, 2), 0.4, seed=s) for s in (1, 2)]):
+        n = topos[0].n
+        dWs = []
+        for t in topos:
+            A = rng.normal(size=(n, n))
+            dWs.append(torch.tensor((A if t.directed else A + A.T) * t.mask))
+        many = BlockStats(topos, full_matrix=True)
+        singles = [BlockStats(t, full_matrix=True) for t in topos]
+        for k in range(2):  # two batches
+            r = many.add(torch.stack([(k + 1) * d for d in dWs]))
+            for i, st in enumerate(singles):
+                np.testing.assert_allclose(r[i].numpy(), st.add((k + 1) * dWs[i]).numpy(), rtol=1e-12)
+        for i, st in enumerate(singles):
+            np.testing.assert_allclose(many.mean_rms()[i], st.mean_rms(), rtol=1e-12)
+            np.testing.assert_allclose(many.mean_abs_dw()[i], st.mean_abs_dw(), rtol=1e-12)
+            np.testing.assert_allclose(many.mean_abs_dw_matrix()[i], st.mean_abs_dw_matrix(), rtol=1e-12)
+            assert many.log_spread()[i] == pytest.approx(st.log_spread(), rel=1e-12)
+        assert np.asarray(many.end_epoch()).shape == (2, len(topos[0].sizes) - 1)
+
+
+def test_block_stats_resume_from_state_dict():
+    t = small_world((3, 4, 4, 2), 0.4, seed=1)
+    dW = torch.tensor(np.random.default_rng(0).normal(size=(t.n, t.n)) * t.mask)
+    dW = dW + dW.T
+    a = BlockStats(t)
+    a.add(dW)
+    b = BlockStats(t)
+    b.load_state_dict(a.state_dict())
+    a.add(2 * dW)
+    b.add(2 * dW)
+    np.testing.assert_array_equal(a.mean_rms(), b.mean_rms())
+    old = {"rms_sum": a.rms_sum[0].numpy(), "rms_n": 2, "abs_sum": a.abs_sum[0].numpy(), "abs_n": 2}
+    c = BlockStats(t)
+    c.load_state_dict(old)  # a checkpoint written before trials shared this class (numpy, no T axis)
+    np.testing.assert_array_equal(c.mean_rms(), a.mean_rms())
