@@ -146,3 +146,57 @@ def compare_table(summary: dict, paper: dict) -> str:
             cells.append("-" if ours is None or ref is None or math.isnan(ours) else f"{ours - ref:+.3g}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def duration(seconds: float) -> str:
+    return (f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60
+            else f"{seconds:.0f} s")
+
+
+def epoch_steps(cfg: TrainConfig, n_train: int, n_test: int) -> int:
+    """Euler steps of one epoch (every train batch free + nudged, every test batch free)."""
+    bs = cfg.batch_size
+    nt, ne = min(n_train, cfg.train_limit or n_train), min(n_test, cfg.test_limit or n_test)
+    return math.ceil(nt / bs) * (cfg.free_steps + cfg.nudged_steps) + math.ceil(ne / bs) * cfg.free_steps
+
+
+def projection_lines(paper_runs: list[Run], results: dict[str, list[dict]], batched: bool) -> list[str]:
+    """The paper-length time of each run group, projected from this run's measured seconds per
+    Euler step (same machine, same solver): a markdown table. Groups are the lockstep groups
+    (batched: one epoch time covers all members) or single runs (sequential: times add up)."""
+    from eqprop.datasets import load_dataset
+    from eqprop.trials import _SHARED
+
+    paper = {(r.label, r.config.seed): r.config for r in paper_runs}
+    groups: dict[tuple, list[tuple[str, TrainConfig, dict]]] = {}
+    for label, ms in results.items():
+        for m in ms:
+            cfg = TrainConfig.from_dict(m["config"])
+            key = (tuple(str(getattr(cfg, k)) for k in _SHARED if k not in ("epochs", "train_limit", "test_limit"))
+                   if batched else (label, cfg.seed))
+            groups.setdefault(key, []).append((label, cfg, m))
+    sizes: dict[str, tuple[int, int]] = {}
+    rows, total = [], 0.0
+    for members in groups.values():
+        label, cfg, m = members[0]
+        full = paper.get((label, cfg.seed))
+        if full is None or not m["epochs"]:
+            continue
+        if cfg.dataset not in sizes:
+            d = load_dataset(cfg.dataset)
+            sizes[cfg.dataset] = (len(d.x_train), len(d.x_test), d.batch_size)
+        n_train, n_test, bs = sizes[cfg.dataset]
+        cfg.batch_size, full = cfg.batch_size or bs, dataclasses.replace(full, batch_size=full.batch_size or bs)
+        sec = float(np.mean([e["seconds"] for e in m["epochs"]]))
+        measured, target = epoch_steps(cfg, n_train, n_test), epoch_steps(full, n_train, n_test)
+        proj = sec / measured * target * full.epochs
+        total += proj
+        names = [f"{lb}/s{c.seed}" for lb, c, _ in members]
+        who = ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]} ({len(names)} trials)"
+        rows.append(f"| {who} | {sec:.1f} s/epoch of {measured} steps | {full.epochs} epochs of {target} steps | "
+                    f"{duration(proj)} |")
+    if not rows:
+        return []
+    return (["Projected paper-length time at this run's measured speed (seconds per Euler step, this machine):", "",
+             f"| {'lockstep group' if batched else 'run'} | measured | paper length | projected |", "|---|---|---|---|"]
+            + rows + [f"| total | | | {duration(total)} |"])

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 import experiments.fig2 as fig2
@@ -66,3 +68,20 @@ def test_fig3_and_fig4_checks_report_per_run_numbers():
             for p in (0.0, 0.01, 0.1, 0.5)}
     out = "\n".join(fig4.check(rows))
     assert "| 0 | 0.3000 | 0.3100 | 1.000 | 0.311 |" in out and "correlation of log-spread with p: -1.00" in out
+
+
+def test_projection_scales_measured_seconds_per_step_to_the_paper_length():
+    from experiments.common import epoch_steps, projection_lines
+    paper = tiny_runs([0])  # wine-5 MLFF and SW, 15/3 steps, batch 5 (wine: 150 train / 25 test)
+    for r in paper:
+        r.config.epochs = 10
+    cfg = dataclasses.replace(paper[0].config, epochs=1, train_limit=50, test_limit=10, batch_size=5)
+    assert epoch_steps(cfg, 150, 25) == 10 * 18 + 2 * 15
+    m = {"config": cfg.to_dict(), "epochs": [{"seconds": 2.1}, {"seconds": 1.9}]}
+    lines = projection_lines(paper, {"wine-5-mlff": [m]}, batched=False)
+    seconds = 2.0 / 210 * (30 * 18 + 5 * 15) * 10  # 58.6 s
+    assert f"| wine-5-mlff/s0 | 2.0 s/epoch of 210 steps | 10 epochs of 615 steps | {seconds:.0f} s |" in lines
+    sw = dict(m, config={**m["config"], "topology": "sw"})
+    both = projection_lines(paper, {"wine-5-mlff": [m], "wine-5-sw": [sw]}, batched=True)
+    assert sum("wine-5-mlff/s0, wine-5-sw/s0" in ln for ln in both) == 1  # one lockstep group, one time
+    assert len(projection_lines(paper, {"wine-5-mlff": [m], "wine-5-sw": [sw]}, batched=False)) == len(both) + 1
