@@ -62,7 +62,8 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, help="override the paper's epoch count")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (mean and spread are reported)")
     p.add_argument("--seed0", type=int, default=0)
-    p.add_argument("--only", help="subset of the experiment (see its docs)")
+    p.add_argument("--only", help="a subset: table1 small|images|DATASET; fig2/fig3 mlff-global|mlff-per-layer|sw; "
+                                  "fig4 comma-separated p values (e.g. 0,0.01,0.1); fig5 mnist|fmnist")
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--compare", action="store_true", help="print our numbers next to the paper's")
     p.add_argument("--restart", action="store_true", help="ignore finished runs and checkpoints")
