@@ -76,6 +76,10 @@ def make_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.n
     return [batches[i] for i in order]
 
 
+class CheckpointMismatch(ValueError):
+    """A checkpoint that belongs to another run (config, topology or trial count differ)."""
+
+
 @dataclasses.dataclass
 class EpochResult:
     epoch: int
@@ -230,12 +234,12 @@ class Trainer:
             raise FileNotFoundError(f"--resume: no checkpoint at {path}")
         ck = torch.load(path, weights_only=False)
         if not np.array_equal(ck["mask"], self.net.topology.mask):
-            raise ValueError(f"{path}: checkpoint topology differs from this run's (different config or seed?)")
+            raise CheckpointMismatch(f"{path}: checkpoint topology differs from this run's (different config or seed?)")
         if ck["config"] != self.cfg.to_dict():
             diff = {k: (ck["config"].get(k), v) for k, v in self.cfg.to_dict().items()
                     if ck["config"].get(k) != v and k not in RESUME_MAY_CHANGE}
             if diff:
-                raise ValueError(f"{path}: checkpoint config differs from this run's: {diff}")
+                raise CheckpointMismatch(f"{path}: checkpoint config differs from this run's: {diff}")
         dev = self.device
         self.net.W.copy_(ck["W"].to(dev))
         self.net.b.copy_(ck["b"].to(dev))

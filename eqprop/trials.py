@@ -29,7 +29,8 @@ from .learning import contrastive_update, rate_tensors
 from .metrics import BlockStats
 from .network import Network
 from .topology import Topology
-from .trainer import RESUME_MAY_CHANGE, EpochResult, build_network, check_device, make_batches, seed_streams
+from .trainer import (RESUME_MAY_CHANGE, CheckpointMismatch, EpochResult, build_network, check_device, make_batches,
+                      seed_streams)
 
 
 @dataclasses.dataclass(eq=False)
@@ -339,14 +340,14 @@ class TrialTrainer:
             raise FileNotFoundError(f"no trial checkpoint at {path}")
         ck = torch.load(path, weights_only=False)
         if len(ck["configs"]) != self.T:
-            raise ValueError(f"{path}: checkpoint holds {len(ck['configs'])} trials, this group has {self.T}")
+            raise CheckpointMismatch(f"{path}: checkpoint holds {len(ck['configs'])} trials, this group has {self.T}")
         for t, (old, cfg) in enumerate(zip(ck["configs"], self.cfgs)):
             diff = {k: (old.get(k), v) for k, v in cfg.to_dict().items()
                     if old.get(k) != v and k not in RESUME_MAY_CHANGE}
             if diff:
-                raise ValueError(f"{path}: trial {t}'s checkpoint config differs from this run's: {diff}")
+                raise CheckpointMismatch(f"{path}: trial {t}'s checkpoint config differs from this run's: {diff}")
         if not torch.equal(ck["mask"], self.stack.mask.cpu()):
-            raise ValueError(f"{path}: checkpoint topologies differ from this group's")
+            raise CheckpointMismatch(f"{path}: checkpoint topologies differ from this group's")
         dev = self.device
         self.stack.W.copy_(ck["W"].to(dev))  # in place: CUDA graphs captured on W stay valid
         self.stack.b.copy_(ck["b"].to(dev))

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from eqprop.config import TrainConfig
+from eqprop.trainer import CheckpointMismatch
 
 
 @dataclasses.dataclass
@@ -46,7 +47,10 @@ def run_all(name: str, runs: list[Run], out: Path, resume: bool = True, progress
             if cfg.dataset not in data_cache:
                 data_cache[cfg.dataset] = load_dataset(cfg.dataset)
             ck = Path(cfg.out) / "checkpoint.pt"
-            Trainer(cfg, data_cache[cfg.dataset]).run(resume=resume and ck.exists(), progress=progress)
+            try:
+                Trainer(cfg, data_cache[cfg.dataset]).run(resume=resume and ck.exists(), progress=progress)
+            except CheckpointMismatch as e:
+                raise CheckpointMismatch(f"{e}; rerun with --restart to start afresh, or use another --out") from None
         results.setdefault(r.label, []).append(json.loads(mfile.read_text()))
     summary = summarise(results)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -82,7 +86,10 @@ def run_batched(name: str, runs: list[Run], out: Path, resume: bool = True, prog
         if not done:
             tr = TrialTrainer(cfgs, load_dataset(cfgs[0].dataset))
             if resume and ck.exists():
-                tr.load_checkpoint(ck)
+                try:
+                    tr.load_checkpoint(ck)
+                except CheckpointMismatch as e:
+                    raise CheckpointMismatch(f"{e}; rerun with --restart to start afresh, or use another --out") from None
             ck.parent.mkdir(parents=True, exist_ok=True)
             tr.run(progress=progress, checkpoint=ck, on_epoch=_write_trials)
             from eqprop.plots import plot_run  # each trial's own plots, as a single run draws them

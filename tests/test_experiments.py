@@ -57,6 +57,12 @@ def test_batched_groups_resume_from_their_checkpoint(tmp_path):
     stamp = ck.stat().st_mtime_ns
     run_batched("t", runs(2), tmp_path / "cut", progress=False)
     assert ck.stat().st_mtime_ns == stamp
+    # a changed config does not silently resume another run's checkpoint
+    changed = runs(3)
+    for r in changed:
+        r.config.lr = 0.5
+    with pytest.raises(ValueError, match="config differs.*lr.*rerun with --restart"):
+        run_batched("t", changed, tmp_path / "cut", progress=False)
 
 
 def test_fig3_and_fig4_checks_report_per_run_numbers():
