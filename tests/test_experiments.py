@@ -91,3 +91,26 @@ def test_projection_scales_measured_seconds_per_step_to_the_paper_length():
     both = projection_lines(paper, {"wine-5-mlff": [m], "wine-5-sw": [sw]}, batched=True)
     assert sum("wine-5-mlff/s0, wine-5-sw/s0" in ln for ln in both) == 1  # one lockstep group, one time
     assert len(projection_lines(paper, {"wine-5-mlff": [m], "wine-5-sw": [sw]}, batched=False)) == len(both) + 1
+
+
+def test_fig3_reuses_fig2_runs_through_the_cli(tmp_path, monkeypatch):
+    from eqprop_cli.main import main
+
+    def tiny(epochs=None, seeds=(0,), only=None):  # Fig 2's three variants on wine, tiny
+        rs = []
+        for label, lr in (("mlff-global", 0.02), ("mlff-per-layer", [0.08, 0.04, 0.02, 0.01]), ("sw", 0.02)):
+            r = tiny_runs(list(seeds))[0 if label != "sw" else 1]
+            r.label, r.config.lr, r.config.hidden = label, lr, [10, 10, 10]
+            r.config.epochs = epochs or 2
+            rs.append(r)
+        return rs
+
+    monkeypatch.setattr(fig2, "runs", tiny)
+    out = tmp_path / "f2"
+    assert main(["reproduce", "fig2", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    stamp = (out / "sw" / "s0" / "metrics.json").stat().st_mtime_ns
+    assert main(["reproduce", "fig3", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    assert (out / "sw" / "s0" / "metrics.json").stat().st_mtime_ns == stamp  # reused, not rerun
+    report = (out / "report_fig3.md").read_text()
+    assert "mlff-per-layer: log-spread of r_l" in report and (out / "fig3_lr_rms.png").exists()
+    assert (out / "report.md").exists() and (out / "fig2_errors.png").exists()
