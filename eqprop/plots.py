@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: runs on CI machines and GPU hosts without a display
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
@@ -23,6 +24,7 @@ def plot_run(metrics: dict, out: Path) -> list[Path]:
     ax.plot(ep, [e["train_error"] for e in eps], "o-", label="train")
     ax.plot(ep, [e["test_error"] for e in eps], "s-", label="test")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # whole epochs
     ax.set_ylabel("regression error (1/2 MSE)" if metrics.get("task") == "regression" else "error rate")
     ax.set_title(_title(metrics))
     ax.legend()
@@ -34,6 +36,7 @@ def plot_run(metrics: dict, out: Path) -> list[Path]:
     for l in range(rms.shape[1]):
         ax.semilogy(ep, rms[:, l], "o-", label=f"layers {l}-{l + 1}")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # whole epochs
     ax.set_ylabel("RMS correction r_l")
     ax.set_title(f"log-spread {metrics['log_spread']:.3f}")
     ax.legend(fontsize=7)

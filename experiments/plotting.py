@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -23,6 +24,7 @@ def curves(results: dict, path: Path, key, ylabel: str, logy: bool = False) -> P
             if len(ms) > 1:
                 ax.fill_between(ep, vals.min(0), vals.max(0), color=f"C{i}", alpha=0.2)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # whole epochs
     ax.set_ylabel(ylabel)
     if logy:
         ax.set_yscale("log")
@@ -43,6 +45,7 @@ def lr_rms_panels(results: dict, path: Path) -> Path:
             ax.semilogy(np.arange(1, len(rms) + 1), lrs[l] * rms[:, l], label=f"layers {l}-{l + 1}")
         ax.set_title(label)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # whole epochs
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("lr x RMS correction")
     axes[0][-1].legend(fontsize=7)
