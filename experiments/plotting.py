@@ -83,7 +83,7 @@ def versus_p(summary: dict, path: Path, paper_points: dict) -> Path:
     pp = np.array([max(k, 1e-5) for k in paper_points])
     axes[0].plot(pp, list(paper_points.values()), "k*", ms=10, label="test (paper)")
     axes[0].set_ylabel("error")
-    axes[1].plot(p, [r["log_spread"] for _, r in rows], "o-")
+    axes[1].errorbar(p, [r["log_spread"] for _, r in rows], [r["log_spread_std"] for _, r in rows], fmt="o-")
     axes[1].set_ylabel("log-spread")
     rms = np.array([r["mean_rms"] for _, r in rows])
     for l in range(rms.shape[1]):
