@@ -28,7 +28,10 @@ def cmd_reproduce(args) -> int:
         r.config.validate()
     out = Path(args.out or f"results/{getattr(mod, 'RESULTS_OF', args.name)}")
     out.mkdir(parents=True, exist_ok=True)
-    if not args.sequential:
+    batched, why = choose_mode(args, runs)
+    if not args.quiet:
+        print(f"mode: {'lockstep trials' if batched else 'one run after another'} ({why})", file=sys.stderr)
+    if batched:
         summary, results = run_batched(args.name, runs, out, resume=not args.restart, progress=not args.quiet,
                                        device=args.device)
     else:
@@ -47,12 +50,32 @@ def cmd_reproduce(args) -> int:
         report += mod.check(summary, results)
     if reduced or (args.epochs and any(args.epochs < r.config.epochs for r in mod.runs(None, seeds, args.only))):
         from experiments.common import projection_lines
-        report += [""] + projection_lines(mod.runs(None, seeds, args.only), results, batched=not args.sequential)
+        report += [""] + projection_lines(mod.runs(None, seeds, args.only), results, batched=batched)
     text = "\n".join(report)
     (out / f"report_{args.name}.md" if hasattr(mod, "RESULTS_OF") else out / "report.md").write_text(text + "\n")
     print(text)
     print(f"\nsummary: {out / 'summary.json'}", file=sys.stderr)
     return 0
+
+
+# On CPU, stacking T trials of MNIST-sized nets costs more per trial than running them one after
+# another (bench_engine, docs/engine.md: 32 trials of 784-100x5-10 took 63x one trial's time),
+# while T small nets in one call are ~7x faster than T separate runs. On CUDA stacking is the point.
+SMALL_NET_HIDDEN = 256
+
+
+def choose_mode(args, runs) -> tuple[bool, str]:
+    """Lockstep trials or one run after another: the flag if given, else by device and size."""
+    if args.batched:
+        return True, "--batched"
+    if args.sequential:
+        return False, "--sequential"
+    cfg = runs[0].config
+    if (args.device or cfg.device).startswith("cuda"):
+        return True, "default on CUDA"
+    if sum(cfg.hidden) <= SMALL_NET_HIDDEN:
+        return True, f"default on CPU for nets with <= {SMALL_NET_HIDDEN} hidden neurons"
+    return False, f"default on CPU for nets with > {SMALL_NET_HIDDEN} hidden neurons (stacking does not pay there)"
 
 
 def register(sub) -> None:
@@ -69,11 +92,12 @@ def register(sub) -> None:
     p.add_argument("--restart", action="store_true", help="ignore finished runs and checkpoints")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--batched", action="store_true",
-                      help="(default) seeds and p values of equal sizes/steps run as lockstep trials of one "
-                           "solver (the fast engine; one checkpoint per group per epoch)")
+                      help="seeds and p values of equal sizes/steps run as lockstep trials of one solver (the "
+                           "fast engine; one checkpoint per group per epoch). Default on CUDA and for small nets")
     mode.add_argument("--sequential", action="store_true",
                       help="one Trainer run after another (the config's engine: the reference EulerSolver on "
-                           "CPU), a checkpoint per run; same results as --batched within fp32 noise")
+                           "CPU), a checkpoint per run; same results as --batched within fp32 noise. Default on "
+                           "CPU for nets with more than 256 hidden neurons")
     p.add_argument("--train-limit", type=int,
                    help="reduced scale: only the first N training examples (reported as such)")
     p.add_argument("--test-limit", type=int, help="reduced scale: only the first N test examples")

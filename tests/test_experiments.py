@@ -114,3 +114,15 @@ def test_fig3_reuses_fig2_runs_through_the_cli(tmp_path, monkeypatch):
     report = (out / "report_fig3.md").read_text()
     assert "mlff-per-layer: log-spread of r_l" in report and (out / "fig3_lr_rms.png").exists()
     assert (out / "report.md").exists() and (out / "fig2_errors.png").exists()
+
+
+def test_reproduce_mode_default_follows_device_and_size():
+    import argparse
+    from eqprop_cli.reproduce import choose_mode
+    small, big = tiny_runs([0]), fig4.runs(epochs=1)
+    ns = lambda **k: argparse.Namespace(**{"batched": False, "sequential": False, "device": None, **k})  # noqa: E731
+    assert choose_mode(ns(), small)[0] is True  # 10x5 hidden: stacking pays on CPU
+    assert choose_mode(ns(), big)[0] is False  # 784-100x5-10 on CPU: one after another
+    assert choose_mode(ns(device="cuda"), big)[0] is True
+    assert choose_mode(ns(batched=True), big) == (True, "--batched")
+    assert choose_mode(ns(sequential=True), small) == (False, "--sequential")
