@@ -59,7 +59,8 @@ class BlockStats:
 
     def batch_rms(self, dW: torch.Tensor) -> torch.Tensor:
         """r_l, (L-1,) or (T, L-1) on the device: ||dW on block l<->l+1||_F / sqrt(count), NaN if empty."""
-        sq = self._fold(self._layer_sums((dW * dW).double() if dW.dtype != torch.float64 else dW * dW))
+        d = dW.double()  # square in float64: fp32 squares of corrections below ~1e-20 underflow
+        sq = self._fold(self._layer_sums(d * d))
         adj = torch.stack([sq[..., l, l + 1] for l in range(len(self.slices) - 1)], -1)
         r = adj.sqrt() / (self._adj_count if self.trials else self._adj_count[0]).sqrt()  # 0/0 -> NaN
         return r
@@ -114,16 +115,25 @@ class BlockStats:
 
     def state_dict(self) -> dict:
         """Between epochs (the epoch buffer is empty then): sums and counts, on the host."""
-        return {"rms_sum": self.rms_sum.cpu(), "rms_n": self.rms_n, "abs_sum": self.abs_sum.cpu(),
-                "abs_n": self.abs_n, "abs_full": None if self.abs_full is None else self.abs_full.cpu()}
+        snap = lambda x: x.detach().clone().cpu()  # noqa: E731  (a copy: later add() must not change it)
+        return {"rms_sum": snap(self.rms_sum), "rms_n": self.rms_n, "abs_sum": snap(self.abs_sum),
+                "abs_n": self.abs_n, "abs_full": None if self.abs_full is None else snap(self.abs_full)}
 
     def load_state_dict(self, d: dict) -> None:
-        def put(dst, src):  # checkpoints from before trials were supported hold (L-1,) numpy arrays
-            dst.copy_(torch.as_tensor(np.asarray(src) if not torch.is_tensor(src) else src).reshape(dst.shape))
-        put(self.rms_sum, d["rms_sum"])
-        put(self.abs_sum, d["abs_sum"])
-        if d.get("abs_full") is not None and self.abs_full is not None:
-            put(self.abs_full, d["abs_full"])
+        def put(dst, src, key):  # checkpoints from before trials were supported hold (L-1,) numpy arrays
+            src = src if torch.is_tensor(src) else torch.as_tensor(np.asarray(src))
+            if tuple(src.shape) not in (tuple(dst.shape), tuple(dst.shape[1:])) or (
+                    tuple(src.shape) != tuple(dst.shape) and dst.shape[0] != 1):
+                raise ValueError(f"block stats state: {key} has shape {tuple(src.shape)}, this run needs "
+                                 f"{tuple(dst.shape)}")
+            dst.copy_(src.reshape(dst.shape))
+        put(self.rms_sum, d["rms_sum"], "rms_sum")
+        put(self.abs_sum, d["abs_sum"], "abs_sum")
+        if self.abs_full is not None:
+            if d.get("abs_full") is None:
+                raise ValueError("block stats state has no per-connection |dW| sums, this run keeps them "
+                                 "(save_dw_matrix): it cannot resume from that state")
+            put(self.abs_full, d["abs_full"], "abs_full")
         self.rms_n, self.abs_n = int(d["rms_n"]), int(d["abs_n"])
 
 

@@ -66,6 +66,8 @@ def check_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but torch.cuda.is_available() is False "
                            f"(torch {torch.__version__}{', a CPU-only build' if torch.version.cuda is None else ''})")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise RuntimeError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} GPU(s)")
     return dev
 
 
@@ -167,6 +169,8 @@ class Trainer:
         epochs = self.cfg.epochs if epochs is None else epochs
         if resume:
             self.load_checkpoint(out / CHECKPOINT)
+            if self.history:  # the checkpoint may be an epoch ahead of metrics.json (killed in between)
+                self.write_metrics(out)
         (out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
         n_train = len(self.data.x_train)
         for epoch in range(len(self.history) + 1, epochs + 1):
@@ -182,8 +186,8 @@ class Trainer:
             if progress:
                 tqdm.write(f"epoch {epoch}: train {res.train_error:.4f} test {res.test_error:.4f} "
                            f"rms {' '.join(f'{r:.2e}' for r in res.rms)} ({res.seconds:.1f} s)")
+            self.write_metrics(out)  # first: a kill before the checkpoint only repeats this epoch on resume
             self.save_checkpoint(out / CHECKPOINT)
-            self.write_metrics(out)
         return self.metrics()
 
     def metrics(self) -> dict:
@@ -204,19 +208,7 @@ class Trainer:
         }
 
     def write_metrics(self, out: Path) -> None:
-        m = self.metrics()
-        (out / "metrics.json").write_text(json.dumps(m, indent=2))
-        with open(out / "metrics.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            nb = len(m["mean_rms"])
-            w.writerow(["epoch", "train_error", "test_error", "seconds"] + [f"rms_{l}" for l in range(nb)])
-            for h in self.history:
-                w.writerow([h.epoch, h.train_error, h.test_error, h.seconds] + h.rms)
-        full = self.stats.mean_abs_dw_matrix()
-        if full is not None:
-            np.save(out / "dw_mean.npy", full.astype(np.float32))
-        from .plots import plot_run  # matplotlib only when writing outputs
-        plot_run(m, out)
+        write_run_outputs(self.metrics(), out, self.stats.mean_abs_dw_matrix())
 
     def save_checkpoint(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -236,8 +228,7 @@ class Trainer:
         if not np.array_equal(ck["mask"], self.net.topology.mask):
             raise CheckpointMismatch(f"{path}: checkpoint topology differs from this run's (different config or seed?)")
         if ck["config"] != self.cfg.to_dict():
-            diff = {k: (ck["config"].get(k), v) for k, v in self.cfg.to_dict().items()
-                    if ck["config"].get(k) != v and k not in RESUME_MAY_CHANGE}
+            diff = config_diff(ck["config"], self.cfg)
             if diff:
                 raise CheckpointMismatch(f"{path}: checkpoint config differs from this run's: {diff}")
         dev = self.device
@@ -248,6 +239,29 @@ class Trainer:
         self.rng.bit_generator.state = ck["rng"]
         self.stats.load_state_dict(ck["stats"])
         self.history = [EpochResult(**h) for h in ck["history"]]
+
+
+def write_run_outputs(m: dict, out: str | Path, dw_full: np.ndarray | None = None, plots: bool = True) -> None:
+    """A run's files: metrics.json, metrics.csv, dw_mean.npy (if kept) and plots (Trainer and trials)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(m, indent=2))
+    with open(out / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        nb = len(m["mean_rms"])
+        w.writerow(["epoch", "train_error", "test_error", "seconds"] + [f"rms_{l}" for l in range(nb)])
+        for h in m["epochs"]:
+            w.writerow([h["epoch"], h["train_error"], h["test_error"], h["seconds"]] + list(h["rms"]))
+    if dw_full is not None:
+        np.save(out / "dw_mean.npy", dw_full.astype(np.float32))
+    if plots:
+        from .plots import plot_run  # matplotlib only when writing outputs
+        plot_run(m, out)
+
+
+def config_diff(old: dict, cfg: TrainConfig) -> dict:
+    """Config keys in which a recorded run differs from ``cfg`` (those a resume may not change)."""
+    return {k: (old.get(k), v) for k, v in cfg.to_dict().items() if old.get(k) != v and k not in RESUME_MAY_CHANGE}
 
 
 def train(cfg: TrainConfig, dataset=None, network: Network | None = None, solver: Solver | None = None,

@@ -29,8 +29,8 @@ from .learning import contrastive_update, rate_tensors
 from .metrics import BlockStats
 from .network import Network
 from .topology import Topology
-from .trainer import (RESUME_MAY_CHANGE, CheckpointMismatch, EpochResult, build_network, check_device, make_batches,
-                      seed_streams)
+from .trainer import (CheckpointMismatch, EpochResult, build_network, check_device, make_batches,
+                      config_diff, seed_streams)
 
 
 @dataclasses.dataclass(eq=False)
@@ -300,10 +300,10 @@ class TrialTrainer:
             if progress:
                 tqdm.write(f"epoch {res[0].epoch}: test " + " ".join(f"{r.test_error:.4f}" for r in res)
                            + f" ({res[0].seconds:.1f} s)")
+            if on_epoch is not None:
+                on_epoch(self)  # first: a kill before the checkpoint only repeats this epoch on resume
             if checkpoint is not None:
                 self.save_checkpoint(checkpoint)
-            if on_epoch is not None:
-                on_epoch(self)
         return self.history
 
     def metrics(self, t: int) -> dict:
@@ -342,8 +342,7 @@ class TrialTrainer:
         if len(ck["configs"]) != self.T:
             raise CheckpointMismatch(f"{path}: checkpoint holds {len(ck['configs'])} trials, this group has {self.T}")
         for t, (old, cfg) in enumerate(zip(ck["configs"], self.cfgs)):
-            diff = {k: (old.get(k), v) for k, v in cfg.to_dict().items()
-                    if old.get(k) != v and k not in RESUME_MAY_CHANGE}
+            diff = config_diff(old, cfg)
             if diff:
                 raise CheckpointMismatch(f"{path}: trial {t}'s checkpoint config differs from this run's: {diff}")
         if not torch.equal(ck["mask"], self.stack.mask.cpu()):

@@ -26,32 +26,25 @@ class Run:
 
 def run_all(name: str, runs: list[Run], out: Path, resume: bool = True, progress: bool = True,
             device: str | None = None) -> tuple[dict, dict[str, list[dict]]]:
-    """Train every run (skipping finished ones when resuming); returns (summary by label,
-    every run's metrics by label)."""
+    """Train every run one after another (skipping finished ones when resuming); returns
+    (summary by label, every run's metrics by label)."""
     from eqprop.trainer import Trainer
-    from eqprop.datasets import load_dataset
 
-    data_cache: dict = {}
+    data = _prepare(runs, out, device)
     results: dict[str, list[dict]] = {}
     for i, r in enumerate(runs):
         cfg = r.config
-        if device:
-            cfg.device = device
-        cfg.out = str(out / r.label / f"s{cfg.seed}")
-        mfile = Path(cfg.out) / "metrics.json"
-        done = resume and mfile.exists() and len(json.loads(mfile.read_text())["epochs"]) >= cfg.epochs
+        done = resume and finished(cfg)
         if progress:
             print(f"[{name} {i + 1}/{len(runs)}] {r.label} seed {cfg.seed}" + (" (done)" if done else ""),
                   flush=True)
         if not done:
-            if cfg.dataset not in data_cache:
-                data_cache[cfg.dataset] = load_dataset(cfg.dataset)
             ck = Path(cfg.out) / "checkpoint.pt"
             try:
-                Trainer(cfg, data_cache[cfg.dataset]).run(resume=resume and ck.exists(), progress=progress)
+                Trainer(cfg, data[cfg.dataset]).run(resume=resume and ck.exists(), progress=progress)
             except CheckpointMismatch as e:
                 raise CheckpointMismatch(f"{e}; rerun with --restart to start afresh, or use another --out") from None
-        results.setdefault(r.label, []).append(json.loads(mfile.read_text()))
+        results.setdefault(r.label, []).append(json.loads((Path(cfg.out) / "metrics.json").read_text()))
     summary = summarise(results)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary, results
@@ -60,46 +53,75 @@ def run_all(name: str, runs: list[Run], out: Path, resume: bool = True, progress
 def run_batched(name: str, runs: list[Run], out: Path, resume: bool = True, progress: bool = True,
                 device: str | None = None) -> tuple[dict, dict[str, list[dict]]]:
     """All runs as independent trials of one lockstep solver call per step (eqprop.trials): seeds and
-    p values of one experiment relax together (the GPU path's batching). Each trial writes the
-    same config.json / metrics.json as a single run after every epoch; each group checkpoints
-    to out/batched/<group>.pt after every epoch and resumes from it."""
-    from eqprop.datasets import load_dataset
+    p values of one experiment relax together (the GPU path's batching). Finished runs are skipped
+    (also those a sequential run finished); the rest are grouped by what must be equal in lockstep.
+    Each trial writes the files of a single run after every epoch; each group checkpoints to
+    out/batched/<group>.pt after every epoch and resumes from it."""
     from eqprop.trials import _SHARED, TrialTrainer
 
+    data = _prepare(runs, out, device)
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
-        if device:
-            r.config.device = device
-        r.config.out = str(out / r.label / f"s{r.config.seed}")
-        groups.setdefault(tuple(str(getattr(r.config, k)) for k in _SHARED), []).append(r)
-    results: dict[str, list[dict]] = {}
+        if not (resume and finished(r.config)):
+            groups.setdefault(tuple(str(getattr(r.config, k)) for k in _SHARED), []).append(r)
+    if progress and len(runs) > sum(map(len, groups.values())):
+        print(f"[{name}] {len(runs) - sum(map(len, groups.values()))} of {len(runs)} runs already done", flush=True)
     for gi, group in enumerate(groups.values()):
         cfgs = [r.config for r in group]
         members = [f"{r.label}/s{r.config.seed}" for r in group]
         ck = out / "batched" / f"{_group_key(members)}.pt"
-        metrics = [Path(c.out) / "metrics.json" for c in cfgs]
-        done = resume and all(m.exists() and len(json.loads(m.read_text())["epochs"]) >= c.epochs
-                              for m, c in zip(metrics, cfgs))
         if progress:
-            print(f"[{name} batched group {gi + 1}/{len(groups)}] {len(group)} trials: " + ", ".join(members)
-                  + (" (done)" if done else ""), flush=True)
-        if not done:
-            tr = TrialTrainer(cfgs, load_dataset(cfgs[0].dataset))
-            if resume and ck.exists():
-                try:
-                    tr.load_checkpoint(ck)
-                except CheckpointMismatch as e:
-                    raise CheckpointMismatch(f"{e}; rerun with --restart to start afresh, or use another --out") from None
-            ck.parent.mkdir(parents=True, exist_ok=True)
-            tr.run(progress=progress, checkpoint=ck, on_epoch=_write_trials)
-            from eqprop.plots import plot_run  # each trial's own plots, as a single run draws them
-            for t, c in enumerate(cfgs):
-                plot_run(tr.metrics(t), Path(c.out))
-        for r, m in zip(group, metrics):
-            results.setdefault(r.label, []).append(json.loads(m.read_text()))
+            print(f"[{name} batched group {gi + 1}/{len(groups)}] {len(group)} trials: " + ", ".join(members),
+                  flush=True)
+        tr = TrialTrainer(cfgs, data[cfgs[0].dataset])
+        if resume and ck.exists():
+            try:
+                tr.load_checkpoint(ck)
+            except CheckpointMismatch as e:
+                raise CheckpointMismatch(f"{e}; rerun with --restart to start afresh, or use another --out") from None
+            if tr.history[0]:
+                _write_trials(tr, plots=False)  # the checkpoint may be an epoch ahead of metrics.json
+        ck.parent.mkdir(parents=True, exist_ok=True)
+        tr.run(progress=progress, checkpoint=ck, on_epoch=_write_trials)
+        _write_trials(tr, plots=True)
+    results: dict[str, list[dict]] = {}
+    for r in runs:
+        results.setdefault(r.label, []).append(json.loads((Path(r.config.out) / "metrics.json").read_text()))
     summary = summarise(results)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary, results
+
+
+def _prepare(runs: list[Run], out: Path, device: str | None) -> dict:
+    """Set each run's device and folder; load every dataset the runs need and check their
+    example limits, all before any training (a bad limit must not fail the third group)."""
+    from eqprop.datasets import load_dataset
+
+    data: dict = {}
+    for r in runs:
+        if device:
+            r.config.device = device
+        r.config.out = str(out / r.label / f"s{r.config.seed}")
+        if r.config.dataset not in data:
+            data[r.config.dataset] = load_dataset(r.config.dataset)
+        data[r.config.dataset].head(r.config.train_limit, r.config.test_limit)  # raises on a bad limit
+    return data
+
+
+def finished(cfg: TrainConfig) -> bool:
+    """Whether cfg.out holds this run, finished: metrics.json with cfg.epochs epochs from the same
+    config. A folder holding another config's run is an error, not a result to reuse."""
+    from eqprop.trainer import config_diff
+
+    mfile = Path(cfg.out) / "metrics.json"
+    if not mfile.exists():
+        return False
+    m = json.loads(mfile.read_text())
+    diff = config_diff(m["config"], cfg)
+    if diff:
+        raise CheckpointMismatch(f"{mfile} holds a run with another config: {diff}; rerun with --restart to "
+                                 "start afresh, or use another --out")
+    return len(m["epochs"]) >= cfg.epochs
 
 
 def _group_key(members: list[str]) -> str:
@@ -108,16 +130,17 @@ def _group_key(members: list[str]) -> str:
     return "group-" + hashlib.sha1("\n".join(sorted(members)).encode()).hexdigest()[:12]
 
 
-def _write_trials(tr) -> None:
-    """After each epoch: every trial's config.json and metrics.json, as a single run writes them."""
+def _write_trials(tr, plots: bool = False) -> None:
+    """Every trial's config.json and the files a single run writes (after each epoch: no plots)."""
+    from eqprop.trainer import write_run_outputs
+
+    full = tr.stats.mean_abs_dw_matrix()
     for t, cfg in enumerate(tr.cfgs):
         run_dir = Path(cfg.out)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        (run_dir / "metrics.json").write_text(json.dumps(tr.metrics(t), indent=2))
-        full = tr.stats.mean_abs_dw_matrix()
-        if full is not None:
-            np.save(run_dir / "dw_mean.npy", full[t].astype(np.float32))
+        write_run_outputs(tr.metrics(t), run_dir, full[t] if full is not None and cfg.save_dw_matrix else None,
+                          plots=plots)
 
 
 def summarise(results: dict[str, list[dict]]) -> dict:
@@ -169,7 +192,8 @@ def epoch_steps(cfg: TrainConfig, n_train: int, n_test: int) -> int:
 
 def projection_lines(paper_runs: list[Run], results: dict[str, list[dict]], batched: bool) -> list[str]:
     """The paper-length time of each run group, projected from this run's measured seconds per
-    Euler step (same machine, same solver): a markdown table. Groups are the lockstep groups
+    Euler step (same machine, same solver; epochs after the first when there are several): a
+    markdown table. Groups are the lockstep groups
     (batched: one epoch time covers all members) or single runs (sequential: times add up)."""
     from eqprop.datasets import load_dataset
     from eqprop.trials import _SHARED
@@ -194,7 +218,8 @@ def projection_lines(paper_runs: list[Run], results: dict[str, list[dict]], batc
             sizes[cfg.dataset] = (len(d.x_train), len(d.x_test), d.batch_size)
         n_train, n_test, bs = sizes[cfg.dataset]
         cfg.batch_size, full = cfg.batch_size or bs, dataclasses.replace(full, batch_size=full.batch_size or bs)
-        sec = float(np.mean([e["seconds"] for e in m["epochs"]]))
+        secs = [e["seconds"] for e in m["epochs"]]
+        sec = float(np.mean(secs[1:] if len(secs) > 1 else secs))  # epoch 1 also pays one-off set-up
         measured, target = epoch_steps(cfg, n_train, n_test), epoch_steps(full, n_train, n_test)
         proj = sec / measured * target * full.epochs
         total += proj

@@ -61,8 +61,32 @@ def test_batched_groups_resume_from_their_checkpoint(tmp_path):
     changed = runs(3)
     for r in changed:
         r.config.lr = 0.5
-    with pytest.raises(ValueError, match="config differs.*lr.*rerun with --restart"):
+    with pytest.raises(ValueError, match="another config.*lr.*rerun with --restart"):
         run_batched("t", changed, tmp_path / "cut", progress=False)
+    with pytest.raises(ValueError, match="another config.*lr.*rerun with --restart"):
+        run_all("t", changed, tmp_path / "cut", progress=False)
+
+
+def test_a_checkpoint_ahead_of_metrics_is_written_out_on_resume(tmp_path):
+    import json
+
+    def runs():
+        rs = tiny_runs([0])
+        for r in rs:
+            r.config.epochs = 1
+        return rs
+
+    for runner in (run_batched, run_all):
+        out = tmp_path / runner.__name__
+        runner("t", runs(), out, progress=False)
+        before = {}
+        for label in ("wine-5-mlff", "wine-5-sw"):  # killed after the checkpoint, before the metrics
+            mfile = out / label / "s0" / "metrics.json"
+            before[label] = json.loads(mfile.read_text())
+            mfile.write_text(json.dumps(dict(before[label], epochs=[])))
+        _, res = runner("t", runs(), out, progress=False)
+        for label, m in before.items():
+            assert res[label][0]["epochs"] == m["epochs"]  # from the checkpoint, not retrained (same seconds)
 
 
 def test_fig3_and_fig4_checks_report_per_run_numbers():
@@ -83,7 +107,7 @@ def test_projection_scales_measured_seconds_per_step_to_the_paper_length():
         r.config.epochs = 10
     cfg = dataclasses.replace(paper[0].config, epochs=1, train_limit=50, test_limit=10, batch_size=5)
     assert epoch_steps(cfg, 150, 25) == 10 * 18 + 2 * 15
-    m = {"config": cfg.to_dict(), "epochs": [{"seconds": 2.1}, {"seconds": 1.9}]}
+    m = {"config": cfg.to_dict(), "epochs": [{"seconds": 9.0}, {"seconds": 2.1}, {"seconds": 1.9}]}
     lines = projection_lines(paper, {"wine-5-mlff": [m]}, batched=False)
     seconds = 2.0 / 210 * (30 * 18 + 5 * 15) * 10  # 58.6 s
     assert f"| wine-5-mlff/s0 | 2.0 s/epoch of 210 steps | 10 epochs of 615 steps | {seconds:.0f} s |" in lines

@@ -84,3 +84,13 @@ def test_block_stats_resume_from_state_dict():
     c = BlockStats(t)
     c.load_state_dict(old)  # a checkpoint written before trials shared this class (numpy, no T axis)
     np.testing.assert_array_equal(c.mean_rms(), a.mean_rms())
+    snap = a.state_dict()
+    kept = snap["rms_sum"].clone()
+    a.add(dW)
+    assert torch.equal(snap["rms_sum"], kept), "a state_dict is a copy, not a view of the live sums"
+    with pytest.raises(ValueError, match="rms_sum has shape"):
+        c.load_state_dict(dict(old, rms_sum=np.zeros(7)))
+    with pytest.raises(ValueError, match="no per-connection"):
+        BlockStats(t, full_matrix=True).load_state_dict(old)
+    tiny = BlockStats(t)
+    assert tiny.add((1e-24 * dW).float()).numpy().min() > 0, "fp32 corrections of 1e-24 must not square to 0"
