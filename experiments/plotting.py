@@ -131,7 +131,9 @@ def dw_connection_images(out: Path, labels: list[str], path: Path) -> Path:
     with np.errstate(divide="ignore"):
         logs = {k: np.where(m > 0, np.log10(np.where(m > 0, m, 1)), np.nan) for k, m in mats.items()}
     finite = [v[np.isfinite(v)] for v in logs.values() if np.isfinite(v).any()]
-    vmin, vmax = (min(f.min() for f in finite), max(f.max() for f in finite)) if finite else (0, 1)
+    # colour range from the 1st percentile up: a few near-zero corrections would wash out the rest
+    vmin, vmax = ((np.percentile(np.concatenate(finite), 1), max(f.max() for f in finite)) if finite
+                  else (0, 1))
     for ax, (k, v) in zip(axes[0], logs.items()):
         im = ax.imshow(v, vmin=vmin, vmax=vmax, cmap="viridis", interpolation="nearest")
         ax.set_title(k)
