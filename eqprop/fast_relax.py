@@ -182,6 +182,7 @@ class FastEulerSolver(EulerSolver):
 
     cuda_graph: bool | None = None  # (eps, steps, nudge_form, tol, coupling: EulerSolver's settings)
     tf32: bool = False
+    check_values: bool = True  # relax(): test x for NaN/inf (a host sync per call on CUDA); False for validated data
     last_steps_per_trial: torch.Tensor | None = dataclasses.field(default=None, init=False)
     captures: int = dataclasses.field(default=0, init=False)  # graphs captured so far (diagnostics)
 
@@ -202,7 +203,7 @@ class FastEulerSolver(EulerSolver):
                 raise ValueError(f"state0 must have shape ({x.shape[0]}, {n}), got {tuple(state0.shape)}")
             state0 = state0[None]
         out = self.relax_tensors(network.W.unsqueeze(0), network.b.unsqueeze(0), [network.topology],
-                                 x, state0, float(beta), target, steps)
+                                 x, state0, float(beta), target, steps, check_values=self.check_values)
         return out[0]
 
     def relax_stack(self, stack, x, state0=None, beta=0.0, target=None, steps=None):

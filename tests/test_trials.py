@@ -272,6 +272,14 @@ def test_engine_choice_and_its_results():
     assert type(make_solver(TrainConfig(**base))) is EulerSolver  # auto on CPU: the reference
     assert type(make_solver(TrainConfig(**base, engine="fast"))) is FastEulerSolver
     assert type(make_solver(TrainConfig(**base, device="cuda"))) is FastEulerSolver  # no CUDA needed to choose
+    net = nets(1)[0]
+    bad = torch.rand(3, 6)
+    bad[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        FastEulerSolver(free_steps=3).relax(net, bad)
+    # the Trainer's fast engine skips that check (Dataset rows are validated on load): no GPU sync per call
+    assert make_solver(TrainConfig(**base, engine="fast")).check_values is False
+    assert torch.isnan(make_solver(TrainConfig(**base, engine="fast")).relax(net, bad)).any()
     ref, fast = Trainer(TrainConfig(**base), data), Trainer(TrainConfig(**base, engine="fast"), data)
     for tr in (ref, fast):
         for k in range(len(tr.train_batches)):
