@@ -192,21 +192,8 @@ class Trainer:
         return self.metrics()
 
     def metrics(self) -> dict:
-        info = self.net.topology.info
-        return {
-            "epochs": [dataclasses.asdict(h) for h in self.history],
-            "log_spread": self.stats.log_spread(),
-            "mean_rms": [float(v) for v in self.stats.mean_rms()],
-            "mean_abs_dw_blocks": [[None if np.isnan(v) else float(v) for v in row]
-                                   for row in self.stats.mean_abs_dw()],
-            "actual_p": info.get("actual_p", 0.0),
-            "sizes": list(self.net.topology.sizes),
-            "n_connections": self.net.topology.n_connections,
-            "task": self.data.task,
-            "solver": type(self.solver).__name__,
-            "network_given": self.network_given,
-            "config": self.cfg.to_dict(),
-        }
+        return run_metrics(self.cfg, self.net.topology, self.history, self.stats.mean_rms(), self.stats.log_spread(),
+                           self.stats.mean_abs_dw(), self.data.task, type(self.solver).__name__, self.network_given)
 
     def write_metrics(self, out: Path) -> None:
         write_run_outputs(self.metrics(), out, self.stats.mean_abs_dw_matrix())
@@ -240,6 +227,24 @@ class Trainer:
         self.rng.bit_generator.state = ck["rng"]
         self.stats.load_state_dict(ck["stats"])
         self.history = [EpochResult(**h) for h in ck["history"]]
+
+
+def run_metrics(cfg: TrainConfig, topology, history: list[EpochResult], mean_rms, log_spread: float, mean_abs_dw,
+                task: str, solver: str, network_given: bool) -> dict:
+    """metrics.json's content for one run (Trainer, or one trial of TrialTrainer)."""
+    return {
+        "epochs": [dataclasses.asdict(h) for h in history],
+        "log_spread": float(log_spread),
+        "mean_rms": [float(v) for v in mean_rms],
+        "mean_abs_dw_blocks": [[None if np.isnan(v) else float(v) for v in row] for row in mean_abs_dw],
+        "actual_p": topology.info.get("actual_p", 0.0),
+        "sizes": list(topology.sizes),
+        "n_connections": topology.n_connections,
+        "task": task,
+        "solver": solver,
+        "network_given": network_given,
+        "config": cfg.to_dict(),
+    }
 
 
 def write_run_outputs(m: dict, out: str | Path, dw_full: np.ndarray | None = None, plots: bool = True) -> None:

@@ -30,7 +30,7 @@ from .metrics import BlockStats
 from .network import Network
 from .topology import Topology
 from .trainer import (CheckpointMismatch, EpochResult, build_network, check_device, make_batches,
-                      config_diff, seed_streams)
+                      config_diff, run_metrics, seed_streams)
 
 
 @dataclasses.dataclass(eq=False)
@@ -306,17 +306,15 @@ class TrialTrainer:
                 self.save_checkpoint(checkpoint)
         return self.history
 
+    def metrics_all(self) -> list[dict]:
+        """Every trial's metrics.json content (the stats read back from the device once)."""
+        rms, spread, absdw = self.stats.mean_rms(), self.stats.log_spread(), self.stats.mean_abs_dw()
+        return [run_metrics(c, self.stack.topologies[t], self.history[t], rms[t], spread[t], absdw[t], self.data.task,
+                            "FastEulerSolver (trials)", self.networks_given) for t, c in enumerate(self.cfgs)]
+
     def metrics(self, t: int) -> dict:
-        """Trial t's metrics.json content (the keys Trainer.metrics writes)."""
-        topo = self.stack.topologies[t]
-        return {"epochs": [dataclasses.asdict(h) for h in self.history[t]],
-                "log_spread": float(self.stats.log_spread()[t]),
-                "mean_rms": [float(v) for v in self.stats.mean_rms()[t]],
-                "mean_abs_dw_blocks": [[None if np.isnan(v) else float(v) for v in row]
-                                       for row in self.stats.mean_abs_dw()[t]],
-                "actual_p": topo.info.get("actual_p", 0.0), "sizes": list(topo.sizes),
-                "n_connections": topo.n_connections, "task": self.data.task,
-                "solver": "FastEulerSolver (trials)", "network_given": self.networks_given, "config": self.cfgs[t].to_dict()}
+        """Trial t's metrics.json content."""
+        return self.metrics_all()[t]
 
     def networks(self) -> list[Network]:
         return self.stack.to_networks()

@@ -48,9 +48,10 @@ def cmd_reproduce(args) -> int:
         report += [compare_table(summary, mod.PAPER), ""]
     if hasattr(mod, "check"):
         report += mod.check(summary, results)
-    if reduced or (args.epochs and any(args.epochs < r.config.epochs for r in mod.runs(None, seeds, args.only))):
+    paper_runs = mod.runs(None, seeds, args.only)  # the paper's lengths, for the projection
+    if reduced or (args.epochs and any(args.epochs < r.config.epochs for r in paper_runs)):
         from experiments.common import projection_lines
-        report += [""] + projection_lines(mod.runs(None, seeds, args.only), results, batched=batched)
+        report += [""] + projection_lines(paper_runs, results, batched=batched)
     text = "\n".join(report)
     (out / f"report_{args.name}.md" if hasattr(mod, "RESULTS_OF") else out / "report.md").write_text(text + "\n")
     print(text)

@@ -18,6 +18,9 @@ from eqprop.config import TrainConfig
 from eqprop.trainer import CheckpointMismatch
 
 
+RESTART_HINT = "rerun with --restart to start afresh, or use another --out"
+
+
 @dataclasses.dataclass
 class Run:
     label: str  # e.g. "diabetes-5-sw"
@@ -43,11 +46,8 @@ def run_all(name: str, runs: list[Run], out: Path, resume: bool = True, progress
             try:
                 Trainer(cfg, data[cfg.dataset]).run(resume=resume and ck.exists(), progress=progress)
             except CheckpointMismatch as e:
-                raise CheckpointMismatch(f"{e}; rerun with --restart to start afresh, or use another --out") from None
-        results.setdefault(r.label, []).append(json.loads((Path(cfg.out) / "metrics.json").read_text()))
-    summary = summarise(results)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary, results
+                raise CheckpointMismatch(f"{e}; {RESTART_HINT}") from None
+    return _collect(runs, out)
 
 
 def run_batched(name: str, runs: list[Run], out: Path, resume: bool = True, progress: bool = True,
@@ -78,12 +78,17 @@ def run_batched(name: str, runs: list[Run], out: Path, resume: bool = True, prog
             try:
                 tr.load_checkpoint(ck)
             except CheckpointMismatch as e:
-                raise CheckpointMismatch(f"{e}; rerun with --restart to start afresh, or use another --out") from None
+                raise CheckpointMismatch(f"{e}; {RESTART_HINT}") from None
             if tr.history[0]:
                 _write_trials(tr, plots=False)  # the checkpoint may be an epoch ahead of metrics.json
         ck.parent.mkdir(parents=True, exist_ok=True)
         tr.run(progress=progress, checkpoint=ck, on_epoch=_write_trials)
         _write_trials(tr, plots=True)
+    return _collect(runs, out)
+
+
+def _collect(runs: list[Run], out: Path) -> tuple[dict, dict[str, list[dict]]]:
+    """Every run's metrics.json by label, their summary (also written to out/summary.json)."""
     results: dict[str, list[dict]] = {}
     for r in runs:
         results.setdefault(r.label, []).append(json.loads((Path(r.config.out) / "metrics.json").read_text()))
@@ -119,8 +124,7 @@ def finished(cfg: TrainConfig) -> bool:
     m = json.loads(mfile.read_text())
     diff = config_diff(m["config"], cfg)
     if diff:
-        raise CheckpointMismatch(f"{mfile} holds a run with another config: {diff}; rerun with --restart to "
-                                 "start afresh, or use another --out")
+        raise CheckpointMismatch(f"{mfile} holds a run with another config: {diff}; {RESTART_HINT}")
     return len(m["epochs"]) >= cfg.epochs
 
 
@@ -135,12 +139,11 @@ def _write_trials(tr, plots: bool = False) -> None:
     from eqprop.trainer import write_run_outputs
 
     full = tr.stats.mean_abs_dw_matrix()
-    for t, cfg in enumerate(tr.cfgs):
+    for t, (cfg, m) in enumerate(zip(tr.cfgs, tr.metrics_all())):
         run_dir = Path(cfg.out)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        write_run_outputs(tr.metrics(t), run_dir, full[t] if full is not None and cfg.save_dw_matrix else None,
-                          plots=plots)
+        write_run_outputs(m, run_dir, full[t] if full is not None and cfg.save_dw_matrix else None, plots=plots)
 
 
 def summarise(results: dict[str, list[dict]]) -> dict:
