@@ -12,7 +12,7 @@ _EXPORTS = {
     "SimulationTimeout": "errors", "WorkerCrashed": "errors",
     "NgspiceSession": "ngspice_runner", "find_library": "ngspice_runner", "library_available": "ngspice_runner",
     "run_batch": "ngspice_batch", "read_raw": "ngspice_batch", "find_binary": "ngspice_batch",
-    "SpiceSolver": "spice_solver",
+    "SpiceSolver": "spice_solver", "SpiceConfig": "spice_config", "DeviceEulerSolver": "device_solver",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -255,3 +255,72 @@ def apply_update(prog: ProgrammedWeights, dW, device: DeviceModel, rng=None, dto
         Gp, Gm = write_noise(Gp, device, r), write_noise(Gm, device, r)
     Gp, Gm = np.where(prog.mask, Gp * fp, 0.0), np.where(prog.mask, Gm * fm, 0.0)
     return ProgrammedWeights(Gp, Gm, prog.g_unit, prog.mask, 0)
+
+
+# -- one device instance in the learning loop ---------------------------------------------
+def instance_seed(device_seed: int, trial: int) -> np.random.SeedSequence:
+    """The random stream of trial ``trial``'s device instance (its d2d draw, write noise): the
+    same for every backend, so ngspice and the digital surrogate hold the same devices."""
+    return np.random.SeedSequence([int(device_seed), int(trial)])
+
+
+class DeviceArray:
+    """The device pairs of one network trial: programmed once, then changed by updates only.
+
+    Every weight update passes through ``update`` (aihwkit's rule: the device model is in
+    the loop): each pair moves toward the pair of W + step with the model's asymmetry,
+    quantisation and write noise. ``nominal_weights`` is what the pairs hold before this
+    instance's d2d gain mismatch, ``realised_weights`` what acts in the circuit (with it:
+    the two directions of a symmetric weight then differ).
+    """
+
+    def __init__(self, device: DeviceModel, mask: np.ndarray, seed, clip: bool = False):
+        self.device, self.mask, self.clip = device, np.asarray(mask, bool), clip
+        self.rng = np.random.default_rng(seed)
+        self.dtod = sample_dtod(self.mask.shape, device, self.rng) if device.stochastic else None
+        self.prog: ProgrammedWeights | None = None
+        self.n_clipped = 0
+
+    def program(self, W) -> ProgrammedWeights:
+        """Write W afresh (every device, from its canonical pair)."""
+        self.prog = weights_to_conductances(W, self.device, self.rng if self.device.stochastic else None,
+                                            mask=self.mask, clip=self.clip, dtod=self.dtod)
+        self.n_clipped = self.prog.n_clipped
+        return self.prog
+
+    def update(self, step) -> np.ndarray:
+        """Move every device by the weight step (N, N); returns where a conductance changed."""
+        if self.prog is None:
+            raise RuntimeError("program the devices before updating them")
+        old = self.prog
+        self.prog = apply_update(old, step, self.device, self.rng, dtod=self.dtod)
+        return (self.prog.Gp != old.Gp) | (self.prog.Gm != old.Gm)
+
+    def nominal_weights(self) -> np.ndarray:
+        fp, fm = self.dtod if self.dtod is not None else (1.0, 1.0)
+        Gp = np.where(self.mask, self.prog.Gp / fp, 0.0)
+        Gm = np.where(self.mask, self.prog.Gm / fm, 0.0)
+        return conductances_to_weights(Gp, Gm, self.prog.g_unit)
+
+    def realised_weights(self) -> np.ndarray:
+        return self.prog.weights()
+
+    def state_dict(self) -> dict:
+        return {"Gp": self.prog.Gp.copy(), "Gm": self.prog.Gm.copy(), "rng": self.rng.bit_generator.state,
+                "n_clipped": self.n_clipped}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.prog = ProgrammedWeights(np.asarray(d["Gp"]), np.asarray(d["Gm"]), self.device.g_unit, self.mask)
+        self.rng.bit_generator.state = d["rng"]
+        self.n_clipped = int(d["n_clipped"])
+
+
+def symmetrise(W: np.ndarray, directed: bool) -> np.ndarray:
+    """The weight a Hopfield network holds for two device pairs: the mean of both directions."""
+    return W if directed else 0.5 * (W + W.T)
+
+
+def weight_asymmetry(W: np.ndarray) -> float:
+    """||W - W^T||_F / ||W||_F (0 for a symmetric matrix or all-zero W)."""
+    n = float(np.linalg.norm(W))
+    return 0.0 if n == 0 else float(np.linalg.norm(W - W.T)) / n

@@ -1,115 +1,208 @@
-"""Run configuration: one dataclass, loadable from TOML, overridable from flags."""
+"""Configuration: what a run is (``RunConfig``) apart from how its equilibria are found
+(``EulerConfig`` here; ``circuits.spice_solver.SpiceConfig`` for ngspice).
+
+Both are frozen dataclasses, validated once on construction and never changed after
+(``dataclasses.replace`` makes a changed copy). config.json records both. A TOML file may
+hold the keys of either flat at the top level or in ``[run]`` / ``[euler]`` tables.
+"""
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from pathlib import Path
 
 TOPOLOGIES = ("mlff", "sw")
 ENGINES = ("auto", "reference", "fast")
+COUPLINGS = ("auto", "dense", "blocks")
+NUDGE_FORMS = ("sequential", "gradient")
+# what trials of one lockstep Trainer must share (the rest, e.g. seed, topology, p, lr, beta, may differ)
+LOCKSTEP_FIELDS = ("dataset", "epochs", "hidden", "batch_size", "device", "dtype", "train_limit", "test_limit")
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything a training run needs; written to results/.../config.json.
+def _check_type(owner: str, name: str, value, kinds, what: str):
+    # bool is an int in Python: a TOML `epochs = true` must not pass as 1
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        raise ValueError(f"{owner}: {name} must be {what}, got {value!r} ({type(value).__name__})")
 
-    Defaults follow Gammell et al.'s small-data runs (eps 0.5, |beta| 1 with random sign,
-    sequential nudging, fixed step counts).
+
+def _finite(owner: str, name: str, value) -> float:
+    _check_type(owner, name, value, (int, float), "a number")
+    if not math.isfinite(value):
+        raise ValueError(f"{owner}: {name} must be finite, got {value!r}")
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """What a training run is: data, network, learning rule, length, seed; written to config.json.
+
+    Defaults follow Gammell et al.'s small-data runs (|beta| 1 with a random sign per batch).
     """
 
     dataset: str = "digits"
-    hidden: list[int] = dataclasses.field(default_factory=lambda: [10, 10])
+    hidden: tuple[int, ...] = (10, 10)
     topology: str = "mlff"  # mlff | sw
     p: float = 0.1  # small-world replacement probability
     sw_mode: str = "replace"  # replace | add
     intralayer: bool = False
-    lr: float | list[float] = 0.01  # global, or one per adjacent block (input side first)
-    eps: float = 0.5
+    lr: float | tuple[float, ...] = 0.01  # global, or one per adjacent block (input side first)
     beta: float = 1.0
     random_beta_sign: bool = True
-    free_steps: int = 1000
-    nudged_steps: int = 12
-    nudge_form: str = "sequential"  # sequential (paper's code) | gradient (Scellier)
     batch_size: int | None = None  # None: the dataset's paper default
     epochs: int = 10
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
-    coupling: str = "auto"  # auto | blocks | dense
-    engine: str = "auto"  # reference (EulerSolver) | fast (FastEulerSolver) | auto: fast on CUDA only
     train_limit: int | None = None  # reduced-scale runs: only the first N training examples
     test_limit: int | None = None  # ... and the first N test examples (None: the whole split)
     save_dw_matrix: bool = False  # also keep the N x N mean |dW| (Fig 5), written to dw_mean.npy
     out: str = "results/train/run"
 
     def __post_init__(self):
-        self.validate()
-
-    def validate(self) -> None:
+        o = "run config"
+        _check_type(o, "dataset", self.dataset, (str,), "a dataset name")
+        _check_type(o, "hidden", self.hidden, (list, tuple), "a list of layer sizes")
+        for h in self.hidden:
+            _check_type(o, "hidden", h, (int,), "a list of positive integers")
+            if h < 1:
+                raise ValueError(f"{o}: hidden layer sizes must be positive integers, got {list(self.hidden)}")
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         if self.topology not in TOPOLOGIES:
-            raise ValueError(f"topology must be one of {TOPOLOGIES}, got {self.topology!r}")
-        if not (0.0 <= float(self.p) <= 1.0):
-            raise ValueError(f"p must lie in [0, 1], got {self.p}")
+            raise ValueError(f"{o}: topology must be one of {TOPOLOGIES}, got {self.topology!r}")
+        if not 0.0 <= _finite(o, "p", self.p) <= 1.0:
+            raise ValueError(f"{o}: p must lie in [0, 1], got {self.p}")
         if self.sw_mode not in ("replace", "add"):
-            raise ValueError(f"sw_mode must be 'replace' or 'add', got {self.sw_mode!r}")
-        if any(int(h) != h or h < 1 for h in self.hidden):
-            raise ValueError(f"hidden layer sizes must be positive integers, got {self.hidden}")
-        if self.epochs < 0 or self.free_steps < 0 or self.nudged_steps < 0:
-            raise ValueError("epochs and step counts must be >= 0")
-        if self.beta == 0:
-            raise ValueError("beta must be non-zero (EqProp divides by it)")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        for k in ("train_limit", "test_limit"):
-            v = getattr(self, k)
-            if v is not None and (int(v) != v or v < 1):
-                raise ValueError(f"{k} must be a positive integer or None, got {v!r}")
-        if self.nudge_form not in ("sequential", "gradient"):
-            raise ValueError(f"nudge_form must be 'sequential' or 'gradient', got {self.nudge_form!r}")
-        if self.coupling not in ("auto", "blocks", "dense"):
-            raise ValueError(f"coupling must be auto, blocks or dense, got {self.coupling!r}")
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must lie in (0, 1], got {self.eps}")
-        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
-            raise ValueError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
-        if self.random_beta_sign and self.beta < 0:
-            raise ValueError("beta < 0 with random_beta_sign: give |beta| (the sign is drawn per batch)")
+            raise ValueError(f"{o}: sw_mode must be 'replace' or 'add', got {self.sw_mode!r}")
         if self.topology == "sw" and not self.hidden:
-            raise ValueError("a small-world net needs at least one hidden layer (nothing to skip over)")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+            raise ValueError(f"{o}: a small-world net needs at least one hidden layer (nothing to skip over)")
+        for k in ("intralayer", "random_beta_sign", "save_dw_matrix"):
+            _check_type(o, k, getattr(self, k), (bool,), "true or false")
+        for k in ("epochs", "seed"):
+            _check_type(o, k, getattr(self, k), (int,), "an integer")
+            if getattr(self, k) < 0:
+                raise ValueError(f"{o}: {k} must be >= 0, got {getattr(self, k)}")
+        for k in ("batch_size", "train_limit", "test_limit"):
+            v = getattr(self, k)
+            if v is not None:
+                _check_type(o, k, v, (int,), "a positive integer or absent")
+                if v < 1:
+                    raise ValueError(f"{o}: {k} must be a positive integer or None, got {v!r}")
+        if _finite(o, "beta", self.beta) == 0:
+            raise ValueError(f"{o}: beta must be non-zero (EqProp divides by it)")
+        if self.random_beta_sign and self.beta < 0:
+            raise ValueError(f"{o}: beta < 0 with random_beta_sign: give |beta| (the sign is drawn per batch)")
         if isinstance(self.lr, (list, tuple)):
             if len(self.lr) != len(self.hidden) + 1:
-                raise ValueError(f"per-layer lr needs {len(self.hidden) + 1} values (one per adjacent block), "
+                raise ValueError(f"{o}: per-layer lr needs {len(self.hidden) + 1} values (one per adjacent block), "
                                  f"got {len(self.lr)}")
-            self.lr = [float(v) for v in self.lr]
+            lr = tuple(_finite(o, "lr", v) for v in self.lr)
         else:
-            self.lr = float(self.lr)
-        if any(v < 0 for v in (self.lr if isinstance(self.lr, list) else [self.lr])):
-            raise ValueError(f"learning rates must be >= 0, got {self.lr}")
+            lr = _finite(o, "lr", self.lr)
+        if any(v < 0 for v in (lr if isinstance(lr, tuple) else (lr,))):
+            raise ValueError(f"{o}: learning rates must be >= 0, got {self.lr}")
+        object.__setattr__(self, "lr", lr)
+        if not (self.device == "cpu" or self.device == "cuda" or str(self.device).startswith("cuda:")):
+            raise ValueError(f"{o}: device must be cpu, cuda or cuda:N, got {self.device!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"{o}: dtype must be float32 or float64, got {self.dtype!r}")
+        _check_type(o, "out", self.out, (str,), "a folder path")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        if isinstance(self.lr, tuple):
+            d["lr"] = list(self.lr)
+        return d
 
     @classmethod
-    def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"config file not found: {path}")
-        with open(path, "rb") as f:
-            try:
-                data = tomllib.load(f)
-            except tomllib.TOMLDecodeError as e:
-                raise ValueError(f"{path}: {e}") from None
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(data, source=str(path))
+    def from_dict(cls, data: dict, source: str = "config") -> "RunConfig":
+        return _from_dict(cls, data, source)
 
-    @classmethod
-    def from_dict(cls, data: dict, source: str = "config") -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"{source}: unknown keys {unknown}; known: {sorted(names)}")
-        return cls(**data)
+
+@dataclasses.dataclass(frozen=True)
+class EulerConfig:
+    """How the Euler solvers relax: s <- clip(s + eps (W rho(s) + b - s) [+ nudge]), inputs clamped.
+
+    nudge_form: "sequential" (Gammell et al.'s code; the reproductions) or "gradient"
+    (Scellier's; its fixed point is the circuit's). tol: if set, a phase stops once max |ds|
+    < tol, checked every check_every steps (never the default: the paper uses fixed step
+    counts). coupling: how W rho(s) is computed (eqprop.couplings). engine: the reference
+    EulerSolver, the fast engine, or auto (fast on CUDA, reference on CPU).
+    """
+
+    eps: float = 0.5
+    free_steps: int = 1000
+    nudged_steps: int = 12
+    nudge_form: str = "sequential"
+    tol: float | None = None
+    check_every: int = 10
+    coupling: str = "auto"
+    engine: str = "auto"
+
+    def __post_init__(self):
+        o = "euler config"
+        if not 0 < _finite(o, "eps", self.eps) <= 1:
+            raise ValueError(f"{o}: eps must lie in (0, 1], got {self.eps}")
+        for k in ("free_steps", "nudged_steps", "check_every"):
+            _check_type(o, k, getattr(self, k), (int,), "an integer")
+        if self.free_steps < 0 or self.nudged_steps < 0:
+            raise ValueError(f"{o}: step counts must be >= 0, got {self.free_steps}, {self.nudged_steps}")
+        if self.check_every < 1:
+            raise ValueError(f"{o}: check_every must be >= 1, got {self.check_every}")
+        if self.tol is not None and not _finite(o, "tol", self.tol) > 0:
+            raise ValueError(f"{o}: tol must be > 0 or absent, got {self.tol}")
+        if self.nudge_form not in NUDGE_FORMS:
+            raise ValueError(f"{o}: nudge_form must be one of {NUDGE_FORMS}, got {self.nudge_form!r}")
+        if self.coupling not in COUPLINGS:
+            raise ValueError(f"{o}: coupling must be one of {COUPLINGS}, got {self.coupling!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"{o}: engine must be one of {ENGINES}, got {self.engine!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "EulerConfig":
+        return _from_dict(cls, data, source)
+
+
+def field_names(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _from_dict(cls, data: dict, source: str):
+    unknown = sorted(set(data) - field_names(cls))
+    if unknown:
+        raise ValueError(f"{source}: unknown keys {unknown}; known: {sorted(field_names(cls))}")
+    try:
+        return cls(**data)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+
+
+def read_toml(path: str | Path, tables: dict[str, type]) -> dict[str, dict]:
+    """A TOML file's keys sorted into one dict per table name (``tables``: name -> dataclass).
+
+    Keys may sit in ``[name]`` tables or flat at the top level (each goes to the dataclass
+    that has a field of that name); a key no table knows is an error naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    out: dict[str, dict] = {name: {} for name in tables}
+    for key, value in data.items():
+        if key in tables and isinstance(value, dict):
+            out[key].update(value)
+            continue
+        owner = [name for name, cls in tables.items() if key in field_names(cls)]
+        if not owner:
+            known = sorted(set().union(*(field_names(c) for c in tables.values())))
+            raise ValueError(f"{path}: unknown key {key!r}; known: {known} or tables {sorted(tables)}")
+        out[owner[0]][key] = value
+    return out

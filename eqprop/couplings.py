@@ -1,55 +1,80 @@
-"""How the solver computes W rho(s) + b cheaply for a given topology.
+"""How an Euler engine computes W rho(s) + b cheaply, and the one rule that chooses how.
 
 Inputs are clamped during a relaxation, so their contribution (and the bias) is a
 per-batch constant computed once. What remains couples the free (non-input) neurons:
 
-* ``blocks``: one small matmul per non-empty adjacent/intralayer block and direction,
-  plus one sparse product for layer-skipping connections. A layered net never pays
-  for the N x N matmul of its mostly-empty mask.
-* ``dense``: one (B, Nf) x (Nf, Nf) matmul over the free neurons; wins when the free
-  part of the mask is dense (e.g. complete directed graphs).
-``auto`` picks ``dense`` for small nets (<= 1024 free neurons: per-op overhead dominates
-there, measured 17 us vs 220 us per step on a 10-10x8-1 net) or when more than 25 % of the
-free-free pairs are connected, and ``blocks`` otherwise (e.g. 784-500x3-10).
+* ``dense``: one (B, Nf) x (Nf, Nf) matmul over the free neurons: one launch per step,
+  so it wins where launches or per-op overhead dominate (CUDA at small batch, nets whose
+  layers are narrower than BLOCKS_MIN_LAYER on CPU: 784-100x5-10, 10-10x5-1).
+* ``blocks``: one small matmul per non-empty layer pair and direction (adjacent, skip and
+  intralayer), so a layered net never pays for the empty part of the N x N mask (2x
+  faster measured for 784-500x3-10 on CPU). The reference engine takes skips as one
+  sparse product; the fast engine as dense sub-blocks.
+``coupling_mode`` is the rule both engines use: an explicit mode is taken as given, and
+``auto`` is ``blocks`` on CPU when some free layer has >= BLOCKS_MIN_LAYER neurons, else
+``dense``.
 """
 from __future__ import annotations
 
 import dataclasses
 import warnings
+from typing import Sequence
 
 import numpy as np
 import torch
 
+from .config import COUPLINGS
 from .network import Network
-from .topology import BLOCK_SKIP
+from .topology import BLOCK_SKIP, Topology
 
-DENSE_FRACTION = 0.25
-DENSE_MAX_FREE = 1024
+BLOCKS_MIN_LAYER = 256  # CPU: per-block products pay from layers this wide (docs/engine.md)
+
+
+def coupling_mode(mode: str, topologies: Sequence[Topology], device) -> str:
+    """The one rule: 'dense' or 'blocks' for these topologies on this device."""
+    if mode not in COUPLINGS:
+        raise ValueError(f"coupling must be one of {COUPLINGS}, got {mode!r}")
+    if mode != "auto":
+        return mode
+    big = max(topologies[0].sizes[1:]) >= BLOCKS_MIN_LAYER
+    return "blocks" if torch.device(device).type == "cpu" and big else "dense"
+
+
+def free_layer_pairs(topologies: Sequence[Topology]) -> list[tuple[int, int]]:
+    """(src, dst) free-layer index pairs (0 = first hidden layer) with a connection in any
+    trial, both directions of each unordered pair (src == dst once for intralayer)."""
+    pairs = set()
+    for topo in topologies:
+        for blk in topo.blocks():
+            if blk.src == 0 or blk.count == 0:
+                continue  # inputs are folded into the constant
+            pairs.add((blk.src - 1, blk.dst - 1))
+            pairs.add((blk.dst - 1, blk.src - 1))
+    return sorted(pairs)
+
+
+def free_offsets(sizes) -> list[int]:
+    off = [0]
+    for s in sizes[1:]:
+        off.append(off[-1] + s)
+    return off
 
 
 @dataclasses.dataclass
 class Couplings:
-    sizes: list[int]  # free layer sizes (hidden..., output)
+    """The reference engine's drive for one network (free neurons only)."""
+
     dense: torch.Tensor | None  # (Nf, Nf) when in dense mode
     blocks: list[tuple[slice, slice, torch.Tensor]]  # (src columns, dst columns, W block) over free neurons
     sparse: torch.Tensor | None  # (Nf, Nf) sparse skip couplings, transposed for S^T @ rho^T
 
     @classmethod
-    def build(cls, network: Network, mode: str = "auto") -> "Couplings":
+    def build(cls, network: Network, mode: str) -> "Couplings":
         topo, W = network.topology, network.W
-        n_in = topo.n_in
-        sizes = list(topo.sizes[1:])
-        Wff = W[n_in:, n_in:]
-        if mode not in ("auto", "blocks", "dense"):
-            raise ValueError(f"coupling mode must be auto, blocks or dense, got {mode!r}")
-        if mode == "auto":
-            m = topo.mask[n_in:, n_in:]
-            mode = "dense" if (m.shape[0] <= DENSE_MAX_FREE or m.mean() > DENSE_FRACTION) else "blocks"
-        if mode == "dense":
-            return cls(sizes, Wff, [], None)
-        off = [0]
-        for s in sizes:
-            off.append(off[-1] + s)
+        Wff = W[topo.n_in:, topo.n_in:]
+        if coupling_mode(mode, [topo], W.device) == "dense":
+            return cls(Wff, [], None)
+        off = free_offsets(topo.sizes)
         blocks = []
         for blk in topo.blocks():
             if blk.src == 0 or blk.kind == BLOCK_SKIP:
@@ -60,24 +85,21 @@ class Couplings:
             if l != m:
                 blocks.append((sm, sl, Wff[sm, sl]))
         sparse = None
-        lay = topo.layer_of[n_in:]
+        lay = topo.layer_of[topo.n_in:]
         far_np = np.abs(lay[:, None] - lay[None, :]) >= 2
-        if (far_np & topo.mask[n_in:, n_in:]).any():
+        if (far_np & topo.mask[topo.n_in:, topo.n_in:]).any():
             far = torch.as_tensor(far_np, device=W.device)
             S = torch.where(far, Wff, torch.zeros((), dtype=W.dtype, device=W.device))
             with warnings.catch_warnings():  # torch flags CSR as beta; the product we use is stable
                 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
                 sparse = S.T.contiguous().to_sparse_csr()
-        return cls(sizes, None, blocks, sparse)
+        return cls(None, blocks, sparse)
 
     def drive(self, const: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """const + couplings from the free activities s (B, Nf), as one (B, Nf) tensor."""
         if self.dense is not None:
             return torch.addmm(const, s, self.dense)
-        if self.sparse is not None:
-            h = const + (self.sparse @ s.T).T
-        else:
-            h = const.clone()
+        h = const + (self.sparse @ s.T).T if self.sparse is not None else const.clone()
         for src, dst, Wb in self.blocks:
             h[:, dst].addmm_(s[:, src], Wb)  # in place into the destination layer's columns
         return h

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .dynamics import rho
 from .network import Network
-
-
-def rho(u: torch.Tensor) -> torch.Tensor:
-    return u.clamp(0.0, 1.0)
 
 
 def energy(network: Network, state: torch.Tensor) -> torch.Tensor:

@@ -9,48 +9,61 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .energy import rho
+from .dynamics import rho
 from .network import Network
 from .topology import Topology
 
 
-def eqprop_update(free: torch.Tensor, nudged: torch.Tensor, beta: float, topology: Topology,
-                  mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """mask: the topology's mask as a tensor on free's device (pass it to avoid a copy per call)."""
-    if beta == 0:
-        raise ValueError("eqprop_update needs beta != 0")
-    mask = torch.as_tensor(topology.mask, device=free.device) if mask is None else mask
-    return contrastive_update(rho(free), rho(nudged), beta * free.shape[0], mask, topology.directed,
-                              topology.n_in)
+def eqprop_update(free: torch.Tensor, nudged: torch.Tensor, beta, mask: torch.Tensor, directed: bool, n_in: int,
+                  valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rule's one formula from the two equilibria's states u (rho is taken here).
 
-
-def contrastive_update(r0: torch.Tensor, rb: torch.Tensor, denom, mask: torch.Tensor, directed: bool,
-                       n_in: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rule's one formula, for one network (r (B, N)) or T trials at once (r (T, B, N)).
-
-    denom = beta * (rows that count): a number, or (T,) per trial. Rows that must not count
-    (padding) are passed with rho = 0, which adds nothing to either outer product or sum.
+    One network: free, nudged (B, N), mask (N, N); T trials: (T, B, N) and (T, N, N).
+    beta: a number, or (T,) per trial (a tensor on the states' device: no host sync).
+    valid: (T, B) (or (B,)) bool rows that count; the batch mean then runs over each trial's
+    valid rows only (padded short batches). Returns dW like mask, db like a state row.
     """
-    if torch.is_tensor(denom) and denom.ndim:
-        dW_den, db_den = denom.view(-1, 1, 1), denom.view(-1, 1)
+    r0, rb = rho(free), rho(nudged)
+    B = free.shape[-2]
+    if valid is None:
+        n = torch.full(free.shape[:-2], float(B), dtype=free.dtype, device=free.device)
     else:
-        dW_den = db_den = denom
-    dW = (rb.transpose(-1, -2) @ rb - r0.transpose(-1, -2) @ r0) / dW_den
+        v = valid.to(free.dtype).unsqueeze(-1)
+        r0, rb = r0 * v, rb * v  # rho = 0 rows add nothing to either outer product or sum
+        n = v.sum((-2, -1))
+    if not torch.is_tensor(beta):
+        if beta == 0:
+            raise ValueError("eqprop_update needs beta != 0")
+        beta = torch.tensor(float(beta), dtype=free.dtype, device=free.device)
+    denom = (beta * n).to(free.dtype)
+    dW = (rb.transpose(-1, -2) @ rb - r0.transpose(-1, -2) @ r0) / denom[..., None, None]
     if not directed:
         dW = 0.5 * (dW + dW.transpose(-1, -2))  # BLAS leaves last-bit asymmetries; W must stay exactly symmetric
     dW = dW * mask
-    db = (rb - r0).sum(-2) / db_den
+    db = (rb - r0).sum(-2) / denom[..., None]
     db[..., :n_in] = 0
     return dW, db
 
 
-def rate_tensors(topology: Topology, lr, dtype=torch.float32, device="cpu"):
-    """Per-entry rates for W and b from a global rate or one rate per adjacent block.
+def rate_tensors(network: Network, lr, dtype=None, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-entry rates for W and b, shaped like the network's W and b.
 
-    Per-layer rates (input side first): block l <-> l+1 and the biases of layer l+1 use
-    lr[l]. Skip and intralayer connections arriving at layer m (the deeper side) use
-    lr[m-1], like that layer's biases.
+    lr: a global rate or one rate per adjacent block; for a stack, a list of T such specs. Per-layer rates (input side first): block
+    l <-> l+1 and the biases of layer l+1 use lr[l]. Skip and intralayer connections
+    arriving at layer m (the deeper side) use lr[m-1], like that layer's biases.
     """
+    dtype, device = dtype or network.dtype, device or network.device
+    topos = network.topologies
+    specs = list(lr) if network.stacked else [lr]
+    if len(specs) != len(topos):
+        raise ValueError(f"need one learning-rate spec per trial ({len(topos)}), got {len(specs)}")
+    pairs = [_rates(t, s) for t, s in zip(topos, specs)]
+    W = np.stack([p[0] for p in pairs]) if network.stacked else pairs[0][0]
+    b = np.stack([p[1] for p in pairs]) if network.stacked else pairs[0][1]
+    return torch.tensor(W, dtype=dtype, device=device), torch.tensor(b, dtype=dtype, device=device)
+
+
+def _rates(topology: Topology, lr) -> tuple[np.ndarray, np.ndarray]:
     L = len(topology.sizes)
     if np.isscalar(lr):
         lrs = [float(lr)] * (L - 1)
@@ -63,9 +76,7 @@ def rate_tensors(topology: Topology, lr, dtype=torch.float32, device="cpu"):
     lay = topology.layer_of
     deeper = np.maximum(lay[:, None], lay[None, :])
     per_layer = np.array([0.0] + lrs)  # index by the deeper layer; layer 0 has no incoming rate
-    lr_W = per_layer[deeper] * topology.mask
-    lr_b = per_layer[lay]
-    return (torch.tensor(lr_W, dtype=dtype, device=device), torch.tensor(lr_b, dtype=dtype, device=device))
+    return per_layer[deeper] * topology.mask, per_layer[lay]
 
 
 def apply_update(network: Network, dW: torch.Tensor, db: torch.Tensor, lr_W: torch.Tensor,

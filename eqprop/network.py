@@ -27,28 +27,59 @@ def skip_init_bound(sizes) -> float:
 
 @dataclasses.dataclass(eq=False)
 class Network:
-    """Weights W (N x N, zero outside the mask) and biases b (N) of a topology.
+    """Weights W and biases b of a topology, for one network or a stack of T trials.
 
-    ``W[i, j]`` couples neuron i's activity into neuron j (for a Hopfield net W is
+    One network: ``topology`` a Topology, W (N, N), b (N,). A stack of T >= 1 independent
+    trials (seeds, p values, device instances) of equal layer sizes: ``topology`` a tuple of
+    T Topologies, W (T, N, N), b (T, N); ``Network.stack`` builds one, ``trial(t)`` views
+    one trial as a plain network (sharing storage, so in-place updates show through).
+    ``W[..., i, j]`` couples neuron i's activity into neuron j (for a Hopfield net W is
     symmetric, so the direction does not matter). Input biases are zero. Tensors live
     on ``W.device`` with ``W.dtype``; everything else follows them.
     """
 
-    topology: Topology
+    topology: Topology | tuple[Topology, ...]
     W: torch.Tensor
     b: torch.Tensor
 
     def __post_init__(self):
         self.W = torch.as_tensor(self.W)
         self.b = torch.as_tensor(self.b, dtype=self.W.dtype, device=self.W.device)
+        if not isinstance(self.topology, Topology):
+            self.topology = tuple(self.topology)
         self.validate()
 
+    @property
+    def stacked(self) -> bool:
+        return not isinstance(self.topology, Topology)
+
+    @property
+    def topologies(self) -> tuple[Topology, ...]:
+        return self.topology if self.stacked else (self.topology,)
+
+    @property
+    def T(self) -> int:
+        return len(self.topologies)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return self.topologies[0].sizes
+
     def validate(self) -> None:
-        n = self.topology.n
-        if self.W.shape != (n, n):
-            raise NetworkError(f"W has shape {tuple(self.W.shape)}, topology {self.topology.sizes} needs ({n}, {n})")
-        if self.b.shape != (n,):
-            raise NetworkError(f"b has shape {tuple(self.b.shape)}, topology needs ({n},)")
+        topos = self.topologies
+        if not topos:
+            raise NetworkError("a stack of trials needs at least one topology")
+        t0 = topos[0]
+        for t, topo in enumerate(topos):
+            if topo.sizes != t0.sizes or topo.directed != t0.directed:
+                raise NetworkError(f"trial {t} has sizes {topo.sizes} (directed={topo.directed}), trial 0 has "
+                                   f"{t0.sizes} (directed={t0.directed}): trials must share layer sizes")
+        n, lead = t0.n, ((len(topos),) if self.stacked else ())
+        if tuple(self.W.shape) != (*lead, n, n):
+            raise NetworkError(f"W has shape {tuple(self.W.shape)}, {len(topos)} trial(s) of sizes {t0.sizes} "
+                               f"need {(*lead, n, n)}")
+        if tuple(self.b.shape) != (*lead, n):
+            raise NetworkError(f"b has shape {tuple(self.b.shape)}, need {(*lead, n)}")
         if not self.W.is_floating_point():
             raise NetworkError(f"W must be floating point, got {self.W.dtype}")
         for name, t in (("W", self.W), ("b", self.b)):
@@ -56,19 +87,55 @@ class Network:
             if bad.any():
                 idx = tuple(int(i) for i in torch.nonzero(bad)[0])
                 raise NetworkError(f"{name} has {int(bad.sum())} non-finite entries (first at {idx})")
-        mask = self.mask_tensor()
-        off = (self.W != 0) & ~mask
+        off = (self.W != 0) & ~self.mask_tensor()
         if off.any():
-            i, j = (int(v) for v in torch.nonzero(off)[0])
-            raise NetworkError(f"W[{i}, {j}] = {float(self.W[i, j])} lies outside the topology's mask "
+            idx = tuple(int(v) for v in torch.nonzero(off)[0])
+            raise NetworkError(f"W{list(idx)} = {float(self.W[idx])} lies outside the topology's mask "
                                f"({int(off.sum())} such entries)")
-        if not self.topology.directed and not torch.equal(self.W, self.W.T):
-            d = (self.W - self.W.T).abs()
-            i, j = (int(v) for v in torch.nonzero(d == d.max())[0])
-            raise NetworkError(f"W of a Hopfield network must be symmetric: W[{i},{j}]={float(self.W[i, j])} "
-                               f"!= W[{j},{i}]={float(self.W[j, i])}")
-        if self.b[: self.topology.n_in].any():
+        if not t0.directed and not torch.equal(self.W, self.W.transpose(-1, -2)):
+            d = (self.W - self.W.transpose(-1, -2)).abs()
+            idx = tuple(int(v) for v in torch.nonzero(d == d.max())[0])
+            rev = (*idx[:-2], idx[-1], idx[-2])
+            raise NetworkError(f"W of a Hopfield network must be symmetric: W{list(idx)}={float(self.W[idx])} "
+                               f"!= W{list(rev)}={float(self.W[rev])}")
+        if self.b[..., : t0.n_in].any():
             raise NetworkError("input neurons must have zero bias (inputs are clamped)")
+
+    # -- trials ---------------------------------------------------------------
+    @classmethod
+    def stack(cls, networks) -> "Network":
+        """T plain networks of equal sizes, dtype and device as one stack (copies their tensors)."""
+        nets = list(networks)
+        if not nets:
+            raise NetworkError("a stack of trials needs at least one network")
+        for t, n in enumerate(nets):
+            if n.stacked:
+                raise NetworkError(f"network {t} is already a stack of {n.T} trials")
+            if n.dtype != nets[0].dtype or n.device != nets[0].device:
+                raise NetworkError(f"trial {t} is {n.dtype} on {n.device}, trial 0 is {nets[0].dtype} on "
+                                   f"{nets[0].device}: convert them first (Network.to)")
+            if n.sizes != nets[0].sizes:  # before torch.stack, whose shape error would not name the trial
+                raise NetworkError(f"trial {t} has sizes {n.sizes}, trial 0 has {nets[0].sizes}: "
+                                   f"trials must share layer sizes")
+        return cls(tuple(n.topology for n in nets), torch.stack([n.W for n in nets]),
+                   torch.stack([n.b for n in nets]))
+
+    def as_stack(self) -> "Network":
+        """This network as a stack (a view for a plain network: T = 1, same storage)."""
+        return self if self.stacked else _view((self.topology,), self.W.unsqueeze(0), self.b.unsqueeze(0))
+
+    def trial(self, t: int, copy: bool = False) -> "Network":
+        """Trial t as a plain network (a view of the stack's storage unless copy)."""
+        if not self.stacked:
+            if t != 0:
+                raise IndexError(f"a plain network has one trial, asked for trial {t}")
+            return self.clone() if copy else self
+        if copy:
+            return Network(self.topology[t], self.W[t].clone(), self.b[t].clone())
+        return _view(self.topology[t], self.W[t], self.b[t])
+
+    def trials(self, copy: bool = False) -> list["Network"]:
+        return [self.trial(t, copy) for t in range(self.T)]
 
     # -- construction -------------------------------------------------------
     @classmethod
@@ -97,7 +164,10 @@ class Network:
                    torch.zeros(n, dtype=dtype, device=device))
 
     def mask_tensor(self) -> torch.Tensor:
-        return torch.as_tensor(self.topology.mask, device=self.W.device)
+        """The mask as a bool tensor on W's device: (N, N), or (T, N, N) for a stack."""
+        if not self.stacked:
+            return torch.as_tensor(self.topology.mask, device=self.W.device)
+        return torch.as_tensor(np.stack([t.mask for t in self.topology]), device=self.W.device)
 
     def to(self, device=None, dtype=None) -> "Network":
         return Network(self.topology, self.W.to(device=device, dtype=dtype), self.b.to(device=device, dtype=dtype))
@@ -115,6 +185,8 @@ class Network:
 
     # -- persistence ----------------------------------------------------------
     def save(self, path: str | Path) -> None:
+        if self.stacked:
+            raise NetworkError(f"save one trial at a time (network.trial(t).save(...)); this is a stack of {self.T}")
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(".npz")
@@ -129,3 +201,11 @@ class Network:
         topo = Topology.load(path.with_suffix(".topology.npz"))
         with np.load(path) as z:
             return cls(topo, torch.tensor(z["W"], device=device), torch.tensor(z["b"], device=device))
+
+
+def _view(topology, W, b) -> Network:
+    """A Network over tensors already validated as part of another (views are taken per relax
+    call: validating N x N again there would cost more than small relaxations)."""
+    net = Network.__new__(Network)
+    net.topology, net.W, net.b = topology, W, b
+    return net

@@ -1,114 +1,167 @@
-"""The one solver interface and its reference backend, the clipped Euler relaxation.
+"""The one solver protocol and its reference backend, the clipped Euler relaxation.
 
-Every backend (``EulerSolver`` here, ``circuits.SpiceSolver`` for ngspice) answers
-``relax(network, x, state0, beta, target, steps) -> state``: states are (B, N) over all
-neurons with inputs set to x; beta = 0 is the free phase, beta != 0 the nudged phase.
+Every backend (``EulerSolver`` here, the fast engine in ``fast_relax``, ``circuits.SpiceSolver``
+for ngspice, ``circuits.DeviceEulerSolver`` for the device surrogate) answers:
+
+* ``relax(network, x, u0=None, beta=0.0, target=None) -> u``: the free (beta = 0) or nudged
+  equilibrium's state u (pre-activation / node voltage; rho(u) is derived by the caller),
+  inputs first and set to x. A plain network takes x (B, n_in), u0 (B, N), target
+  (B, n_out) and returns (B, N); a stack of T trials takes x (B, n_in) shared or
+  (T, B, n_in), u0 (T, B, N), beta one value or (T,), target (B, n_out) or (T, B, n_out),
+  and returns (T, B, N). The nudged phase starts from the free phase's u.
+* ``apply_update(network, dW, db, lr_W, lr_b)``: W += lr_W (.) dW, b += lr_b (.) db as the
+  backend realises it (exactly for Euler; through the device model for devices), leaving
+  ``network`` holding the weights that now act.
+* ``prepare(network)``: before training, e.g. program the devices; the network then holds
+  the weights that act. ``describe() -> dict``: its settings, recorded in config.json;
+  ``close()``. Optional: ``report() -> dict`` (per-epoch diagnostics for metrics.json),
+  ``state_dict()`` / ``load_state_dict(state, network)`` (what a checkpoint must keep).
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Protocol
 
 import torch
 
+from .config import EulerConfig
 from .couplings import Couplings, input_constant
+from .dynamics import clip_, leaky_step, nudge_
+from .learning import apply_update as exact_update
 from .network import Network
-
-NUDGE_FORMS = ("sequential", "gradient")
-COUPLINGS = ("auto", "dense", "blocks")
 
 
 class Solver(Protocol):
-    def relax(self, network: Network, x: torch.Tensor, state0: torch.Tensor | None = None,
-              beta: float = 0.0, target: torch.Tensor | None = None,
-              steps: int | None = None) -> torch.Tensor: ...
+    def prepare(self, network: Network) -> None: ...
+
+    def relax(self, network: Network, x, u0=None, beta=0.0, target=None) -> torch.Tensor: ...
+
+    def apply_update(self, network: Network, dW, db, lr_W, lr_b) -> None: ...
+
+    def describe(self) -> dict: ...
+
+    def close(self) -> None: ...
 
 
-@dataclasses.dataclass
+def check_relax(network: Network, x, u0=None, beta=0.0, target=None, check_values: bool = True):
+    """Validate one relax call before any work, on the stacked view of ``network``.
+
+    Returns (x, u0, betas, target, nudged): x (B, n_in) or (T, B, n_in), u0 (T, B, N) or
+    None, betas (T,) float64 on the host, target (B, n_out) / (T, B, n_out) or None.
+    check_values=False skips the finiteness tests of tensors (a host sync on CUDA), for
+    callers whose data were validated once (the Trainer's Dataset).
+    """
+    T, topo = network.T, network.topologies[0]
+    N, dev, dt = topo.n, network.device, network.dtype
+    plain = not network.stacked
+    x = torch.as_tensor(x, device=dev).to(dt)
+    if x.ndim not in (2, 3) or x.shape[-1] != topo.n_in or (x.ndim == 3 and (plain or x.shape[0] != T)):
+        want = f"(batch, {topo.n_in})" + ("" if plain else f" or ({T}, batch, {topo.n_in})")
+        raise ValueError(f"x must have shape {want}, got {tuple(x.shape)}")
+    B = x.shape[-2]
+    if u0 is not None:
+        u0 = torch.as_tensor(u0, device=dev).to(dt)
+        want = (B, N) if plain else (T, B, N)
+        if tuple(u0.shape) != want:
+            raise ValueError(f"u0 must have shape {want}, got {tuple(u0.shape)}")
+        u0 = u0.unsqueeze(0) if plain else u0
+    betas = torch.as_tensor(beta, dtype=torch.float64).flatten().cpu()
+    if betas.numel() == 1:
+        betas = betas.expand(T)
+    if betas.numel() != T:
+        raise ValueError(f"beta must be one value or {T} values (one per trial), got {betas.numel()}")
+    if not torch.isfinite(betas).all():
+        raise ValueError(f"beta must be finite, got {betas.tolist()}")
+    nz = betas != 0
+    if nz.any() and not nz.all():
+        raise ValueError("beta must be zero for all trials (free phase) or non-zero for all (nudged phase)")
+    if nz.any():
+        if target is None:
+            raise ValueError("a nudged relaxation (beta != 0) needs a target")
+        target = torch.as_tensor(target, device=dev).to(dt)
+        ok = [(B, topo.n_out)] + ([] if plain else [(T, B, topo.n_out)])
+        if tuple(target.shape) not in ok:
+            raise ValueError(f"target must have shape {' or '.join(map(str, ok))}, got {tuple(target.shape)}")
+    if check_values:
+        for name, t in (("x", x), ("u0", u0), ("target", target)):
+            if t is not None and not torch.isfinite(t).all():
+                raise ValueError(f"{name} has non-finite entries")
+    return x, u0, betas, target, bool(nz.any())
+
+
 class EulerSolver:
-    """Forward Euler on s <- clip(s + eps (W rho(s) + b - s), 0, 1), inputs clamped.
+    """The reference: s <- clip(s + eps (W rho(s) + b - s) [+ nudge], 0, 1), inputs clamped.
 
-    nudge_form: "sequential" (Gammell et al.'s code: the free-style update, then
-    y <- clip(y + 2 eps beta (y_d - y)); the paper's reproductions) or "gradient"
-    (Scellier: the force 2 beta (y_d - y) inside the same step; its fixed point is the
-    circuit's). tol: if set, a phase stops once max |ds| < tol (never the default: the
-    paper's runs use fixed step counts). ``last_steps`` tells how many steps ran.
+    Autograd flows through it when W requires grad. A stack relaxes trial by trial, each
+    exactly as a plain network would (per-trial ``tol`` stops). ``last_steps`` (max over
+    trials) and ``last_steps_per_trial`` tell how many steps ran. The clipped state s is
+    its u: rho(s) = s, and s* is rho(u*) of the leaky form's fixed point.
     """
 
-    eps: float = 0.5
-    free_steps: int = 500
-    nudged_steps: int = 8
-    nudge_form: str = "sequential"
-    tol: float | None = None
-    coupling: str = "auto"
-    check_every: int = 10
-    last_steps: int = dataclasses.field(default=0, init=False)
+    def __init__(self, config: EulerConfig | None = None):
+        self.config = config or EulerConfig()
+        self.last_steps = 0
+        self.last_steps_per_trial: list[int] = []
 
-    def __post_init__(self):
-        if self.nudge_form not in NUDGE_FORMS:
-            raise ValueError(f"nudge_form must be one of {NUDGE_FORMS}, got {self.nudge_form!r}")
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must lie in (0, 1], got {self.eps}")
-        if self.free_steps < 0 or self.nudged_steps < 0:
-            raise ValueError("step counts must be >= 0")
-        if self.check_every < 1:
-            raise ValueError(f"check_every must be >= 1, got {self.check_every}")
-        if self.coupling not in COUPLINGS:
-            raise ValueError(f"coupling must be one of {COUPLINGS}, got {self.coupling!r}")
+    def describe(self) -> dict:
+        return {"solver": type(self).__name__, **self.config.to_dict()}
 
-    def relax(self, network, x, state0=None, beta=0.0, target=None, steps=None):
-        topo = network.topology
-        x = check_inputs(network, x, state0, beta, target)
-        B = x.shape[0]
-        if steps is None:
-            steps = self.free_steps if beta == 0 else self.nudged_steps
-        with torch.set_grad_enabled(torch.is_grad_enabled() and network.W.requires_grad):
-            cpl = Couplings.build(network, self.coupling)
-            const = input_constant(network, x)
-            if state0 is None:
-                s = torch.zeros(B, topo.n - topo.n_in, dtype=network.dtype, device=network.device)
+    def close(self) -> None:
+        pass
+
+    def prepare(self, network) -> None:
+        pass  # weights act exactly as the network holds them
+
+    def apply_update(self, network, dW, db, lr_W, lr_b) -> None:
+        exact_update(network, dW, db, lr_W, lr_b)
+
+    def relax(self, network, x, u0=None, beta=0.0, target=None):
+        x, u0, betas, target, nudged = check_relax(network, x, u0, beta, target)
+        stack = network.as_stack()
+        outs, used = [], []
+        for t in range(stack.T):
+            xt = x[t] if x.ndim == 3 else x
+            yt = None if not nudged else (target[t] if target.ndim == 3 else target)
+            outs.append(self._relax_one(stack.trial(t), xt, None if u0 is None else u0[t], float(betas[t]), yt))
+            used.append(self.last_steps)
+        self.last_steps_per_trial, self.last_steps = used, max(used)
+        return torch.stack(outs) if network.stacked else outs[0]
+
+    def _relax_one(self, net: Network, x, u0, beta: float, y_d):
+        cfg, topo = self.config, net.topology
+        steps = cfg.free_steps if beta == 0 else cfg.nudged_steps
+        with torch.set_grad_enabled(torch.is_grad_enabled() and net.W.requires_grad):
+            cpl = Couplings.build(net, cfg.coupling)
+            const = input_constant(net, x)
+            if u0 is None:
+                s = torch.zeros(x.shape[0], topo.n - topo.n_in, dtype=net.dtype, device=net.device)
             else:
-                s = state0[:, topo.n_in:].to(network.dtype).clamp(0, 1)
-            y_d = None if beta == 0 else target.to(network.dtype)
-            eps, out = self.eps, slice(s.shape[1] - topo.n_out, s.shape[1])
+                s = u0[:, topo.n_in:].clamp(0, 1)
+            out = slice(s.shape[1] - topo.n_out, s.shape[1])
             self.last_steps = steps
             for t in range(steps):
-                new = torch.lerp(s, cpl.drive(const, s), eps)  # s + eps (W rho(s) + b - s)
-                if y_d is not None:
-                    new = self._nudge(new, s[:, out], y_d, beta, out)
-                new = new.clamp_(0, 1)
-                if self.tol is not None and (t + 1) % self.check_every == 0:
-                    if float((new - s).abs().max()) < self.tol:
+                new = leaky_step(s, cpl.drive(const, s), cfg.eps)
+                if beta != 0:
+                    if new.requires_grad:
+                        new = new.clone()
+                    nudge_(new[:, out], s[:, out], y_d, cfg.eps * beta, cfg.nudge_form)
+                new = clip_(new) if not new.requires_grad else new.clamp(0, 1)
+                if cfg.tol is not None and (t + 1) % cfg.check_every == 0:
+                    if float((new - s).abs().max()) < cfg.tol:
                         s = new
                         self.last_steps = t + 1
                         break
                 s = new
-            return torch.cat([x.to(network.dtype), s], dim=1)
-
-    def _nudge(self, new, y, y_d, beta, out):
-        """Output nudging: the force 2 beta (y_d - y) on the free-style update `new`."""
-        new = new.clone() if new.requires_grad else new
-        if self.nudge_form == "gradient":
-            new[:, out] = new[:, out] + 2 * self.eps * beta * (y_d - y)
-        else:
-            yc = new[:, out].clamp(0, 1)
-            new[:, out] = yc + 2 * self.eps * beta * (y_d - yc)
-        return new
+            return torch.cat([x, s], dim=1)
 
 
-def check_inputs(network: Network, x, state0, beta, target) -> torch.Tensor:
-    """Validate a relax call before any work; returns x as a tensor on the network's device."""
-    topo = network.topology
-    x = torch.as_tensor(x, device=network.device)
-    if x.ndim != 2 or x.shape[1] != topo.n_in:
-        raise ValueError(f"x must have shape (batch, {topo.n_in}), got {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError("x has non-finite entries")
-    if state0 is not None and tuple(state0.shape) != (x.shape[0], topo.n):
-        raise ValueError(f"state0 must have shape ({x.shape[0]}, {topo.n}), got {tuple(state0.shape)}")
-    if beta != 0:
-        if target is None:
-            raise ValueError("a nudged relaxation (beta != 0) needs a target")
-        if tuple(target.shape) != (x.shape[0], topo.n_out):
-            raise ValueError(f"target must have shape ({x.shape[0]}, {topo.n_out}), got {tuple(target.shape)}")
-    return x
+def make_euler_solver(config: EulerConfig, device="cpu", check_values: bool = True):
+    """The config's Euler engine: the reference, or the fast engine (same dynamics, equal within
+    fp32 rounding; CUDA graphs on a GPU, where the eager reference is launch-bound).
+    engine auto: fast on CUDA, the reference on CPU."""
+    engine = config.engine
+    if engine == "auto":
+        engine = "fast" if torch.device(device).type == "cuda" else "reference"
+    if engine == "fast":
+        from .fast_relax import FastEulerSolver
+        return FastEulerSolver(config, check_values=check_values)
+    return EulerSolver(config)

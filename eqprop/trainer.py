@@ -1,36 +1,45 @@
-"""EqProp training loop, shared by every solver (Euler reference, ngspice).
+"""The one EqProp trainer: T >= 1 trials in lockstep, any solver.
 
-Per training batch k (Gammell et al.'s procedure, paper-facts.md):
-  free   = relax from the batch's persistent particle (beta = 0); store it back
+Per training batch k (Gammell et al.'s procedure, paper-facts.md), for every trial at once:
+  free   = relax from the batch's persistent particle (beta = 0); store its u back
   error  = online training error at the free equilibrium, before the update
-  beta   = +-|beta| with a random sign
+  beta   = +-|beta| with a random sign (each trial its own draw)
   nudged = relax from the free state with beta and the targets
-  W, b  += lr (.) eqprop_update(free, nudged, beta)
+  dW, db = eqprop_update(free, nudged, beta);  solver.apply_update(network, dW, db, rates)
 Test error after each epoch, also from persistent particles. Batches are built once in
-file order and their order shuffled once; the same order serves every epoch.
+file order and their order shuffled once per trial; the same order serves every epoch.
+
+Trials (seeds, p values, rates, device instances) share the data and the layer sizes
+(``LOCKSTEP_FIELDS``); each has its own seed streams, particles, batch order, beta signs,
+metrics and results folder, exactly as if it ran alone. Trials whose orders put a short
+last batch at different positions are padded; padded rows are relaxed but count nowhere.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
-from .learning import apply_update, eqprop_update, rate_tensors
-from .metrics import BlockStats, classification_errors, regression_loss_sum
+from .config import LOCKSTEP_FIELDS, EulerConfig, RunConfig
+from .dynamics import rho
+from .learning import eqprop_update, rate_tensors
+from .metrics import BlockStats
 from .network import Network
-from .solver import EulerSolver, Solver
+from .run_files import (SOLVER_MAY_CHANGE, EpochResult, config_diff, run_metrics, write_atomic, write_json,
+                        write_run_outputs)
+from .solver import Solver, make_euler_solver
 from .topology import mlff, small_world
 
 CHECKPOINT = "checkpoint.pt"
-# a run may be resumed with more epochs, from a moved folder, on another device or coupling
-RESUME_MAY_CHANGE = ("epochs", "out", "device", "coupling", "engine")
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint or results folder that belongs to another run (config, topology or trials differ)."""
 
 
 def seed_streams(seed: int) -> list[np.random.SeedSequence]:
@@ -38,27 +47,13 @@ def seed_streams(seed: int) -> list[np.random.SeedSequence]:
     return np.random.SeedSequence(seed).spawn(3)
 
 
-def build_network(cfg: TrainConfig, n_in: int, n_out: int) -> Network:
+def build_network(cfg: RunConfig, n_in: int, n_out: int) -> Network:
     """The network a config describes: its topology and initial weights, each from its own stream."""
     s_topo, s_init, _ = seed_streams(cfg.seed)
     sizes = (n_in, *cfg.hidden, n_out)
     topo = mlff(sizes) if cfg.topology == "mlff" else small_world(
         sizes, cfg.p, seed=np.random.default_rng(s_topo), mode=cfg.sw_mode, intralayer=cfg.intralayer)
     return Network.init(topo, seed=s_init, dtype=getattr(torch, cfg.dtype), device=cfg.device)
-
-
-def make_solver(cfg: TrainConfig) -> Solver:
-    """The config's Euler solver: the reference EulerSolver, or the fast engine (same dynamics,
-    equal within fp32 noise; CUDA graphs on a GPU, where the eager reference is launch-bound)."""
-    engine = cfg.engine if cfg.engine != "auto" else ("fast" if torch.device(cfg.device).type == "cuda"
-                                                      else "reference")
-    settings = dict(eps=cfg.eps, free_steps=cfg.free_steps, nudged_steps=cfg.nudged_steps, nudge_form=cfg.nudge_form,
-                    coupling=cfg.coupling)
-    if engine == "fast":
-        from .fast_relax import FastEulerSolver
-        # the Trainer feeds Dataset rows, validated finite on load: no per-call check (a GPU sync)
-        return FastEulerSolver(**settings, check_values=False)
-    return EulerSolver(**settings)
 
 
 def check_device(name: str) -> torch.device:
@@ -79,202 +74,254 @@ def make_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.n
     return [batches[i] for i in order]
 
 
-class CheckpointMismatch(ValueError):
-    """A checkpoint that belongs to another run (config, topology or trial count differ)."""
-
-
-@dataclasses.dataclass
-class EpochResult:
-    epoch: int
-    train_error: float
-    test_error: float
-    rms: list[float]
-    seconds: float
+def check_lockstep(cfgs: Sequence[RunConfig]) -> None:
+    for i, c in enumerate(cfgs):
+        diff = [k for k in LOCKSTEP_FIELDS if getattr(c, k) != getattr(cfgs[0], k)]
+        if diff:
+            raise ValueError(f"trial {i}'s config differs from trial 0's in {diff}: trials run in lockstep")
+    outs = [c.out for c in cfgs]
+    if len(set(outs)) != len(outs):
+        raise ValueError(f"trials need distinct results folders (out), got {outs}")
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, dataset, network: Network | None = None,
-                 solver: Solver | None = None):
-        self.cfg, self.data = cfg, dataset.head(cfg.train_limit, cfg.test_limit)
-        dataset = self.data
-        self.device, self.dtype = check_device(cfg.device), getattr(torch, cfg.dtype)
-        # a given network overrides the config's hidden/topology/p: metrics.json says so
-        self.network_given = network is not None
-        if network is None:
-            network = build_network(cfg, dataset.n_in, dataset.n_out)
-        elif network.topology.n_in != dataset.n_in or network.topology.n_out != dataset.n_out:
-            raise ValueError(f"network {network.topology.sizes} does not fit dataset {dataset.name} "
-                             f"({dataset.n_in} inputs, {dataset.n_out} outputs)")
+    """EqProp over T >= 1 trials (one RunConfig each) with one solver.
+
+    solver: any Solver (default: the Euler engine of ``euler``, an EulerConfig). networks:
+    start from these (a list of plain networks, or one network / stack) instead of each
+    config's initialisation. checkpoint: where the group saves after every epoch (default
+    <out>/checkpoint.pt for one trial; required for T > 1).
+    """
+
+    def __init__(self, runs: RunConfig | Sequence[RunConfig], dataset, solver: Solver | None = None,
+                 euler: EulerConfig | None = None, networks: Network | Sequence[Network] | None = None,
+                 checkpoint: str | Path | None = None):
+        cfgs = [runs] if isinstance(runs, RunConfig) else list(runs)
+        if not cfgs:
+            raise ValueError("a Trainer needs at least one run config")
+        check_lockstep(cfgs)
+        c0 = cfgs[0]
+        self.cfgs, self.data = cfgs, dataset.head(c0.train_limit, c0.test_limit)
+        data = self.data
+        self.device, self.dtype = check_device(c0.device), getattr(torch, c0.dtype)
+        # given networks override the configs' hidden/topology/p: metrics.json says so
+        self.network_given = networks is not None
+        if networks is None:
+            nets = [build_network(c, data.n_in, data.n_out) for c in cfgs]
+        elif isinstance(networks, Network):
+            nets = networks.trials(copy=True)
         else:
-            network = network.to(self.device, self.dtype)
-        self.net = network
-        self.mask = network.mask_tensor()
-        self.solver = solver or make_solver(cfg)
-        self.lr_W, self.lr_b = rate_tensors(network.topology, cfg.lr, dtype=self.dtype, device=self.device)
-        self.rng = np.random.default_rng(seed_streams(cfg.seed)[2])
-        bs = cfg.batch_size or dataset.batch_size
-        self.train_batches = make_batches(len(dataset.x_train), bs, self.rng)
-        self.test_batches = [np.arange(i, min(i + bs, len(dataset.x_test))) for i in range(0, len(dataset.x_test), bs)]
-        nf = network.topology.n - network.topology.n_in
-        zeros = lambda idx: torch.zeros(len(idx), nf, dtype=self.dtype, device=self.device)  # noqa: E731
-        self.train_particles = [zeros(i) for i in self.train_batches]
-        self.test_particles = [zeros(i) for i in self.test_batches]
-        self.stats = BlockStats(network.topology, full_matrix=cfg.save_dw_matrix, device=self.device)
-        self.history: list[EpochResult] = []
-        self._tensors = {k: torch.as_tensor(getattr(dataset, k), dtype=self.dtype, device=self.device)
-                         for k in ("x_train", "y_train", "x_test", "y_test")}
+            nets = [n.clone() for n in networks]
+        if len(nets) != len(cfgs):
+            raise ValueError(f"{len(nets)} networks for {len(cfgs)} run configs")
+        self.net = Network.stack([n.to(self.device, self.dtype) for n in nets])
+        topo = self.net.topologies[0]
+        if topo.n_in != data.n_in or topo.n_out != data.n_out:
+            raise ValueError(f"network {topo.sizes} does not fit dataset {data.name} "
+                             f"({data.n_in} inputs, {data.n_out} outputs)")
+        self.solver = solver or make_euler_solver(euler or EulerConfig(), self.device, check_values=False)
+        self.solver.prepare(self.net)  # e.g. program the devices: the network then holds what they hold
+        if checkpoint is None and len(cfgs) > 1:
+            raise ValueError("a Trainer of several trials needs a checkpoint path for the group")
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else Path(c0.out) / CHECKPOINT
+        self.mask = self.net.mask_tensor()
+        self.lr_W, self.lr_b = rate_tensors(self.net, [c.lr for c in cfgs])
+        self.rngs = [np.random.default_rng(seed_streams(c.seed)[2]) for c in cfgs]
+        bs = c0.batch_size or data.batch_size
+        orders = [make_batches(len(data.x_train), bs, rng) for rng in self.rngs]
+        self.n_batches = len(orders[0])
+        self._index_table(orders, bs)
+        self.test_batches = [np.arange(i, min(i + bs, len(data.x_test))) for i in range(0, len(data.x_test), bs)]
+        T, nf = len(cfgs), topo.n - topo.n_in
+        self.train_particles = torch.zeros(T, self.n_batches, bs, nf, dtype=self.dtype, device=self.device)
+        self.test_particles = [torch.zeros(T, len(i), nf, dtype=self.dtype, device=self.device)
+                               for i in self.test_batches]
+        self.stats = BlockStats(list(self.net.topologies), full_matrix=any(c.save_dw_matrix for c in cfgs),
+                                device=self.device)
+        self.history: list[list[EpochResult]] = [[] for _ in cfgs]
+        self._t = {k: torch.as_tensor(getattr(data, k), dtype=self.dtype, device=self.device)
+                   for k in ("x_train", "y_train", "x_test", "y_test")}
 
-    # -- one phase pair ---------------------------------------------------------
-    def _batch(self, split: str, idx: np.ndarray):
-        x = self._tensors[f"x_{split}"][idx]
-        return x, self._tensors[f"y_{split}"][idx]
+    def _index_table(self, orders, bs):
+        """(T, K, bs) example indices and validity: trial t's k-th batch, padded with row 0; and per
+        position k the common batch length when every trial's batch has it (no padding needed)."""
+        T, K = len(orders), len(orders[0])
+        idx, valid = np.zeros((T, K, bs), np.int64), np.zeros((T, K, bs), bool)
+        for t, order in enumerate(orders):
+            for k, rows in enumerate(order):
+                idx[t, k, :len(rows)], valid[t, k, :len(rows)] = rows, True
+        counts = valid.sum(2)
+        self.common_len = [int(counts[0, k]) if (counts[:, k] == counts[0, k]).all() else None for k in range(K)]
+        self.idx, self.valid = torch.as_tensor(idx, device=self.device), torch.as_tensor(valid, device=self.device)
 
-    def _errors(self, state: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """0-d float64 tensor on the device (summed there: no host sync per batch)."""
-        out = state[:, self.net.topology.output_slice]
+    @property
+    def T(self) -> int:
+        return self.net.T
+
+    def network(self, t: int = 0) -> Network:
+        return self.net.trial(t)
+
+    # -- one phase pair -----------------------------------------------------------------
+    def _errors(self, u, y, valid=None) -> torch.Tensor:
+        """(T,) float64 on the device: misclassified examples, or the sum of 1/2 ||y - y_hat||^2."""
+        out = rho(u[..., self.net.topologies[0].output_slice])
         if self.data.task == "regression":
-            return regression_loss_sum(out, y)
-        return classification_errors(out, y.argmax(1))
+            e = 0.5 * ((out - y) ** 2).sum(-1).double()
+        else:
+            e = (out.argmax(-1) != y.argmax(-1)).double()  # counts exact
+        return (e if valid is None else e * valid).sum(-1)
+
+    def betas(self) -> torch.Tensor:
+        """One draw per trial per batch, from each trial's own stream."""
+        out = []
+        for c, rng in zip(self.cfgs, self.rngs):
+            b = abs(c.beta)
+            out.append(-b if c.random_beta_sign and rng.random() < 0.5 else b)
+        return torch.tensor(out, dtype=torch.float64)
 
     def train_batch(self, k: int) -> torch.Tensor:
-        """One EqProp step on training batch k; returns its online error (misclassified examples,
-        or the regression loss sum) as a 0-d tensor on the device."""
-        x, y = self._batch("train", self.train_batches[k])
-        n_in = self.net.topology.n_in
-        free = self.solver.relax(self.net, x, torch.cat([x, self.train_particles[k]], 1))
-        self.train_particles[k] = free[:, n_in:].clone()
-        err = self._errors(free, y)
-        beta = self.cfg.beta
-        if self.cfg.random_beta_sign and self.rng.random() < 0.5:
-            beta = -beta
-        nudged = self.solver.relax(self.net, x, free, beta=beta, target=y)
-        dW, db = eqprop_update(free, nudged, beta, self.net.topology, mask=self.mask)
+        """Lockstep position k: every trial trains on its own k-th batch; (T,) errors on the device."""
+        n_in, L = self.net.topologies[0].n_in, self.common_len[k]
+        rows = slice(None) if L is None else slice(0, L)
+        idx, valid = self.idx[:, k, rows], (self.valid[:, k] if L is None else None)
+        x, y = self._t["x_train"][idx], self._t["y_train"][idx]
+        free = self.solver.relax(self.net, x, torch.cat([x, self.train_particles[:, k, rows]], -1))
+        self.train_particles[:, k, rows] = free[..., n_in:]
+        err = self._errors(free, y, valid)
+        beta = self.betas()
+        nudged = self.solver.relax(self.net, x, free, beta, y)
+        beta_dev = beta.to(self.dtype).to(self.device, non_blocking=True)
+        dW, db = eqprop_update(free, nudged, beta_dev, self.mask, self.net.topologies[0].directed, n_in, valid)
         self.stats.add(dW)
-        apply_update(self.net, dW, db, self.lr_W, self.lr_b)
+        self.solver.apply_update(self.net, dW, db, self.lr_W, self.lr_b)
         return err
 
-    def evaluate(self) -> float:
-        n_in, total = self.net.topology.n_in, torch.zeros((), dtype=torch.float64, device=self.device)
-        for k, idx in enumerate(self.test_batches):
-            x, y = self._batch("test", idx)
-            free = self.solver.relax(self.net, x, torch.cat([x, self.test_particles[k]], 1))
-            self.test_particles[k] = free[:, n_in:].clone()
+    def evaluate(self) -> np.ndarray:
+        """(T,) test error from the persistent test particles (x shared by all trials)."""
+        n_in = self.net.topologies[0].n_in
+        total = torch.zeros(self.T, dtype=torch.float64, device=self.device)
+        for k, rows in enumerate(self.test_batches):
+            x, y = self._t["x_test"][rows], self._t["y_test"][rows]
+            u0 = torch.cat([x.expand(self.T, -1, -1), self.test_particles[k]], -1)
+            free = self.solver.relax(self.net, x, u0)
+            self.test_particles[k] = free[..., n_in:].clone()
             total += self._errors(free, y)
-        return float(total) / max(len(self.data.x_test), 1)
+        return (total / max(len(self.data.x_test), 1)).cpu().numpy()
 
-    # -- epochs, checkpoints, outputs ------------------------------------------------
-    def run(self, out: str | Path | None = None, resume: bool = False, progress: bool = True,
-            epochs: int | None = None) -> dict:
-        out = Path(out or self.cfg.out)
-        out.mkdir(parents=True, exist_ok=True)
-        epochs = self.cfg.epochs if epochs is None else epochs
+    def run_epoch(self, progress: bool = False) -> list[EpochResult]:
+        epoch = len(self.history[0]) + 1
+        t0 = time.perf_counter()
+        err = torch.zeros(self.T, dtype=torch.float64, device=self.device)
+        desc = f"epoch {epoch}" + (f" ({self.T} trials)" if self.T > 1 else "")
+        for k in tqdm(range(self.n_batches), desc=desc, disable=not progress, leave=False, unit="batch"):
+            err += self.train_batch(k)
+        train = (err / len(self.data.x_train)).cpu().numpy()
+        test, rms = self.evaluate(), self.stats.end_epoch()
+        sec = time.perf_counter() - t0
+        rep = self.solver.report() if hasattr(self.solver, "report") else {}
+        res = [EpochResult(epoch, float(train[t]), float(test[t]), [float(v) for v in rms[t]], sec,
+                           {k: v[t] for k, v in rep.items()}) for t in range(self.T)]
+        for h, r in zip(self.history, res):
+            h.append(r)
+        return res
+
+    # -- runs, outputs, checkpoints ---------------------------------------------------------
+    def run(self, epochs: int | None = None, resume: bool = False, progress: bool = True) -> list[dict]:
+        """Train to ``epochs`` (default: the configs'), writing each trial's folder after every
+        epoch and the group's checkpoint after that; returns every trial's metrics."""
+        epochs = self.cfgs[0].epochs if epochs is None else epochs
         if resume:
-            self.load_checkpoint(out / CHECKPOINT)
-            if self.history:  # the checkpoint may be an epoch ahead of metrics.json (killed in between)
-                self.write_metrics(out)
-        (out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
-        n_train = len(self.data.x_train)
-        for epoch in range(len(self.history) + 1, epochs + 1):
-            t0 = time.perf_counter()
-            err = torch.zeros((), dtype=torch.float64, device=self.device)
-            bar = tqdm(range(len(self.train_batches)), desc=f"epoch {epoch}/{epochs}", disable=not progress,
-                       leave=False, unit="batch")
-            for k in bar:
-                err += self.train_batch(k)
-            test_err = self.evaluate()
-            res = EpochResult(epoch, float(err) / n_train, test_err, self.stats.end_epoch(), time.perf_counter() - t0)
-            self.history.append(res)
+            self.load_checkpoint(self.checkpoint)
+            if self.history[0]:  # the checkpoint may be an epoch ahead of metrics.json (killed in between)
+                self.write_outputs(plots=False)
+        self.write_configs()
+        for _ in range(len(self.history[0]), epochs):
+            res = self.run_epoch(progress)
             if progress:
-                tqdm.write(f"epoch {epoch}: train {res.train_error:.4f} test {res.test_error:.4f} "
-                           f"rms {' '.join(f'{r:.2e}' for r in res.rms)} ({res.seconds:.1f} s)")
-            self.write_metrics(out)  # first: a kill before the checkpoint only repeats this epoch on resume
-            self.save_checkpoint(out / CHECKPOINT)
+                r0 = res[0]
+                what = (f"train {r0.train_error:.4f} test {r0.test_error:.4f} rms "
+                        + " ".join(f"{r:.2e}" for r in r0.rms)) if self.T == 1 else (
+                    "test " + " ".join(f"{r.test_error:.4f}" for r in res))
+                tqdm.write(f"epoch {r0.epoch}: {what} ({r0.seconds:.1f} s)")
+            self.write_outputs(plots=self.T == 1)  # first: a kill before the checkpoint only repeats this epoch
+            self.save_checkpoint(self.checkpoint)
+        if self.T > 1 or not self.history[0]:
+            self.write_outputs(plots=True)
         return self.metrics()
 
-    def metrics(self) -> dict:
-        return run_metrics(self.cfg, self.net.topology, self.history, self.stats.mean_rms(), self.stats.log_spread(),
-                           self.stats.mean_abs_dw(), self.data.task, type(self.solver).__name__, self.network_given)
+    def metrics(self) -> list[dict]:
+        """Every trial's metrics.json content (the stats read back from the device once)."""
+        rms, spread, absdw = self.stats.mean_rms(), self.stats.log_spread(), self.stats.mean_abs_dw()
+        solver = self.solver.describe()
+        return [run_metrics(c.to_dict(), solver, self.net.topologies[t], self.history[t], rms[t], spread[t],
+                            absdw[t], self.data.task, self.network_given, t, self.T)
+                for t, c in enumerate(self.cfgs)]
 
-    def write_metrics(self, out: Path) -> None:
-        write_run_outputs(self.metrics(), out, self.stats.mean_abs_dw_matrix())
+    def write_configs(self) -> None:
+        solver = self.solver.describe()
+        for t, c in enumerate(self.cfgs):
+            write_json(Path(c.out) / "config.json", {"run": c.to_dict(), "solver": solver, "trial": t,
+                                                     "trials": self.T})
 
-    def save_checkpoint(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
+    def write_outputs(self, plots: bool = True) -> None:
+        full = self.stats.mean_abs_dw_matrix()
+        for t, (c, m) in enumerate(zip(self.cfgs, self.metrics())):
+            write_run_outputs(m, c.out, full[t] if full is not None and c.save_dw_matrix else None, plots=plots)
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        import io
+        buf = io.BytesIO()
         torch.save({
-            "W": self.net.W.cpu(), "b": self.net.b.cpu(), "mask": self.net.topology.mask,
-            "train_particles": [p.cpu() for p in self.train_particles],
-            "test_particles": [p.cpu() for p in self.test_particles],
-            "rng": self.rng.bit_generator.state, "stats": self.stats.state_dict(),
-            "history": [dataclasses.asdict(h) for h in self.history], "config": self.cfg.to_dict(),
-        }, tmp)
-        tmp.replace(path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+            "W": self.net.W.cpu(), "b": self.net.b.cpu(), "mask": self.mask.cpu(),
+            "train_particles": self.train_particles.cpu(), "test_particles": [p.cpu() for p in self.test_particles],
+            "rngs": [r.bit_generator.state for r in self.rngs], "stats": self.stats.state_dict(),
+            "history": [[dataclasses.asdict(h) for h in hs] for hs in self.history],
+            "configs": [c.to_dict() for c in self.cfgs], "solver": self.solver.describe(),
+            "solver_state": self.solver.state_dict() if hasattr(self.solver, "state_dict") else None,
+        }, buf)
+        write_atomic(path, buf.getvalue())  # a kill mid-write leaves the previous checkpoint intact
 
-    def load_checkpoint(self, path: Path) -> None:
+    def load_checkpoint(self, path: str | Path) -> None:
+        path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-        ck = torch.load(path, weights_only=False)
-        if not np.array_equal(ck["mask"], self.net.topology.mask):
-            raise CheckpointMismatch(f"{path}: checkpoint topology differs from this run's (different config or seed?)")
-        if ck["config"] != self.cfg.to_dict():
-            diff = config_diff(ck["config"], self.cfg)
+        try:
+            ck = torch.load(path, weights_only=False)
+            configs, solver = ck["configs"], ck["solver"]
+        except Exception as e:  # a damaged or foreign file: say which, not torch's internals
+            raise CheckpointMismatch(f"{path} is not a readable checkpoint of this version ({type(e).__name__}: "
+                                     f"{e}); rerun without --resume / with --restart") from None
+        if len(configs) != self.T:
+            raise CheckpointMismatch(f"{path}: checkpoint holds {len(configs)} trials, this run has {self.T}")
+        for t, (old, cfg) in enumerate(zip(configs, self.cfgs)):
+            diff = config_diff(old, cfg.to_dict())
             if diff:
-                raise CheckpointMismatch(f"{path}: checkpoint config differs from this run's: {diff}")
+                raise CheckpointMismatch(f"{path}: trial {t}'s checkpoint config differs from this run's: {diff}")
+        diff = config_diff(solver, self.solver.describe(), SOLVER_MAY_CHANGE)
+        if diff:
+            raise CheckpointMismatch(f"{path}: checkpoint solver settings differ from this run's: {diff}")
+        if not torch.equal(ck["mask"], self.mask.cpu()):
+            raise CheckpointMismatch(f"{path}: checkpoint topologies differ from this run's (other config or seed?)")
         dev = self.device
-        self.net.W.copy_(ck["W"].to(dev))
+        self.net.W.copy_(ck["W"].to(dev))  # in place: CUDA graphs captured on W stay valid
         self.net.b.copy_(ck["b"].to(dev))
-        self.train_particles = [p.to(dev) for p in ck["train_particles"]]
+        self.train_particles.copy_(ck["train_particles"].to(dev))
         self.test_particles = [p.to(dev) for p in ck["test_particles"]]
-        self.rng.bit_generator.state = ck["rng"]
+        for r, st in zip(self.rngs, ck["rngs"]):
+            r.bit_generator.state = st
         self.stats.load_state_dict(ck["stats"])
-        self.history = [EpochResult(**h) for h in ck["history"]]
+        self.history = [[EpochResult(**h) for h in hs] for hs in ck["history"]]
+        if ck.get("solver_state") is not None and hasattr(self.solver, "load_state_dict"):
+            self.solver.load_state_dict(ck["solver_state"], self.net)
 
 
-def run_metrics(cfg: TrainConfig, topology, history: list[EpochResult], mean_rms, log_spread: float, mean_abs_dw,
-                task: str, solver: str, network_given: bool) -> dict:
-    """metrics.json's content for one run (Trainer, or one trial of TrialTrainer)."""
-    return {
-        "epochs": [dataclasses.asdict(h) for h in history],
-        "log_spread": float(log_spread),
-        "mean_rms": [float(v) for v in mean_rms],
-        "mean_abs_dw_blocks": [[None if np.isnan(v) else float(v) for v in row] for row in mean_abs_dw],
-        "actual_p": topology.info.get("actual_p", 0.0),
-        "sizes": list(topology.sizes),
-        "n_connections": topology.n_connections,
-        "task": task,
-        "solver": solver,
-        "network_given": network_given,
-        "config": cfg.to_dict(),
-    }
-
-
-def write_run_outputs(m: dict, out: str | Path, dw_full: np.ndarray | None = None, plots: bool = True) -> None:
-    """A run's files: metrics.json, metrics.csv, dw_mean.npy (if kept) and plots (Trainer and trials)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(m, indent=2))
-    with open(out / "metrics.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        nb = len(m["mean_rms"])
-        w.writerow(["epoch", "train_error", "test_error", "seconds"] + [f"rms_{l}" for l in range(nb)])
-        for h in m["epochs"]:
-            w.writerow([h["epoch"], h["train_error"], h["test_error"], h["seconds"]] + list(h["rms"]))
-    if dw_full is not None:
-        np.save(out / "dw_mean.npy", dw_full.astype(np.float32))
-    if plots:
-        from .plots import plot_run  # matplotlib only when writing outputs
-        plot_run(m, out)
-
-
-def config_diff(old: dict, cfg: TrainConfig) -> dict:
-    """Config keys in which a recorded run differs from ``cfg`` (those a resume may not change)."""
-    return {k: (old.get(k), v) for k, v in cfg.to_dict().items() if old.get(k) != v and k not in RESUME_MAY_CHANGE}
-
-
-def train(cfg: TrainConfig, dataset=None, network: Network | None = None, solver: Solver | None = None,
-          resume: bool = False, progress: bool = True) -> dict:
-    """Train per ``cfg`` (loading the dataset by name if not given); returns metrics.json's content."""
+def train(runs: RunConfig | Sequence[RunConfig], dataset=None, solver: Solver | None = None,
+          euler: EulerConfig | None = None, networks=None, checkpoint=None, resume: bool = False,
+          progress: bool = True) -> list[dict]:
+    """Train per ``runs`` (loading the dataset by name if not given); returns every trial's metrics."""
+    cfgs = [runs] if isinstance(runs, RunConfig) else list(runs)
     if dataset is None:
         from .datasets import load_dataset
-        dataset = load_dataset(cfg.dataset)  # the documented fixed split; cfg.seed drives init and order
-    trainer = Trainer(cfg, dataset, network=network, solver=solver)
-    return trainer.run(cfg.out, resume=resume, progress=progress)
+        dataset = load_dataset(cfgs[0].dataset)  # the documented fixed split; seeds drive init and order
+    trainer = Trainer(cfgs, dataset, solver=solver, euler=euler, networks=networks, checkpoint=checkpoint)
+    return trainer.run(resume=resume, progress=progress)

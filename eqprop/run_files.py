@@ -1,0 +1,104 @@
+"""What a run leaves in its folder: config.json, metrics.json/csv, dw_mean.npy and plots.
+
+Every file is written to a unique temporary name beside it and renamed into place, so a
+kill or a full disk never leaves a truncated file where a finished one was.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+# a run may be resumed with more epochs, from a moved folder, on another device
+RUN_MAY_CHANGE = ("epochs", "out", "device")
+# ... and with another arrangement of the same arithmetic, or other resources
+SOLVER_MAY_CHANGE = ("coupling", "engine", "cuda_graph", "tf32", "workers", "timeout")
+
+
+@dataclasses.dataclass
+class EpochResult:
+    epoch: int
+    train_error: float
+    test_error: float
+    rms: list[float]
+    seconds: float
+    solver: dict = dataclasses.field(default_factory=dict)  # the solver's report (e.g. device state)
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a unique temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def run_metrics(run: dict, solver: dict, topology, history: list[EpochResult], mean_rms, log_spread: float,
+                mean_abs_dw, task: str, network_given: bool, trial: int = 0, trials: int = 1) -> dict:
+    """metrics.json's content for one run (one trial of a Trainer)."""
+    return {
+        "epochs": [dataclasses.asdict(h) for h in history],
+        "log_spread": float(log_spread),
+        "mean_rms": [float(v) for v in mean_rms],
+        "mean_abs_dw_blocks": [[None if np.isnan(v) else float(v) for v in row] for row in mean_abs_dw],
+        "actual_p": topology.info.get("actual_p", 0.0),
+        "sizes": list(topology.sizes),
+        "n_connections": topology.n_connections,
+        "task": task,
+        "network_given": network_given,
+        "trial": trial,
+        "trials": trials,
+        "config": run,
+        "solver": solver,
+    }
+
+
+def write_run_outputs(m: dict, out: str | Path, dw_full: np.ndarray | None = None, plots: bool = True) -> None:
+    """A run's files: metrics.json, metrics.csv, dw_mean.npy (if kept) and plots."""
+    out = Path(out)
+    write_json(out / "metrics.json", m)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    nb = len(m["mean_rms"])
+    w.writerow(["epoch", "train_error", "test_error", "seconds"] + [f"rms_{l}" for l in range(nb)])
+    for h in m["epochs"]:
+        w.writerow([h["epoch"], h["train_error"], h["test_error"], h["seconds"]] + list(h["rms"]))
+    write_atomic(out / "metrics.csv", buf.getvalue())
+    if dw_full is not None:
+        b = io.BytesIO()
+        np.save(b, dw_full.astype(np.float32))
+        write_atomic(out / "dw_mean.npy", b.getvalue())
+    if plots:
+        from .plots import plot_run  # matplotlib only when writing outputs
+        plot_run(m, out)
+
+
+def config_diff(old: dict, new: dict, may_change=RUN_MAY_CHANGE) -> dict:
+    """Keys in which a recorded config differs from ``new`` (those a resume may not change)."""
+    keys = set(old) | set(new)
+    return {k: (old.get(k), new.get(k)) for k in sorted(keys) if old.get(k) != new.get(k) and k not in may_change}
+
+
+def read_metrics(path: str | Path) -> dict:
+    """A metrics.json, or an error naming the file when it is damaged."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is damaged ({e}); delete it to retrain that run, or rerun with --restart") from None
