@@ -92,7 +92,7 @@ class Dataset:
     def head(self, n_train: int | None = None, n_test: int | None = None) -> "Dataset":
         """The first n_train / n_test examples of each split, in the split's stored order (None: all).
 
-        For reduced-scale runs (``TrainConfig.train_limit``); asking for more than the split
+        For reduced-scale runs (``RunConfig.train_limit``); asking for more than the split
         holds is an error, not a silent "all"."""
         for part, n in (("train", n_train), ("test", n_test)):
             have = len(getattr(self, f"x_{part}"))

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 from pathlib import Path
+
+from eqprop.run_files import write_atomic
 
 EXPERIMENTS = {
     "table1": "Table 1: MLFF vs SW on diabetes, wine (default) and MNIST/FMNIST (--only images)",
@@ -16,27 +17,27 @@ EXPERIMENTS = {
 
 
 def cmd_reproduce(args) -> int:
-    from experiments.common import compare_table, run_all, run_batched
+    from experiments.common import compare_table, place, run_all, run_batched
     if args.name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {args.name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
     mod = importlib.import_module(f"experiments.{args.name}")
     seeds = list(range(args.seed0, args.seed0 + args.seeds))
-    runs = mod.runs(epochs=args.epochs, seeds=seeds, only=args.only)
-    reduced = [f"{k} {v}" for k, v in (("train_limit", args.train_limit), ("test_limit", args.test_limit)) if v]
-    for r in runs:
-        r.config.train_limit, r.config.test_limit = args.train_limit, args.test_limit
-        r.config.validate()
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.epochs is not None and args.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
     out = Path(args.out or f"results/{getattr(mod, 'RESULTS_OF', args.name)}")
+    runs = place(mod.runs(epochs=args.epochs, seeds=seeds, only=args.only), out, args.device,
+                 train_limit=args.train_limit, test_limit=args.test_limit)
+    reduced = [f"{k} {v}" for k, v in (("train_limit", args.train_limit), ("test_limit", args.test_limit)) if v]
     out.mkdir(parents=True, exist_ok=True)
     batched, why = choose_mode(args, runs)
     if not args.quiet:
         print(f"mode: {'lockstep trials' if batched else 'one run after another'} ({why})", file=sys.stderr)
     if batched:
-        summary, results = run_batched(args.name, runs, out, resume=not args.restart, progress=not args.quiet,
-                                       device=args.device)
+        summary, results = run_batched(args.name, runs, out, resume=not args.restart, progress=not args.quiet)
     else:
-        summary, results = run_all(args.name, runs, out, resume=not args.restart, progress=not args.quiet,
-                                   device=args.device)
+        summary, results = run_all(args.name, runs, out, resume=not args.restart, progress=not args.quiet)
     if hasattr(mod, "plot"):
         for path in mod.plot(summary, results, out):
             print(f"plot: {path}", file=sys.stderr)
@@ -49,11 +50,11 @@ def cmd_reproduce(args) -> int:
     if hasattr(mod, "check"):
         report += mod.check(summary, results)
     paper_runs = mod.runs(None, seeds, args.only)  # the paper's lengths, for the projection
-    if reduced or (args.epochs and any(args.epochs < r.config.epochs for r in paper_runs)):
+    if reduced or (args.epochs and any(args.epochs < r.run.epochs for r in paper_runs)):
         from experiments.common import projection_lines
         report += [""] + projection_lines(paper_runs, results, batched=batched)
     text = "\n".join(report)
-    (out / f"report_{args.name}.md" if hasattr(mod, "RESULTS_OF") else out / "report.md").write_text(text + "\n")
+    write_atomic(out / f"report_{args.name}.md" if hasattr(mod, "RESULTS_OF") else out / "report.md", text + "\n")
     print(text)
     print(f"\nsummary: {out / 'summary.json'}", file=sys.stderr)
     return 0
@@ -71,8 +72,8 @@ def choose_mode(args, runs) -> tuple[bool, str]:
         return True, "--batched"
     if args.sequential:
         return False, "--sequential"
-    cfg = runs[0].config
-    if (args.device or cfg.device).startswith("cuda"):
+    cfg = runs[0].run
+    if cfg.device.startswith("cuda"):
         return True, "default on CUDA"
     if sum(cfg.hidden) <= SMALL_NET_HIDDEN:
         return True, f"default on CPU for nets with <= {SMALL_NET_HIDDEN} hidden neurons"

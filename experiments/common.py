@@ -3,7 +3,8 @@
 An experiment module defines ``runs(epochs, seeds, only) -> list[Run]``, ``PAPER`` (the paper's
 numbers by run label, from ../shared/reference/paper-facts.md) and optionally ``plot(summary, out)``.
 Each run writes the usual results folder (config, metrics, plots, checkpoint) under
-results/<experiment>/<label>/s<seed>/, so an interrupted experiment resumes run by run.
+results/<experiment>/<label>/s<seed>/, so an interrupted experiment resumes run by run. Every
+run, alone or as one trial of a lockstep group, is trained by the one ``eqprop.trainer.Trainer``.
 """
 from __future__ import annotations
 
@@ -14,76 +15,89 @@ from pathlib import Path
 
 import numpy as np
 
-from eqprop.config import TrainConfig
-from eqprop.trainer import CheckpointMismatch
+from eqprop.config import LOCKSTEP_FIELDS, EulerConfig, RunConfig
+from eqprop.run_files import SOLVER_MAY_CHANGE, config_diff, read_metrics, write_json
+from eqprop.trainer import CheckpointMismatch, Trainer
 
 
 RESTART_HINT = "rerun with --restart to start afresh, or use another --out"
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Run:
     label: str  # e.g. "diabetes-5-sw"
-    config: TrainConfig
+    run: RunConfig
+    euler: EulerConfig
+
+
+def place(runs: list[Run], out: Path, device: str | None = None, **run_overrides) -> list[Run]:
+    """The runs with their results folders under ``out`` (<label>/s<seed>), the device and any
+    other RunConfig overrides (e.g. train_limit) applied; validated on construction."""
+    extra = {**run_overrides, **({"device": device} if device else {})}
+    return [dataclasses.replace(r, run=dataclasses.replace(r.run, out=str(out / r.label / f"s{r.run.seed}"),
+                                                           **extra)) for r in runs]
+
+
+def _load_data(runs: list[Run]) -> dict:
+    """Every dataset the runs need, their example limits checked, all before any training (a bad
+    limit must not fail the third group)."""
+    from eqprop.datasets import load_dataset
+
+    data: dict = {}
+    for r in runs:
+        if r.run.dataset not in data:
+            data[r.run.dataset] = load_dataset(r.run.dataset)
+        data[r.run.dataset].head(r.run.train_limit, r.run.test_limit)  # raises on a bad limit
+    return data
 
 
 def run_all(name: str, runs: list[Run], out: Path, resume: bool = True, progress: bool = True,
-            device: str | None = None) -> tuple[dict, dict[str, list[dict]]]:
+            ) -> tuple[dict, dict[str, list[dict]]]:
     """Train every run one after another (skipping finished ones when resuming); returns
-    (summary by label, every run's metrics by label)."""
-    from eqprop.trainer import Trainer
-
-    data = _prepare(runs, out, device)
-    results: dict[str, list[dict]] = {}
+    (summary by label, every run's metrics by label). ``runs`` are placed (``place``)."""
+    data = _load_data(runs)
     for i, r in enumerate(runs):
-        cfg = r.config
-        done = resume and finished(cfg)
+        done = resume and finished(r)
         if progress:
-            print(f"[{name} {i + 1}/{len(runs)}] {r.label} seed {cfg.seed}" + (" (done)" if done else ""),
+            print(f"[{name} {i + 1}/{len(runs)}] {r.label} seed {r.run.seed}" + (" (done)" if done else ""),
                   flush=True)
         if not done:
-            ck = Path(cfg.out) / "checkpoint.pt"
+            tr = Trainer(r.run, data[r.run.dataset], euler=r.euler)
             try:
-                Trainer(cfg, data[cfg.dataset]).run(resume=resume and ck.exists(), progress=progress)
+                tr.run(resume=resume and tr.checkpoint.exists(), progress=progress)
             except CheckpointMismatch as e:
                 raise CheckpointMismatch(f"{e}; {RESTART_HINT}") from None
     return _collect(runs, out)
 
 
 def run_batched(name: str, runs: list[Run], out: Path, resume: bool = True, progress: bool = True,
-                device: str | None = None) -> tuple[dict, dict[str, list[dict]]]:
-    """All runs as independent trials of one lockstep solver call per step (eqprop.trials): seeds and
-    p values of one experiment relax together (the GPU path's batching). Finished runs are skipped
-    (also those a sequential run finished); the rest are grouped by what must be equal in lockstep.
-    Each trial writes the files of a single run after every epoch; each group checkpoints to
+                ) -> tuple[dict, dict[str, list[dict]]]:
+    """All runs as lockstep trials of the one Trainer: seeds and p values of one experiment relax
+    together. Finished runs are skipped (also those a sequential run finished); the rest are
+    grouped by what lockstep trials share (LOCKSTEP_FIELDS and the Euler settings). Each trial
+    writes the files of a single run after every epoch; each group checkpoints to
     out/batched/<group>.pt after every epoch and resumes from it."""
-    from eqprop.trials import _SHARED, TrialTrainer
-
-    data = _prepare(runs, out, device)
+    data = _load_data(runs)
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
-        if not (resume and finished(r.config)):
-            groups.setdefault(tuple(str(getattr(r.config, k)) for k in _SHARED), []).append(r)
-    if progress and len(runs) > sum(map(len, groups.values())):
-        print(f"[{name}] {len(runs) - sum(map(len, groups.values()))} of {len(runs)} runs already done", flush=True)
+        if not (resume and finished(r)):
+            key = tuple(str(getattr(r.run, k)) for k in LOCKSTEP_FIELDS) + (str(r.euler),)
+            groups.setdefault(key, []).append(r)
+    n_todo = sum(map(len, groups.values()))
+    if progress and len(runs) > n_todo:
+        print(f"[{name}] {len(runs) - n_todo} of {len(runs)} runs already done", flush=True)
     for gi, group in enumerate(groups.values()):
-        cfgs = [r.config for r in group]
-        members = [f"{r.label}/s{r.config.seed}" for r in group]
+        members = [f"{r.label}/s{r.run.seed}" for r in group]
         ck = out / "batched" / f"{_group_key(members)}.pt"
         if progress:
             print(f"[{name} batched group {gi + 1}/{len(groups)}] {len(group)} trials: " + ", ".join(members),
                   flush=True)
-        tr = TrialTrainer(cfgs, data[cfgs[0].dataset])
-        if resume and ck.exists():
-            try:
-                tr.load_checkpoint(ck)
-            except CheckpointMismatch as e:
-                raise CheckpointMismatch(f"{e}; {RESTART_HINT}") from None
-            if tr.history[0]:
-                _write_trials(tr, plots=False)  # the checkpoint may be an epoch ahead of metrics.json
-        ck.parent.mkdir(parents=True, exist_ok=True)
-        tr.run(progress=progress, checkpoint=ck, on_epoch=_write_trials)
-        _write_trials(tr, plots=True)
+        euler = dataclasses.replace(group[0].euler, engine="fast")  # the engine that relaxes a stack at once
+        tr = Trainer([r.run for r in group], data[group[0].run.dataset], euler=euler, checkpoint=ck)
+        try:
+            tr.run(resume=resume and ck.exists(), progress=progress)
+        except CheckpointMismatch as e:
+            raise CheckpointMismatch(f"{e}; {RESTART_HINT}") from None
     return _collect(runs, out)
 
 
@@ -91,59 +105,31 @@ def _collect(runs: list[Run], out: Path) -> tuple[dict, dict[str, list[dict]]]:
     """Every run's metrics.json by label, their summary (also written to out/summary.json)."""
     results: dict[str, list[dict]] = {}
     for r in runs:
-        results.setdefault(r.label, []).append(json.loads((Path(r.config.out) / "metrics.json").read_text()))
+        results.setdefault(r.label, []).append(read_metrics(Path(r.run.out) / "metrics.json"))
     summary = summarise(results)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
     return summary, results
 
 
-def _prepare(runs: list[Run], out: Path, device: str | None) -> dict:
-    """Set each run's device and folder; load every dataset the runs need and check their
-    example limits, all before any training (a bad limit must not fail the third group)."""
-    from eqprop.datasets import load_dataset
-
-    data: dict = {}
-    for r in runs:
-        if device:
-            r.config.device = device
-        r.config.out = str(out / r.label / f"s{r.config.seed}")
-        if r.config.dataset not in data:
-            data[r.config.dataset] = load_dataset(r.config.dataset)
-        data[r.config.dataset].head(r.config.train_limit, r.config.test_limit)  # raises on a bad limit
-    return data
-
-
-def finished(cfg: TrainConfig) -> bool:
-    """Whether cfg.out holds this run, finished: metrics.json with cfg.epochs epochs from the same
-    config. A folder holding another config's run is an error, not a result to reuse."""
-    from eqprop.trainer import config_diff
-
-    mfile = Path(cfg.out) / "metrics.json"
+def finished(r: Run) -> bool:
+    """Whether the run's folder holds this run, finished: metrics.json with its epochs from the same
+    configs. A folder holding another config's run is an error, not a result to reuse."""
+    mfile = Path(r.run.out) / "metrics.json"
     if not mfile.exists():
         return False
-    m = json.loads(mfile.read_text())
-    diff = config_diff(m["config"], cfg)
+    m = read_metrics(mfile)
+    diff = config_diff(m["config"], r.run.to_dict())
+    old_euler = {k: v for k, v in m.get("solver", {}).items() if k in r.euler.to_dict()}
+    diff.update(config_diff(old_euler, r.euler.to_dict(), SOLVER_MAY_CHANGE))
     if diff:
         raise CheckpointMismatch(f"{mfile} holds a run with another config: {diff}; {RESTART_HINT}")
-    return len(m["epochs"]) >= cfg.epochs
+    return len(m["epochs"]) >= r.run.epochs
 
 
 def _group_key(members: list[str]) -> str:
     """A stable file name for a group of trials (its members, sorted)."""
     import hashlib
     return "group-" + hashlib.sha1("\n".join(sorted(members)).encode()).hexdigest()[:12]
-
-
-def _write_trials(tr, plots: bool = False) -> None:
-    """Every trial's config.json and the files a single run writes (after each epoch: no plots)."""
-    from eqprop.trainer import write_run_outputs
-
-    full = tr.stats.mean_abs_dw_matrix()
-    for t, (cfg, m) in enumerate(zip(tr.cfgs, tr.metrics_all())):
-        run_dir = Path(cfg.out)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        write_run_outputs(m, run_dir, full[t] if full is not None and cfg.save_dw_matrix else None, plots=plots)
 
 
 def summarise(results: dict[str, list[dict]]) -> dict:
@@ -186,11 +172,11 @@ def duration(seconds: float) -> str:
             else f"{seconds:.0f} s")
 
 
-def epoch_steps(cfg: TrainConfig, n_train: int, n_test: int) -> int:
+def epoch_steps(run: RunConfig, euler: EulerConfig, n_train: int, n_test: int, batch_size: int) -> int:
     """Euler steps of one epoch (every train batch free + nudged, every test batch free)."""
-    bs = cfg.batch_size
-    nt, ne = min(n_train, cfg.train_limit or n_train), min(n_test, cfg.test_limit or n_test)
-    return math.ceil(nt / bs) * (cfg.free_steps + cfg.nudged_steps) + math.ceil(ne / bs) * cfg.free_steps
+    bs = run.batch_size or batch_size
+    nt, ne = min(n_train, run.train_limit or n_train), min(n_test, run.test_limit or n_test)
+    return math.ceil(nt / bs) * (euler.free_steps + euler.nudged_steps) + math.ceil(ne / bs) * euler.free_steps
 
 
 def projection_lines(paper_runs: list[Run], results: dict[str, list[dict]], batched: bool) -> list[str]:
@@ -199,36 +185,36 @@ def projection_lines(paper_runs: list[Run], results: dict[str, list[dict]], batc
     markdown table. Groups are the lockstep groups
     (batched: one epoch time covers all members) or single runs (sequential: times add up)."""
     from eqprop.datasets import load_dataset
-    from eqprop.trials import _SHARED
 
-    paper = {(r.label, r.config.seed): r.config for r in paper_runs}
-    groups: dict[tuple, list[tuple[str, TrainConfig, dict]]] = {}
+    paper = {(r.label, r.run.seed): r for r in paper_runs}
+    groups: dict[tuple, list[tuple[str, RunConfig, EulerConfig, dict]]] = {}
     for label, ms in results.items():
         for m in ms:
-            cfg = TrainConfig.from_dict(m["config"])
-            key = (tuple(str(getattr(cfg, k)) for k in _SHARED if k not in ("epochs", "train_limit", "test_limit"))
-                   if batched else (label, cfg.seed))
-            groups.setdefault(key, []).append((label, cfg, m))
-    sizes: dict[str, tuple[int, int]] = {}
+            run = RunConfig.from_dict(m["config"])
+            euler = EulerConfig.from_dict({k: v for k, v in m["solver"].items() if k in EulerConfig.__dataclass_fields__})
+            key = (tuple(str(getattr(run, k)) for k in LOCKSTEP_FIELDS if k not in ("epochs", "train_limit", "test_limit"))
+                   + (str(euler),) if batched else (label, run.seed))
+            groups.setdefault(key, []).append((label, run, euler, m))
+    sizes: dict[str, tuple[int, int, int]] = {}
     rows, total = [], 0.0
     for members in groups.values():
-        label, cfg, m = members[0]
-        full = paper.get((label, cfg.seed))
+        label, run, euler, m = members[0]
+        full = paper.get((label, run.seed))
         if full is None or not m["epochs"]:
             continue
-        if cfg.dataset not in sizes:
-            d = load_dataset(cfg.dataset)
-            sizes[cfg.dataset] = (len(d.x_train), len(d.x_test), d.batch_size)
-        n_train, n_test, bs = sizes[cfg.dataset]
-        cfg.batch_size, full = cfg.batch_size or bs, dataclasses.replace(full, batch_size=full.batch_size or bs)
+        if run.dataset not in sizes:
+            d = load_dataset(run.dataset)
+            sizes[run.dataset] = (len(d.x_train), len(d.x_test), d.batch_size)
+        n_train, n_test, bs = sizes[run.dataset]
         secs = [e["seconds"] for e in m["epochs"]]
         sec = float(np.mean(secs[1:] if len(secs) > 1 else secs))  # epoch 1 also pays one-off set-up
-        measured, target = epoch_steps(cfg, n_train, n_test), epoch_steps(full, n_train, n_test)
-        proj = sec / measured * target * full.epochs
+        measured = epoch_steps(run, euler, n_train, n_test, bs)
+        target = epoch_steps(full.run, full.euler, n_train, n_test, bs)
+        proj = sec / measured * target * full.run.epochs
         total += proj
-        names = [f"{lb}/s{c.seed}" for lb, c, _ in members]
+        names = [f"{lb}/s{c.seed}" for lb, c, _, _ in members]
         who = ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]} ({len(names)} trials)"
-        rows.append(f"| {who} | {sec:.1f} s/epoch of {measured} steps | {full.epochs} epochs of {target} steps | "
+        rows.append(f"| {who} | {sec:.1f} s/epoch of {measured} steps | {full.run.epochs} epochs of {target} steps | "
                     f"{duration(proj)} |")
     if not rows:
         return []

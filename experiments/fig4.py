@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eqprop.config import TrainConfig
+from eqprop.config import EulerConfig, RunConfig
 
 from .common import Run
 from .plotting import versus_p
@@ -19,9 +19,10 @@ PAPER = {}
 
 def runs(epochs: int | None = None, seeds=(0,), only: str | None = None) -> list[Run]:
     ps = P_VALUES if not only else [float(v) for v in only.split(",")]
-    return [Run(f"p{p:.3g}", TrainConfig(dataset="mnist", hidden=[100] * 5, topology="sw" if p > 0 else "mlff",
-                                         p=p, lr=0.015, free_steps=1000, nudged_steps=12, batch_size=20,
-                                         epochs=epochs or 10, seed=s)) for p in ps for s in seeds]
+    euler = EulerConfig(free_steps=1000, nudged_steps=12)
+    return [Run(f"p{p:.3g}", RunConfig(dataset="mnist", hidden=[100] * 5, topology="sw" if p > 0 else "mlff",
+                                       p=p, lr=0.015, batch_size=20, epochs=epochs or 10, seed=s), euler)
+            for p in ps for s in seeds]
 
 
 def check(summary: dict, results: dict | None = None) -> list[str]:

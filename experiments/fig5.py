@@ -2,6 +2,7 @@
 784-100x5-10 on MNIST (Table 1's image runs: lr 0.015, 1000/12 steps, 100 epochs)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from .plotting import dw_connection_images
@@ -11,10 +12,8 @@ PAPER: dict = {}
 
 
 def runs(epochs: int | None = None, seeds=(0,), only: str | None = None):
-    rs = table1_runs(epochs, seeds, only or "mnist")
-    for r in rs:
-        r.config.save_dw_matrix = True
-    return rs
+    return [dataclasses.replace(r, run=dataclasses.replace(r.run, save_dw_matrix=True))
+            for r in table1_runs(epochs, seeds, only or "mnist")]
 
 
 def plot(summary: dict, results: dict, out: Path) -> list[Path]:

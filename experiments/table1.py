@@ -7,7 +7,7 @@ The claim: SW's log-spread is below MLFF's in every pair.
 """
 from __future__ import annotations
 
-from eqprop.config import TrainConfig
+from eqprop.config import EulerConfig, RunConfig
 
 from .common import Run
 
@@ -37,10 +37,9 @@ def runs(epochs: int | None = None, seeds: list[int] = (0,), only: str | None = 
             steps = (1000, 12) if depth == 5 else (5000, 18)
             for topo in ("mlff", "sw"):
                 for seed in seeds:
-                    cfg = TrainConfig(dataset=ds, hidden=[100 if image else 10] * depth, topology=topo, p=0.1,
-                                      lr=0.015 if image else 0.01, free_steps=steps[0], nudged_steps=steps[1],
-                                      epochs=epochs or (100 if image else 10), seed=seed)
-                    out.append(Run(f"{ds}-{depth}-{topo}", cfg))
+                    run = RunConfig(dataset=ds, hidden=[100 if image else 10] * depth, topology=topo, p=0.1,
+                                    lr=0.015 if image else 0.01, epochs=epochs or (100 if image else 10), seed=seed)
+                    out.append(Run(f"{ds}-{depth}-{topo}", run, EulerConfig(free_steps=steps[0], nudged_steps=steps[1])))
     return out
 
 

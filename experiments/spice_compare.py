@@ -1,0 +1,74 @@
+"""spice-compare: the same EqProp run with ngspice and with the Euler reference.
+
+Both trainers start from the same seed (same topology, weights, batch order, beta signs and
+particles). The Euler reference runs to convergence in the gradient nudge form, the
+equilibrium the circuit reaches. After every epoch the weights of the two runs are compared;
+the error curves are plotted side by side.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from circuits.spice_config import SpiceConfig
+from circuits.spice_solver import SpiceSolver
+from eqprop.config import EulerConfig, RunConfig
+from eqprop.run_files import write_json
+from eqprop.trainer import Trainer
+
+
+def converged_euler(eps: float = 0.5, tol: float = 1e-12, max_steps: int = 200_000) -> EulerConfig:
+    """The Euler reference a circuit is compared with: gradient nudge, run to convergence."""
+    return EulerConfig(eps=eps, free_steps=max_steps, nudged_steps=max_steps, nudge_form="gradient", tol=tol)
+
+
+def spice_compare(run: RunConfig, spice: SpiceConfig, dataset, out: str | Path, euler: EulerConfig | None = None,
+                  progress: bool = True, log=print) -> dict:
+    """Train ``run`` with ngspice and with the converged Euler reference, epoch by epoch; returns the
+    report (also out/compare.json, plot out/compare.png): per epoch the max |W_spice - W_euler|."""
+    out = Path(out)
+    euler = euler or converged_euler()
+    rows = []
+    with SpiceSolver(spice) as solver:
+        trainers = {"spice": Trainer(dataclasses.replace(run, out=str(out / "spice")), dataset, solver=solver),
+                    "euler": Trainer(dataclasses.replace(run, out=str(out / "euler")), dataset, euler=euler)}
+        for epoch in range(1, run.epochs + 1):
+            for name, tr in trainers.items():
+                log(f"[spice-compare] epoch {epoch}: {name}")
+                tr.run(epochs=epoch, progress=progress)
+            sp, eu = trainers["spice"].net, trainers["euler"].net
+            dW, db = float((sp.W - eu.W).abs().max()), float((sp.b - eu.b).abs().max())
+            h = {k: tr.history[0][-1] for k, tr in trainers.items()}
+            rows.append({"epoch": epoch, "max_abs_dW": dW, "max_abs_db": db,
+                         **{f"{k}_{m}": getattr(h[k], m) for k in h for m in ("train_error", "test_error")}})
+            log(f"[spice-compare] epoch {epoch}: max |W_spice - W_euler| = {dW:.3e}, max |db| = {db:.3e}")
+        sizes = trainers["euler"].net.sizes
+    report = {"config": run.to_dict(), "solver": spice.to_dict(), "euler": euler.to_dict(), "epochs": rows}
+    write_json(out / "compare.json", report)
+    plot_compare(rows, out / "compare.png", f"{run.dataset} {'-'.join(map(str, sizes))}")
+    return report
+
+
+def plot_compare(rows: list[dict], path: Path, title: str) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ep = [r["epoch"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for k, style in (("spice", "o-"), ("euler", "x--")):
+        a.plot(ep, [r[f"{k}_train_error"] for r in rows], style, label=f"{k} train")
+        a.plot(ep, [r[f"{k}_test_error"] for r in rows], style, label=f"{k} test", alpha=0.7)
+    a.set_xlabel("epoch")
+    a.set_ylabel("error")
+    a.set_title(title)
+    a.legend(fontsize=7)
+    b.semilogy(ep, [max(r["max_abs_dW"], 1e-17) for r in rows], "o-", label="max |W_spice - W_euler|")
+    b.semilogy(ep, [max(r["max_abs_db"], 1e-17) for r in rows], "s-", label="max |b_spice - b_euler|")
+    b.set_xlabel("epoch")
+    b.legend(fontsize=7)
+    for ax in (a, b):
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
