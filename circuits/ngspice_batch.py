@@ -8,13 +8,13 @@ raw output keeps full float64 precision (``wrdata``/``print`` keep about 8 digit
 ``write`` command there becomes ``write <rundir>/out<k>.raw``, and the plots of those
 files come back in order. ``batch_op`` and ``batch_two_phase`` are the two analyses the
 project needs. A failure raises ``SimulationError`` with the netlist, ngspice's output
-and the run directory (kept on failure).
+and the run directory (kept on failure). Commands and the output patterns that mean
+failure are ``ngspice_protocol``'s, shared with the shared-library route.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -23,10 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConvergenceError, NgspiceUnavailable, SimulationError, SimulationTimeout
-from .ngspice_runner import alter_command, fmt, tran_line
-
-_ERROR_RE = re.compile(r"^\s*error|aborted|cannot recover|no such command|not parsed|doanalyses", re.I)
-_PAUSE_RE = re.compile(r"pause requested|simulation interrupted", re.I)
+from .ngspice_protocol import (CLEAR_BREAKPOINTS, CONVERGENCE_RE, RESUME, STOP_WHEN, alter_command, failure_lines,
+                               stop_command, tran_line)
 
 
 def find_binary() -> str | None:
@@ -163,12 +161,11 @@ def run_batch(netlist: str, control: list[str], timeout: float = 600.0, binary: 
         raise SimulationTimeout(f"ngspice -b ran past {timeout:.0f} s", netlist=text, log=out,
                                 command=f"{binary} -b {cir}", rundir=str(workdir)) from None
     log = proc.stdout + proc.stderr
-    paused = any("stop when" in c for c in control)
-    bad = [l.strip() for l in log.splitlines() if _ERROR_RE.search(l) and not (paused and _PAUSE_RE.search(l))]
+    paused = any(STOP_WHEN in c for c in control)
+    bad = failure_lines(log.splitlines(), paused)
     missing = [str(p) for p in raws if not p.exists()]
     if bad or missing or proc.returncode not in (0, 1):
-        cls = ConvergenceError if any("abort" in b.lower() or "doanalyses" in b.lower() for b in bad) \
-            else SimulationError
+        cls = ConvergenceError if any(CONVERGENCE_RE.search(b) for b in bad) else SimulationError
         why = "; ".join(dict.fromkeys(bad[:3])) or (f"missing raw files {missing}" if missing
                                                      else f"exit code {proc.returncode}")
         raise cls(f"ngspice -b failed: {why}", netlist=text, log=log, command=f"{binary} -b {cir}",
@@ -199,8 +196,8 @@ def batch_two_phase(netlist: str, nodes, tstep: float, t1: float, t2: float, nud
     """Both EqProp phases in one transient (as ``NgspiceSession.tran_two_phase``)."""
     nodes = list(nodes)
     ctl = [alter_command(k, v) for k, v in (alters or {}).items()]
-    ctl += [f"stop when time > {fmt(t1)}", tran_line(tstep, t2, 0.0, tmax, uic), "write"]
-    ctl += [alter_command(k, v) for k, v in nudge.items()] + ["delete all", "resume", "write"]
+    ctl += [stop_command(t1), tran_line(tstep, t2, 0.0, tmax, uic), "write"]
+    ctl += [alter_command(k, v) for k, v in nudge.items()] + [CLEAR_BREAKPOINTS, RESUME, "write"]
     res = run_batch(netlist, ctl, **kw)
     free, nudged = res.plots
     if free["time"][-1].real < t1 * (1 - 1e-9) or nudged["time"][-1].real < t2 * (1 - 1e-9):

@@ -7,7 +7,8 @@ persistent subprocess speaking length-prefixed pickles over two pipes), restarts
 after a crash, timeout or fatal error, and raises ``SimulationError`` with the log.
 
 The library itself is driven by ``circuits.ngspice_worker`` (in the child), which says
-why PySpice's own ``exec_command`` is bypassed. Numbers go out as ``repr(float(x))``.
+why PySpice's own ``exec_command`` is bypassed. Commands and their numbers
+(``repr(float(x))``) come from ``ngspice_protocol``, as on the ``ngspice -b`` route.
 """
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConvergenceError, NgspiceUnavailable, SimulationError, SimulationTimeout, WorkerCrashed
-from .ngspice_worker import _read_frame, _write_all, alter_command, fmt  # noqa: F401 (fmt, alter_command: public here)
+from .ngspice_protocol import CLEAR_BREAKPOINTS, RESUME, alter_command, fmt, stop_command, tran_line  # noqa: F401
+from .ngspice_worker import read_frame, write_all
 
+# alter_command (imported above) stays importable from here: its home before ngspice_protocol
 LIBRARY_ENV = "NGSPICE_LIBRARY_PATH"
 _LIBRARY_GLOBS = ("/usr/lib/*/libngspice.so*", "/usr/lib/libngspice.so*", "/usr/local/lib/libngspice.so*",
                   "/usr/lib64/libngspice.so*", "/opt/homebrew/lib/libngspice*.dylib", "/usr/local/lib/libngspice*.dylib")
@@ -116,7 +119,7 @@ class NgspiceSession:
         errfile = tempfile.TemporaryFile()
         env = dict(os.environ, **{LIBRARY_ENV: self.library})
         boot = (f"import sys; sys.path.insert(0, {_ROOT!r}); "
-                "from circuits.ngspice_worker import _worker_main; _worker_main(int(sys.argv[1]), int(sys.argv[2]))")
+                "from circuits.ngspice_worker import worker_main; worker_main(int(sys.argv[1]), int(sys.argv[2]))")
         proc = subprocess.Popen([sys.executable, "-c", boot, str(to_child_r), str(from_child_w)],
                                 pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
                                 stdout=errfile, stderr=errfile, env=env, close_fds=True)
@@ -137,8 +140,8 @@ class NgspiceSession:
         data = pickle.dumps(ops, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             os.write(w, struct.pack("<Q", len(data)))
-            _write_all(w, data)
-            return _read_frame(r, timeout)
+            write_all(w, data)
+            return read_frame(r, timeout)
         except TimeoutError:
             errfile.seek(0)
             tail = errfile.read()[-4000:].decode("utf8", "replace")  # this call's output, not the last call's log
@@ -229,16 +232,16 @@ class NgspiceSession:
                        tmax: float | None = None, uic: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Both EqProp phases in one transient: run to t1, alter ``nudge``, resume to t2.
 
-        ``delete all`` removes the stop breakpoint (else ngspice stops again at once).
+        ``CLEAR_BREAKPOINTS`` removes the stop breakpoint (else ngspice stops again at once).
         Returns the node voltages at t1 and at t2.
         """
         nodes = list(nodes)
-        ops = [("cmd", f"stop when time > {fmt(t1)}"),
+        ops = [("cmd", stop_command(t1)),
                ("analysis", tran_line(tstep, t2, 0.0, tmax, uic), True),
                ("get", nodes, -1), ("get", ["time"], -1),
                ("alter", [(str(k), float(v)) for k, v in nudge.items()]),
-               ("cmd", "delete all"),
-               ("analysis", "resume"),
+               ("cmd", CLEAR_BREAKPOINTS),
+               ("analysis", RESUME),
                ("get", nodes, -1), ("get", ["time"], -1)]
         res = self.call(ops, f"two-phase tran to {t1} and {t2}")
         self._alters.update((str(k), float(v)) for k, v in nudge.items())
@@ -255,15 +258,6 @@ class NgspiceSession:
     def vector(self, name: str) -> np.ndarray:
         """A whole vector of the current plot (e.g. ``time``)."""
         return self.call([("get", [name], None)], f"read {name}")[0][0]
-
-
-def tran_line(tstep, tstop, tstart=0.0, tmax=None, uic=False) -> str:
-    line = f"tran {fmt(tstep)} {fmt(tstop)}"
-    if tmax is not None or tstart:
-        line += f" {fmt(tstart)}"
-    if tmax is not None:
-        line += f" {fmt(tmax)}"
-    return line + (" uic" if uic else "")
 
 
 def with_nodeset(netlist: str, nodeset: dict[str, float]) -> str:

@@ -9,47 +9,27 @@ Why not PySpice's ``exec_command``: PySpice 1.5 raises on any stderr line that i
 "Warning:", including harmless notes such as "Note: Starting dynamic gmin stepping", and
 logs "Unsupported Ngspice version 39". Here ``ngSpice_Command`` is called directly, the
 output is captured per call, and success means: no error line, and the analysis made a
-new plot with data. PySpice's loggers are silenced by name, not globally.
+new plot with data (the output patterns are ``ngspice_protocol``'s, shared with the
+``ngspice -b`` route). PySpice's loggers are silenced by name, not globally.
 """
 from __future__ import annotations
 
 import os
 import pickle
-import re
 import select
 import struct
 import time
 
 import numpy as np
 
+from .ngspice_protocol import DATA_ROWS, FATAL_RE, PAUSE_RE, RESUME, alter_command, failure_lines
+
 # ngspice keeps every command in a history; clear it now and then (PySpice does the same).
 _HISTORY_FLUSH = 5000
-# Output lines that mean a command failed. Warnings and notes ("Note: Starting dynamic
-# gmin stepping", "Warning: singular matrix" during stepping) are not failures by themselves.
-_ERROR_RE = re.compile(r"^\s*error|aborted|cannot recover|no such command|not parsed|doanalyses", re.I)
-_PAUSE_RE = re.compile(r"pause requested|simulation interrupted", re.I)
-_FATAL_RE = re.compile(r"cannot recover|awaits to be detached|not parsed", re.I)
 
 
-def fmt(x) -> str:
-    """numpy 2 reprs (np.float64(..)) break ngspice; repr(float) round-trips exactly."""
-    return repr(float(x))
-
-
-def alter_command(name: str, value: float) -> str:
-    """The alter line for an element value; ``name[param]`` alters an instance parameter.
-
-    Controlled sources (G, F, E, H) take ``@name[gain]`` (docs/netlist-format.md sec. 8),
-    R, C, L, I, V take their value directly; ``cn5[ic]`` gives ``alter @cn5[ic]=v``.
-    """
-    if "[" in name:
-        return f"alter @{name}={fmt(value)}"
-    if name[:1].lower() in "gfeh":
-        return f"alter @{name}[gain]={fmt(value)}"
-    return f"alter {name} = {fmt(value)}"
-
-
-def _write_all(fd: int, data: bytes) -> None:
+# -- frames: the pipe protocol between NgspiceSession (parent) and this worker ----------
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
@@ -71,7 +51,7 @@ def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
     return b"".join(chunks)
 
 
-def _read_frame(fd: int, timeout: float | None):
+def read_frame(fd: int, timeout: float | None):
     deadline = None if timeout is None else time.monotonic() + timeout
     (n,) = struct.unpack("<Q", _read_exact(fd, 8, deadline))
     return pickle.loads(_read_exact(fd, n, deadline))
@@ -110,13 +90,8 @@ class _Engine:
         return out
 
     def errors(self, lines, paused_ok: bool = False) -> list[str]:
-        bad = []
-        for line in lines:
-            stream, _, text = line.partition(" ")
-            if stream in ("stdout", "stderr") and _ERROR_RE.search(text):
-                if not (paused_ok and _PAUSE_RE.search(text)):
-                    bad.append(text.strip())
-        return bad
+        texts = [text for stream, _, text in (line.partition(" ") for line in lines) if stream in ("stdout", "stderr")]
+        return failure_lines(texts, paused_ok)
 
     def command(self, cmd: str, log: list, paused_ok: bool = False) -> None:
         self.n_commands += 1
@@ -128,7 +103,7 @@ class _Engine:
         log.extend(got)
         bad = self.errors(got, paused_ok)
         if rc or bad:
-            raise _Failure("fatal" if any(_FATAL_RE.search(b) for b in bad) else "error",
+            raise _Failure("fatal" if any(FATAL_RE.search(b) for b in bad) else "error",
                            f"ngspice command '{cmd[:200]}' failed: " + ("; ".join(bad[:3]) or f"return code {rc}"),
                            cmd)
 
@@ -167,8 +142,8 @@ class _Engine:
                 f.kind = "convergence"
             raise
         plot = self.cur_plot()
-        rows = [l for l in log[start:] if "No. of Data Rows" in l or (paused_ok and _PAUSE_RE.search(l))]
-        if plot == "const" or not rows or (cmd != "resume" and plot == before):
+        rows = [l for l in log[start:] if DATA_ROWS in l or (paused_ok and PAUSE_RE.search(l))]
+        if plot == "const" or not rows or (cmd != RESUME and plot == before):
             raise _Failure("convergence", f"'{cmd}' produced no data (plot {plot!r})", cmd)
         return plot
 
@@ -221,7 +196,8 @@ def _join(lines) -> str:
     return "\n".join(l.partition(" ")[2] if l.startswith(("stdout ", "stderr ")) else l for l in lines)
 
 
-def _worker_main(r: int, w: int) -> None:
+def worker_main(r: int, w: int) -> None:
+    """The child's loop (started by ``NgspiceSession``): one reply per request, until EOF."""
     try:
         engine = _Engine()
         failure = None
@@ -229,7 +205,7 @@ def _worker_main(r: int, w: int) -> None:
         engine, failure = None, f"{type(e).__name__}: {e}"
     while True:
         try:
-            ops = _read_frame(r, None)
+            ops = read_frame(r, None)
         except EOFError:
             return
         if engine is None:
@@ -241,6 +217,6 @@ def _worker_main(r: int, w: int) -> None:
                 reply = {"ok": False, "kind": "error", "message": f"worker: {type(e).__name__}: {e}",
                          "command": str(ops[:1])[:200], "log": _join(engine.take_log())}
         data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-        _write_all(w, struct.pack("<Q", len(data)) + data)
+        write_all(w, struct.pack("<Q", len(data)) + data)
         if reply.get("kind") in ("fatal", "netlist"):
             return  # the parent starts a fresh worker

@@ -32,8 +32,7 @@ import torch
 from eqprop.learning import apply_update as exact_update
 from eqprop.network import Network
 from eqprop.solver import check_relax
-from netlist_gen import build_circuit, folded_input_currents
-from netlist_gen.netlist_format import cap_ic_key
+from netlist_gen import build_circuit, cap_ic_key, folded_input_currents
 
 from .devices import DeviceArray, instance_seed, symmetrise, weight_asymmetry
 from .errors import SimulationError
@@ -58,6 +57,7 @@ class SpiceSolver:
         self.last_stats: dict = {}
         self._slots: dict[int, list[_Slot]] = {}
         self._arrays: dict[int, DeviceArray] = {}
+        self._source: dict[int, np.ndarray] = {}  # the weights each trial's devices were set to
 
     def describe(self) -> dict:
         return {"solver": type(self).__name__, **self.config.to_dict()}
@@ -100,7 +100,9 @@ class SpiceSolver:
             self._program(t, stack.trial(t), force=True)
 
     def _program(self, t: int, net: Network, force: bool = False):
-        """Trial t's device pairs; programmed afresh when they do not hold net's weights."""
+        """Trial t's device pairs; programmed afresh when they were not programmed from (or updated
+        to) net's weights. force (prepare): program, then let the network hold what the devices hold;
+        otherwise relax leaves the caller's network as it is."""
         if self.config.level != "crossbar":
             return None
         arr = self._arrays.get(t)
@@ -108,12 +110,20 @@ class SpiceSolver:
         if arr is None or arr.mask.shape != topo.mask.shape or not np.array_equal(arr.mask, topo.mask):
             arr = self._arrays[t] = DeviceArray(self.config.device, topo.mask, instance_seed(self.config.device_seed, t),
                                                 clip=self.config.clip_weights)
-        W = net.W.detach().cpu().double().numpy()
-        if force or arr.prog is None or not np.array_equal(symmetrise(arr.nominal_weights(), topo.directed), W):
+        W = _numpy(net.W)
+        if force or arr.prog is None or not np.array_equal(self._source.get(t), W):
             arr.program(W)
-            with torch.no_grad():
-                net.W.copy_(torch.as_tensor(symmetrise(arr.nominal_weights(), topo.directed)))
+            self._source[t] = W
+            if force:
+                self._hold(t, net)
         return arr.prog
+
+    def _hold(self, t: int, net: Network) -> None:
+        """The network takes the weights trial t's devices hold (symmetrised nominal weights)."""
+        W = symmetrise(self._arrays[t].nominal_weights(), net.topology.directed)
+        with torch.no_grad():
+            net.W.copy_(torch.as_tensor(W))
+        self._source[t] = _numpy(net.W)
 
     def report(self) -> dict:
         """Crossbar: weights saturated at the device range, and ||W - W^T|| / ||W|| of the weights the
@@ -135,6 +145,7 @@ class SpiceSolver:
         for t, d in state.get("arrays", {}).items():
             self._program(t, stack.trial(t))  # creates the instance (its d2d draw) ...
             self._arrays[t].load_state_dict(d)  # ... then its saved conductances and stream
+            self._source[t] = _numpy(stack.W[t])  # the checkpoint's W: what these devices hold
         for slots in self._slots.values():
             for slot in slots:
                 slot.W = None  # reload on the next relax
@@ -155,9 +166,7 @@ class SpiceSolver:
                 net = stack.trial(t)
                 self._program(t, net)
                 changed.append(self._arrays[t].update(step[t]))
-                with torch.no_grad():
-                    net.W.copy_(torch.as_tensor(symmetrise(self._arrays[t].nominal_weights(),
-                                                           net.topology.directed)))
+                self._hold(t, net)
         else:
             step = (lr_W * dW).reshape(stack.W.shape)
             changed = list(((step != 0) & self._mask(stack)).cpu().numpy())

@@ -52,7 +52,8 @@ def register(subparsers) -> None:
     src.add_argument("--seed", type=int, default=0, help="seed of topology, weights, inputs and devices (default 0)")
     c = p.add_argument_group("circuit")
     c.add_argument("--level", choices=["ideal", "crossbar"], default="ideal", help="abstraction level (default ideal)")
-    c.add_argument("--device", default="ideal", help=f"crossbar device preset, one of {', '.join(list_presets())}")
+    c.add_argument("--device-preset", default="ideal",
+                   help=f"device preset of --level crossbar (not a torch device), one of {', '.join(list_presets())}")
     c.add_argument("--w-max", type=float, default=None,
                    help="weight mapped to the full conductance range (default: max |W| of the network)")
     c.add_argument("--unfolded", action="store_true", help="inputs as voltage sources (default: folded into currents)")
@@ -95,7 +96,7 @@ def run(args) -> int:
             beta = args.beta
             target = np.eye(topo.n_out)[0] if args.target is None else np.array(_floats(args.target, "--target"))
         if args.level == "crossbar":
-            device = load_preset(args.device)
+            device = load_preset(args.device_preset)
             w_max = args.w_max or float(net.W.abs().max()) or 1.0
             device = dataclasses.replace(device, w_max=w_max)
             arrays = program_network(net, device, rng=args.seed)

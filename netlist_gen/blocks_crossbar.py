@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .blocks_ideal import Element, folded_input, input_source, neuron, nudge, r_node, u_node  # noqa: F401
+from . import netlist_format as nf
+# the ideal neuron, inputs and nudge are this level's too: the generator takes every block from here
+from .blocks_ideal import Element, folded_input, input_source, neuron, nudge  # noqa: F401
 
 LEVEL = "crossbar"
 
 
 def synapse_names(dst: int, src: int) -> tuple[str, ...]:
-    return (f"Rp{dst}_{src}", f"Rm{dst}_{src}")
+    return nf.device_names(dst, src)
 
 
 def synapse_header(arrays) -> dict[str, str]:
-    return {"g_unit": repr(float(arrays[2]))}
+    return dict(zip(nf.CROSSBAR_HEADER_KEYS, (repr(float(arrays[2])),), strict=True))
 
 
 def effective_weights(W: np.ndarray, arrays) -> np.ndarray:
@@ -40,15 +42,15 @@ def synapses(dst: int, srcs: list[int], W: np.ndarray, arrays, g0: float) -> lis
     Gp, Gm, g_unit = arrays
     k = g0 / g_unit
     els = [
-        Element(f"Vp{dst}", f"cp{dst} 0", 0.0),
-        Element(f"Vm{dst}", f"cm{dst} 0", 0.0),
+        Element(nf.AMMETER_P.name(dst), nf.AMMETER_P.nodes_for(dst), 0.0),
+        Element(nf.AMMETER_M.name(dst), nf.AMMETER_M.nodes_for(dst), 0.0),
         # I(V) is the current into the + node, i.e. the column's sum of G * V(r_src)
-        Element(f"Fp{dst}", f"0 u{dst} Vp{dst}", k),
-        Element(f"Fm{dst}", f"0 u{dst} Vm{dst}", -k),
+        Element(nf.COLUMN_GAIN_P.name(dst), nf.column_gain_nodes(nf.COLUMN_GAIN_P, dst), k),
+        Element(nf.COLUMN_GAIN_M.name(dst), nf.column_gain_nodes(nf.COLUMN_GAIN_M, dst), -k),
     ]
-    rp = (1.0 / Gp[srcs, dst]).tolist()
-    rm = (1.0 / Gm[srcs, dst]).tolist()
-    for s, a, b in zip(srcs, rp, rm):
-        els.append((f"Rp{dst}_{s}", f"r{s} cp{dst}", a))
-        els.append((f"Rm{dst}_{s}", f"r{s} cm{dst}", b))
+    plus = nf.DEVICE_P.records(dst, srcs, (1.0 / Gp[srcs, dst]).tolist())
+    minus = nf.DEVICE_M.records(dst, srcs, (1.0 / Gm[srcs, dst]).tolist())
+    for a, b in zip(plus, minus):  # each synapse's G+ then its G- (docs/netlist-format.md 4.2)
+        els.append(a)
+        els.append(b)
     return els

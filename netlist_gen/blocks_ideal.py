@@ -1,8 +1,8 @@
 """Block templates of the ``ideal`` level: behavioural neuron, signed VCCS synapses.
 
 Every block returns ``Element`` records (name, nodes, value); the generator only
-composes them. Node and element names are the ones docs/netlist-format.md fixes: the
-runner alters elements by these names, so they must not change without the doc.
+composes them. Node and element names come from ``netlist_format`` (the table the reader
+checks against; docs/netlist-format.md in prose): the runner alters elements by them.
 Numbers are written by ``fmt`` (``repr(float(x))``): numpy 2 reprs (``np.float64(..)``)
 break ngspice, and repr is the shortest string that reads back bit for bit.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+
+from . import netlist_format as nf
 
 LEVEL = "ideal"
 
@@ -33,18 +35,10 @@ def fmt(x: float) -> str:
     return repr(float(x) + 0.0)
 
 
-def u_node(i: int) -> str:
-    return f"u{i}"
-
-
-def r_node(i: int) -> str:
-    return f"r{i}"
-
-
 # -- inputs and neurons ----------------------------------------------------------
 def input_source(k: int, value: float) -> Element:
     """Unfolded input k: a voltage source holds rho(x_k) on its rho node."""
-    return Element(f"Vx{k}", f"r{k} 0", value)
+    return Element(nf.INPUT_SOURCE.name(k), nf.INPUT_SOURCE.nodes_for(k), value)
 
 
 def neuron(i: int, g0: float, c: float, bias_current: float, clamp: float) -> list[Element]:
@@ -55,29 +49,30 @@ def neuron(i: int, g0: float, c: float, bias_current: float, clamp: float) -> li
     Euler state is, which makes .tran pick the Euler reference's equilibrium.
     """
     els = [
-        Element(f"Cn{i}", f"u{i} 0", c),
-        Element(f"Rl{i}", f"u{i} 0", 1.0 / g0),
-        Element(f"Br{i}", f"r{i} 0", f"v=min(max(v(u{i}),0),1)"),
-        Element(f"Ib{i}", f"0 u{i}", bias_current),
+        Element(nf.CAPACITOR.name(i), nf.CAPACITOR.nodes_for(i), c),
+        Element(nf.LEAK.name(i), nf.LEAK.nodes_for(i), 1.0 / g0),
+        Element(nf.ACTIVATION.name(i), nf.ACTIVATION.nodes_for(i), f"v={nf.activation_expr(i)}"),
+        Element(nf.BIAS.name(i), nf.BIAS.nodes_for(i), bias_current),
     ]
     if clamp > 0:
-        els.append(Element(f"Gc{i}", f"u{i} 0 u{i} r{i}", clamp * g0))
+        els.append(Element(nf.CLAMP.name(i), nf.CLAMP.nodes_for(i), clamp * g0))
     return els
 
 
 def folded_input(i: int, current: float) -> Element:
     """The clamped inputs' drive on neuron i, g0 * sum_k W[k, i] rho(x_k)."""
-    return Element(f"Ix{i}", f"0 u{i}", current)
+    return Element(nf.FOLDED_INPUT.name(i), nf.FOLDED_INPUT.nodes_for(i), current)
 
 
 def nudge(o: int, gain: float, current: float) -> list[Element]:
-    """Output nudge: -2 beta g0 rho(u_o) (VCCS) plus 2 beta g0 y_d (current source)."""
-    return [Element(f"Gn{o}", f"0 u{o} r{o} 0", gain), Element(f"In{o}", f"0 u{o}", current)]
+    """Output nudge: gain * rho(u_o) (VCCS) plus current (source); eqprop.dynamics gives both."""
+    return [Element(nf.NUDGE_G.name(o), nf.NUDGE_G.nodes_for(o), gain),
+            Element(nf.NUDGE_I.name(o), nf.NUDGE_I.nodes_for(o), current)]
 
 
 # -- synapses --------------------------------------------------------------------
 def synapse_names(dst: int, src: int) -> tuple[str, ...]:
-    return (f"Gw{dst}_{src}",)
+    return (nf.synapse_name(dst, src),)
 
 
 def synapse_header(arrays) -> dict[str, str]:
@@ -95,6 +90,5 @@ def synapse_count(n_synapses: int, n_columns: int) -> int:
 
 def synapses(dst: int, srcs: list[int], W: np.ndarray, arrays, g0: float) -> list[Element]:
     """One signed VCCS per direction src -> dst: injects g0*W[src,dst]*V(r_src) into u_dst."""
-    vals = (W[srcs, dst] * g0).tolist()
     # plain tuples: NamedTuple construction dominated the time of 400k-synapse netlists
-    return [(f"Gw{dst}_{s}", f"0 u{dst} r{s} 0", v) for s, v in zip(srcs, vals)]
+    return nf.SYNAPSE.records(dst, srcs, (W[srcs, dst] * g0).tolist())

@@ -16,12 +16,14 @@ import functools
 
 import numpy as np
 
+from eqprop.dynamics import nudge_current, nudge_force, nudge_gain
 from eqprop.network import Network
 
 from . import blocks_crossbar, blocks_ideal
+from . import netlist_format as nf
 from .blocks_ideal import Element, fmt
+from .netlist_format import FORMAT_VERSION
 
-FORMAT_VERSION = 1
 LEVELS = {"ideal": blocks_ideal, "crossbar": blocks_crossbar}
 # Tight enough for rho agreement <= 1e-6 V in normalised units (g0 = 1 S, c = 1 F);
 # docs/netlist-format.md section 1 says why these units.
@@ -132,12 +134,12 @@ class Circuit:
 
     @functools.cached_property
     def u_node(self) -> dict[int, str]:
-        return {i: blocks_ideal.u_node(i) for i in self.neurons}
+        return {i: nf.u_node(i) for i in self.neurons}
 
     @functools.cached_property
     def r_node(self) -> dict[int, str]:
         ins = [] if self.fold_inputs else list(range(self.n_in))
-        return {i: blocks_ideal.r_node(i) for i in ins + self.neurons}
+        return {i: nf.r_node(i) for i in ins + self.neurons}
 
     @functools.cached_property
     def weight_elements(self) -> dict[tuple[int, int], tuple[str, ...]]:
@@ -147,21 +149,21 @@ class Circuit:
 
     @functools.cached_property
     def bias_elements(self) -> dict[int, str]:
-        return {i: f"Ib{i}" for i in self.neurons}
+        return {i: nf.bias_name(i) for i in self.neurons}
 
     @functools.cached_property
     def input_elements(self) -> dict[int, str]:
         """Folded inputs: neuron -> its ``Ix`` current source."""
-        return {i: f"Ix{i}" for i in self.fold_neurons}
+        return {i: nf.folded_input_name(i) for i in self.fold_neurons}
 
     @functools.cached_property
     def input_sources(self) -> dict[int, str]:
         """Unfolded inputs: input k -> its ``Vx`` voltage source."""
-        return {} if self.fold_inputs else {k: f"Vx{k}" for k in range(self.n_in)}
+        return {} if self.fold_inputs else {k: nf.input_source_name(k) for k in range(self.n_in)}
 
     @functools.cached_property
     def nudge_elements(self) -> dict[int, tuple[str, str]]:
-        return {o: (f"Gn{o}", f"In{o}") for o in self.outputs}
+        return {o: nf.nudge_names(o) for o in self.outputs}
 
     # -- values -------------------------------------------------------------------
     @functools.cached_property
@@ -190,13 +192,12 @@ class Circuit:
     def nudge_values(self, beta: float, target) -> tuple[np.ndarray, np.ndarray]:
         """(Gn gains (n_out,), In currents (B, n_out)) for a nudge of strength beta toward target."""
         y = _as_batch(target, self.sizes[-1], "target")
-        g = 2.0 * float(beta) * self.g0
-        return np.full(self.sizes[-1], -g), g * y
+        return np.full(self.sizes[-1], nudge_gain(beta, self.g0)), nudge_current(beta, y, self.g0)
 
     # -- text ---------------------------------------------------------------------
     def to_spice(self, tail=()) -> str:
         """The netlist text; ``tail`` lines (analysis, .control) go right before ``.end``."""
-        head = ["* eqprop-spice " + " ".join(f"{k}={v}" for k, v in self.header.items()),
+        head = [f"* {nf.HEADER_TAG} " + " ".join(f"{k}={v}" for k, v in self.header.items()),
                 _neuron_comment(self.sizes)]
         if self.options:
             head.append(".options " + " ".join(f"{k}={_opt(v)}" for k, v in self.options.items()))
@@ -314,7 +315,7 @@ def build_circuit(network: Network, x=None, *, beta: float = 0.0, target=None, l
     fold_cur = dict(zip(fold_neurons.tolist(), (rx @ fold_w * g0).tolist()))
     first_src = n_in if fold_inputs else 0
     outputs = set(range(n - n_out, n))
-    nudge_gain, nudge_cur = -2.0 * beta * g0, 2.0 * beta * g0 * y_d
+    gain, nudge_cur = nudge_gain(beta, g0), nudge_current(beta, y_d, g0)
 
     els: list[Element] = []
     if not fold_inputs:
@@ -328,19 +329,19 @@ def build_circuit(network: Network, x=None, *, beta: float = 0.0, target=None, l
         els.extend(blocks.synapses(i, srcs, W, arrays, g0))
         pairs.append((i, srcs))
         if i in outputs:
-            els.extend(blocks.nudge(i, nudge_gain, float(nudge_cur[i - (n - n_out)])))
+            els.extend(blocks.nudge(i, gain, float(nudge_cur[i - (n - n_out)])))
 
     state_lines = []
     if s0 is not None and use is not None:
         u0 = s0 if use == "ic" else _leaky_state(s0, rx, W_eff, b, n_in, outputs, beta, y_d, clamp)
         for i in range(n_in, n):
-            state_lines.append(f".{use} v(u{i})={fmt(u0[i])}")
+            state_lines.append(f".{use} v({nf.u_node(i)})={fmt(u0[i])}")
             if use == "nodeset":  # rho nodes too: Newton then starts at the fixed point
-                state_lines.append(f".nodeset v(r{i})={fmt(min(max(s0[i], 0.0), 1.0))}")
+                state_lines.append(f".nodeset v({nf.r_node(i)})={fmt(min(max(s0[i], 0.0), 1.0))}")
 
-    header = {"format": FORMAT_VERSION, "sizes": ",".join(map(str, topo.sizes)), "level": level,
-              "inputs": "folded" if fold_inputs else "unfolded", "directed": int(topo.directed),
-              "g0": fmt(g0), "c": fmt(c), "clamp": fmt(clamp)}
+    header = dict(zip(nf.HEADER_KEYS, (FORMAT_VERSION, ",".join(map(str, topo.sizes)), level,
+                                       "folded" if fold_inputs else "unfolded", int(topo.directed),
+                                       fmt(g0), fmt(c), fmt(clamp)), strict=True))
     header.update(blocks.synapse_header(arrays))
     return Circuit(header, els, None if options is None else dict(options), state_lines, tuple(topo.sizes),
                    level, fold_inputs, g0, list(range(n_in, n)), fold_neurons.tolist(), fold_w, pairs)
@@ -358,7 +359,7 @@ def _leaky_state(s0, rx, W, b, n_in, outputs, beta, y_d, clamp) -> np.ndarray:
     r[:n_in] = rx
     u = r @ W + b
     out = np.array(sorted(outputs))
-    u[out] += 2.0 * beta * (y_d - r[out])
+    u[out] += nudge_force(r[out], y_d, beta)
     u = (u + clamp * r) / (1.0 + clamp)
     u[:n_in] = rx
     return u

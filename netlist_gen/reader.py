@@ -15,26 +15,21 @@ import re
 import numpy as np
 import torch
 
+from eqprop.dynamics import beta_from_gain
 from eqprop.network import Network
 from eqprop.topology import Topology
 
+from . import netlist_format as nf
+from .netlist_format import FORMAT_VERSION
 from .spice_errors import NetworkReadError, UnsupportedNetlistError
 from .spice_parse import Element, Netlist, Pos, parse_netlist
 
-FORMAT_VERSION = 1
 _REL = 1e-12  # agreement asked of values the format derives from the header (1/g0 written as repr)
-
-# element name prefix -> (index count, nodes as written, what it is); {0} first index, {1} second
-_ELEMENTS = {
-    "cn": (1, "u{0} 0", "capacitor"), "rl": (1, "u{0} 0", "leak"), "br": (1, "r{0} 0", "activation"),
-    "ib": (1, "0 u{0}", "bias"), "gc": (1, "u{0} 0 u{0} r{0}", "clamp"), "ix": (1, "0 u{0}", "folded input"),
-    "gw": (2, "0 u{0} r{1} 0", "synapse"), "vp": (1, "cp{0} 0", "G+ column ammeter"),
-    "vm": (1, "cm{0} 0", "G- column ammeter"), "fp": (1, "0 u{0}", "G+ column gain"),
-    "fm": (1, "0 u{0}", "G- column gain"), "rp": (2, "r{1} cp{0}", "G+ device"), "rm": (2, "r{1} cm{0}", "G- device"),
-    "gn": (1, "0 u{0} r{0} 0", "nudge gain"), "in": (1, "0 u{0}", "nudge current"), "vx": (1, "r{0} 0", "input"),
-}
-_NAME = re.compile(r"([a-z]{2})(0|[1-9]\d*)(?:_(0|[1-9]\d*))?")
-_HEADER_KEYS = ("format", "sizes", "level", "inputs", "directed", "g0", "c", "clamp", "g_unit")
+# element keys (lowercase prefixes, as ngspice sees names) of the kinds the reader treats apart
+_CN, _RL, _BR, _IB, _GC, _IX, _GW = (k.key for k in (nf.CAPACITOR, nf.LEAK, nf.ACTIVATION, nf.BIAS, nf.CLAMP,
+                                                     nf.FOLDED_INPUT, nf.SYNAPSE))
+_RP, _RM, _FP, _FM = (k.key for k in (nf.DEVICE_P, nf.DEVICE_M, nf.COLUMN_GAIN_P, nf.COLUMN_GAIN_M))
+_GN, _IN, _VX = nf.NUDGE_G.key, nf.NUDGE_I.key, nf.INPUT_SOURCE.key
 
 
 @dataclasses.dataclass(eq=False)
@@ -89,9 +84,10 @@ class _Reader:
     def _header(self, sizes, directed) -> dict[str, str]:
         title = self.net.title
         words = title.lstrip("* \t").split()
-        if not words or words[0] != "eqprop-spice":
+        if not words or words[0] != nf.HEADER_TAG:
             if sizes is None:
-                self.fail("line 1 is no eqprop-spice header ('* eqprop-spice format=1 sizes=...'): pass sizes= "
+                self.fail(f"line 1 is no {nf.HEADER_TAG} header ('* {nf.HEADER_TAG} format={FORMAT_VERSION} "
+                          "sizes=...'): pass sizes= "
                           "(and directed= if it is a directed net) to read it anyway")
             self.sizes, self.directed, self.header_pos = tuple(int(s) for s in sizes), bool(directed), {}
             return {}
@@ -114,8 +110,7 @@ class _Reader:
         if directed is not None and bool(directed) != self.directed:
             self.fail(f"directed={directed} given, but the header says directed={int(self.directed)}",
                       self.header_pos.get("directed"))
-        for key in ("level", "inputs"):
-            allowed = ("ideal", "crossbar") if key == "level" else ("folded", "unfolded")
+        for key, allowed in nf.HEADER_CHOICES.items():
             if header.get(key) not in allowed:
                 self.fail(f"header {key}={header.get(key)!r}, expected one of {allowed}", self.header_pos.get(key))
         return header
@@ -137,13 +132,14 @@ class _Reader:
         """(prefix, index...) -> element, with nodes checked against the name."""
         out = {}
         for e in self.net.elements:
-            m = _NAME.fullmatch(e.name.lower())
-            if m is None or m.group(1) not in _ELEMENTS or (m.group(3) is None) != (_ELEMENTS[m.group(1)][0] == 1):
-                hint = {"G": "a G element here is a synapse Gw<dst>_<src>, a clamp Gc<i> or a nudge Gn<o>"}.get(
+            parsed = nf.split_element_name(e.name)
+            if parsed is None:
+                hint = {"G": f"a G element here is a synapse {nf.SYNAPSE.name('<dst>', '<src>')}, a clamp "
+                             f"{nf.CLAMP.name('<i>')} or a nudge {nf.NUDGE_G.name('<o>')}"}.get(
                     e.kind, "docs/netlist-format.md section 4 lists the elements")
-                self.fail(f"element '{e.name}' is not part of the eqprop-spice format ({hint})", e.pos)
-            idx = tuple(int(g) for g in m.groups()[1:] if g is not None)
-            _, nodes, what = _ELEMENTS[m.group(1)]
+                self.fail(f"element '{e.name}' is not part of the {nf.HEADER_TAG} format ({hint})", e.pos)
+            key, idx = parsed
+            nodes, what = nf.ELEMENTS[key].nodes, nf.ELEMENTS[key].what
             n = sum(self.sizes)
             for i in idx:
                 if i >= n:
@@ -155,7 +151,7 @@ class _Reader:
                           f"{' '.join(e.nodes)}", e.pos)
             if any(k != "ic" or e.kind != "C" for k in e.params) or e.waveform is not None:
                 self.fail(f"'{e.name}': parameters and waveforms are not part of the format", e.pos)
-            out[(m.group(1),) + idx] = e
+            out[(key,) + idx] = e
         return out
 
     def value(self, els, key, what_if_missing: str | None = None) -> float | None:
@@ -173,12 +169,13 @@ class _Reader:
         outputs = range(n - self.sizes[-1], n)
         for key, e in els.items():
             prefix, first = key[0], key[1]
-            if prefix == "vx" and (first >= n_in or inputs == "folded"):
-                self.fail(f"'{e.name}': Vx sources hold the inputs 0..{n_in - 1} of an unfolded netlist", e.pos)
-            if prefix != "vx" and first < n_in:
+            if prefix == _VX and (first >= n_in or inputs == "folded"):
+                self.fail(f"'{e.name}': {nf.INPUT_SOURCE.prefix} sources hold the inputs 0..{n_in - 1} of an "
+                          "unfolded netlist", e.pos)
+            if prefix != _VX and first < n_in:
                 self.fail(f"'{e.name}' refers to input neuron {first}: inputs are clamped and have no neuron "
                           f"block, bias or synapses into them", e.pos)
-            if prefix in ("gn", "in") and first not in outputs:
+            if prefix in (_GN, _IN) and first not in outputs:
                 self.fail(f"'{e.name}': only output neurons ({outputs.start}..{n - 1}) have a nudge", e.pos)
             if len(key) == 3 and key[2] < n_in and inputs == "folded":
                 self.fail(f"'{e.name}' comes from input {key[2]}, but the netlist is folded (inputs=folded): "
@@ -189,40 +186,42 @@ class _Reader:
     def build(self, els: dict, asymmetric: str, dtype) -> ReadResult:
         sizes, n_in, n = self.sizes, self.sizes[0], sum(self.sizes)
         kinds = {k[0] for k in els}
-        level = self.header.get("level") or ("crossbar" if kinds & {"rp", "rm", "fp", "fm"} else "ideal")
-        inputs = self.header.get("inputs") or ("unfolded" if "vx" in kinds else "folded")
+        level = self.header.get("level") or ("crossbar" if kinds & {_RP, _RM, _FP, _FM} else "ideal")
+        inputs = self.header.get("inputs") or ("unfolded" if _VX in kinds else "folded")
         for key, e in els.items():
-            if key[0] in (("rp", "rm", "vp", "vm", "fp", "fm") if level == "ideal" else ("gw",)):
+            if key[0] in ({k.key for k in nf.CROSSBAR_KINDS} if level == "ideal" else {_GW}):
                 self.fail(f"'{e.name}' is a {level == 'ideal' and 'crossbar' or 'ideal'}-level synapse element "
                           f"in a {level}-level netlist", e.pos)
         self.roles(els, n_in, n, inputs)
         first = n_in  # the first neuron's block sets g0/c/clamp when there is no header
         g0 = self.number("g0", None, positive=True)
         if g0 is None:
-            r_leak = self.value(els, ("rl", first), f"neuron {first} has no Rl{first}")
-            self.check(els, ("rl", first), r_leak > 0, "must be a positive resistance (1/g0)")
+            r_leak = self.value(els, (_RL, first), f"neuron {first} has no {nf.LEAK.name(first)}")
+            self.check(els, (_RL, first), r_leak > 0, "must be a positive resistance (1/g0)")
             g0 = 1.0 / r_leak
-        c = self.number("c", None, positive=True) or self.value(els, ("cn", first), f"neuron {first} has no Cn{first}")
+        c = self.number("c", None, positive=True) or self.value(
+            els, (_CN, first), f"neuron {first} has no {nf.cap_name(first)}")
         clamp = self.number("clamp", None)
         if clamp is None:
-            clamp = els[("gc", first)].value / g0 if ("gc", first) in els else 0.0
+            clamp = els[(_GC, first)].value / g0 if (_GC, first) in els else 0.0
 
         b = np.zeros(n)
         for i in range(n_in, n):
             self.neuron(els, i, g0, c, clamp)
-            b[i] = els["ib", i].value / g0
+            b[i] = els[_IB, i].value / g0
 
         W, mask, conductances, g_unit = self.weights(els, level, n, g0)
         x = drive = None
         if inputs == "unfolded":
-            x = np.array([self.value(els, ("vx", k), f"input {k} has no Vx{k} source") for k in range(n_in)])
-            if any(k[0] == "ix" for k in els):
-                self.fail("an unfolded netlist has no Ix (folded input) elements", next(
-                    e.pos for k, e in els.items() if k[0] == "ix"))
+            x = np.array([self.value(els, (_VX, k), f"input {k} has no {nf.input_source_name(k)} source")
+                          for k in range(n_in)])
+            if any(k[0] == _IX for k in els):
+                self.fail(f"an unfolded netlist has no {nf.FOLDED_INPUT.prefix} ({nf.FOLDED_INPUT.what}) elements",
+                          next(e.pos for k, e in els.items() if k[0] == _IX))
         else:
             drive = np.zeros(n)
             for key, e in els.items():
-                if key[0] == "ix":
+                if key[0] == _IX:
                     drive[key[1]] = e.value / g0
             self.notes.append("inputs are folded: the input weights are not in the netlist (rows 0.."
                               f"{n_in - 1} of W and mask are zero/False); input_drive holds their summed "
@@ -238,74 +237,75 @@ class _Reader:
 
     def neuron(self, els, i: int, g0: float, c: float, clamp: float) -> None:
         """Neuron i's block is complete and holds the values the header implies."""
-        for prefix in ("cn", "rl", "br", "ib") + (("gc",) if clamp > 0 else ()):
+        for prefix in (_CN, _RL, _BR, _IB) + ((_GC,) if clamp > 0 else ()):
             if (prefix, i) not in els:
-                self.fail(f"neuron {i} has no {prefix.capitalize()}{i} ({_ELEMENTS[prefix][2]}) element")
-        cap, leak, rho = els["cn", i], els["rl", i], els["br", i]
-        self.check(els, ("cn", i), _close(cap.value, c), f"= {cap.value} differs from c={c}")
-        self.check(els, ("rl", i), leak.value > 0 and _close(1.0 / leak.value, g0), f"is no leak of g0={g0} (1/g0 ohm)")
-        clamp_text = f"min(max(v(u{i}),0),1)"
-        self.check(els, ("br", i), rho.expr_kind == "v" and re.sub(r"\s", "", rho.expr.lower()) == clamp_text,
+                kind = nf.ELEMENTS[prefix]
+                self.fail(f"neuron {i} has no {kind.name(i)} ({kind.what}) element")
+        cap, leak, rho = els[_CN, i], els[_RL, i], els[_BR, i]
+        self.check(els, (_CN, i), _close(cap.value, c), f"= {cap.value} differs from c={c}")
+        self.check(els, (_RL, i), leak.value > 0 and _close(1.0 / leak.value, g0), f"is no leak of g0={g0} (1/g0 ohm)")
+        clamp_text = nf.activation_expr(i)
+        self.check(els, (_BR, i), rho.expr_kind == "v" and re.sub(r"\s", "", rho.expr.lower()) == clamp_text,
                    f"is not the ideal clamp v={clamp_text}")
-        if ("gc", i) in els:
-            self.check(els, ("gc", i), clamp > 0 and _close(els["gc", i].value, clamp * g0),
+        if (_GC, i) in els:
+            self.check(els, (_GC, i), clamp > 0 and _close(els[_GC, i].value, clamp * g0),
                        f"gain differs from clamp*g0 = {clamp * g0}")
 
     def weights(self, els, level, n, g0):
         W, mask = np.zeros((n, n)), np.zeros((n, n), bool)
         if level == "ideal":
             for key, e in els.items():
-                if key[0] == "gw":
+                if key[0] == _GW:
                     W[key[2], key[1]] = e.value / g0
                     mask[key[2], key[1]] = True
             return W, mask, None, None
         g_unit = self.number("g_unit", None, positive=True)
         Gp, Gm = np.zeros((n, n)), np.zeros((n, n))
         for key, e in els.items():
-            if key[0] not in ("rp", "rm"):
+            if key[0] not in (_RP, _RM):
                 continue
             dst, src = key[1], key[2]
-            other = ("rm" if key[0] == "rp" else "rp", dst, src)
-            if other not in els:
-                self.fail(f"'{e.name}' has no partner {other[0].capitalize()}{dst}_{src}: a crossbar weight is a "
+            partner = nf.DEVICE_M if key[0] == _RP else nf.DEVICE_P
+            if (partner.key, dst, src) not in els:
+                self.fail(f"'{e.name}' has no partner {partner.name(dst, src)}: a crossbar weight is a "
                           f"G+/G- pair", e.pos)
             self.check(els, key, e.value > 0, "must be a positive resistance (1/G)")
-            (Gp if key[0] == "rp" else Gm)[src, dst] = 1.0 / e.value
+            (Gp if key[0] == _RP else Gm)[src, dst] = 1.0 / e.value
             mask[src, dst] = True
-            for part in ("vp", "vm", "fp", "fm"):
-                if (part, dst) not in els:
-                    self.fail(f"column {dst} has device '{e.name}' but no {part.capitalize()}{dst} "
-                              f"({_ELEMENTS[part][2]})", e.pos)
+            for part in (nf.AMMETER_P, nf.AMMETER_M, nf.COLUMN_GAIN_P, nf.COLUMN_GAIN_M):
+                if (part.key, dst) not in els:
+                    self.fail(f"column {dst} has device '{e.name}' but no {part.name(dst)} ({part.what})", e.pos)
             if g_unit is None:  # no header: the column gain g0/g_unit tells it
-                self.check(els, ("fp", dst), els["fp", dst].value > 0, "must be positive (g0/g_unit)")
-                g_unit = g0 / els["fp", dst].value
-            for part, sign in (("fp", 1.0), ("fm", -1.0)):
-                self.check(els, (part, dst), _close(els[part, dst].value, sign * g0 / g_unit)
-                           and els[part, dst].ref.lower() == f"v{part[1]}{dst}",
-                           f"should be 'V{part[1]}{dst} {sign * g0 / g_unit!r}' (gain ±g0/g_unit)")
-                self.check(els, ("v" + part[1], dst), els["v" + part[1], dst].value == 0.0,
+                self.check(els, (_FP, dst), els[_FP, dst].value > 0, "must be positive (g0/g_unit)")
+                g_unit = g0 / els[_FP, dst].value
+            for (gain, ammeter), sign in zip(nf.COLUMN_PAIRS, (1.0, -1.0)):
+                self.check(els, (gain.key, dst), _close(els[gain.key, dst].value, sign * g0 / g_unit)
+                           and els[gain.key, dst].ref.lower() == ammeter.name(dst).lower(),
+                           f"should be '{ammeter.name(dst)} {sign * g0 / g_unit!r}' (gain ±g0/g_unit)")
+                self.check(els, (ammeter.key, dst), els[ammeter.key, dst].value == 0.0,
                            "must be 0.0 V: it is the column's virtual ground")
         return (Gp - Gm) / g_unit, mask, (Gp, Gm), g_unit
 
     def nudge(self, els, n, g0) -> tuple[float, np.ndarray | None]:
         outputs = list(range(n - self.sizes[-1], n))
-        have = [o for o in outputs if ("gn", o) in els or ("in", o) in els]
+        have = [o for o in outputs if (_GN, o) in els or (_IN, o) in els]
         if not have:
             return 0.0, None
         for o in outputs:
-            if ("gn", o) not in els or ("in", o) not in els:
-                self.fail(f"output {o} lacks its nudge pair Gn{o}/In{o} (present for output {have[0]})")
-        gains = {o: els["gn", o].value for o in outputs}
-        beta = -gains[outputs[0]] / (2.0 * g0)
+            if (_GN, o) not in els or (_IN, o) not in els:
+                self.fail(f"output {o} lacks its nudge pair {'/'.join(nf.nudge_names(o))} "
+                          f"(present for output {have[0]})")
+        gains = {o: els[_GN, o].value for o in outputs}
+        beta = beta_from_gain(gains[outputs[0]], g0)
         for o in outputs:
-            self.check(els, ("gn", o), _close(gains[o], gains[outputs[0]]),
-                       f"gain differs from Gn{outputs[0]}'s: one beta for all outputs")
+            self.check(els, (_GN, o), _close(gains[o], gains[outputs[0]]),
+                       f"gain differs from {nf.NUDGE_G.name(outputs[0])}'s: one beta for all outputs")
         if beta == 0.0:
             for o in outputs:
-                self.check(els, ("in", o), els["in", o].value == 0.0, "must be 0.0 when the nudge gain is 0")
+                self.check(els, (_IN, o), els[_IN, o].value == 0.0, "must be 0.0 when the nudge gain is 0")
             return 0.0, None
-        # In/(-Gn) = (2 beta g0 y_d)/(2 beta g0): the same product divided out, so y_d comes back exactly
-        return beta, np.array([els["in", o].value / -els["gn", o].value for o in outputs])
+        # In/(-Gn) = nudge_current/-nudge_gain: the same product beta g0 divided out, so y_d comes back exactly
+        return beta, np.array([els[_IN, o].value / -els[_GN, o].value for o in outputs])
 
     def symmetry(self, els, W, mask, n_in, inputs, asymmetric, level):
         """(W, mask, directed) for the Network: undirected nets get their input columns back by
@@ -341,7 +341,7 @@ class _Reader:
         return W, mask, True
 
     def synapse(self, els, src, dst, level) -> Element:
-        return els[("gw" if level == "ideal" else "rp", dst, src)]
+        return els[(_GW if level == "ideal" else _RP, dst, src)]
 
     def initial(self, n, n_in):
         given = self.net.ic or self.net.nodeset
@@ -349,10 +349,11 @@ class _Reader:
             return None, None, None
         u, rho = np.full(n, np.nan), np.full(n, np.nan)
         for nv in given:
-            m = re.fullmatch(r"([ur])(0|[1-9]\d*)", nv.node.lower())
-            if m is None or int(m.group(2)) >= n or (m.group(1) == "u" and int(m.group(2)) < n_in):
-                self.fail(f"v({nv.node}): no such neuron node (u<i> for non-inputs, r<i>, i < {n})", nv.pos)
-            (u if m.group(1) == "u" else rho)[int(m.group(2))] = nv.value
+            node = nf.split_neuron_node(nv.node)
+            if node is None or node[1] >= n or (node[0] == nf.STATE_NODE and node[1] < n_in):
+                self.fail(f"v({nv.node}): no such neuron node ({nf.u_node('<i>')} for non-inputs, "
+                          f"{nf.r_node('<i>')}, i < {n})", nv.pos)
+            (u if node[0] == nf.STATE_NODE else rho)[node[1]] = nv.value
         return ("ic" if self.net.ic else "nodeset"), u, rho
 
 

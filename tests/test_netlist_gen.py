@@ -190,7 +190,7 @@ def test_cli_writes_and_refuses(tmp_path, capsys):
     netlist.register(parser.add_subparsers(dest="command", required=True))
     out = tmp_path / "n.cir"
     args = parser.parse_args(["netlist", "--sizes", "3,4,2", "--topology", "sw", "--p", "0.2", "--level", "crossbar",
-                              "--device", "taox_hfox_rram", "--unfolded", "--phase", "nudged", "-o", str(out)])
+                              "--device-preset", "taox_hfox_rram", "--unfolded", "--phase", "nudged", "-o", str(out)])
     assert args.func(args) == 0
     z = np.load(tmp_path / "n.npz")
     assert z["W"].shape == (9, 9) and list(z["u_nodes"])[3] == "u3" and list(z["r_nodes"])[0] == "r0"

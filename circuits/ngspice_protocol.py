@@ -1,0 +1,68 @@
+"""What both ngspice routes say to ngspice and how they read its answers.
+
+The shared-library route (``ngspice_worker``, driven by ``ngspice_runner``) and the
+``ngspice -b`` route (``ngspice_batch``) send the same control commands and must judge
+ngspice's output alike, else the cross-check between them would test two dialects. So the
+command syntax (numbers, alter, tran, the two-phase breakpoint) and the output patterns
+that mean failure live here once. Imports nothing heavy: the worker process loads it.
+"""
+from __future__ import annotations
+
+import re
+
+# Output lines that mean a command failed. Warnings and notes ("Note: Starting dynamic
+# gmin stepping", "Warning: singular matrix" during stepping) are not failures by themselves.
+ERROR_RE = re.compile(r"^\s*error|aborted|cannot recover|no such command|not parsed|doanalyses", re.I)
+# what a ``stop when`` breakpoint prints: expected, not a failure, while one is set
+PAUSE_RE = re.compile(r"pause requested|simulation interrupted", re.I)
+# failures after which libngspice must be unloaded (the worker process is replaced)
+FATAL_RE = re.compile(r"cannot recover|awaits to be detached|not parsed", re.I)
+# failures of an analysis itself (the batch route raises ConvergenceError for them)
+CONVERGENCE_RE = re.compile(r"abort|doanalyses", re.I)
+DATA_ROWS = "No. of Data Rows"  # printed when an analysis stored data
+
+# the two-phase transient: stop at t1, alter the nudge, clear the breakpoint, resume
+STOP_WHEN = "stop when"
+CLEAR_BREAKPOINTS = "delete all"  # else ngspice stops again at once on resume
+RESUME = "resume"
+
+
+def fmt(x) -> str:
+    """numpy 2 reprs (np.float64(..)) break ngspice; repr(float) round-trips exactly."""
+    return repr(float(x))
+
+
+def alter_command(name: str, value: float) -> str:
+    """The alter line for an element value; ``name[param]`` alters an instance parameter.
+
+    Controlled sources (G, F, E, H) take ``@name[gain]`` (docs/netlist-format.md sec. 8),
+    R, C, L, I, V take their value directly; ``cn5[ic]`` gives ``alter @cn5[ic]=v``.
+    """
+    if "[" in name:
+        return f"alter @{name}={fmt(value)}"
+    if name[:1].lower() in "gfeh":
+        return f"alter @{name}[gain]={fmt(value)}"
+    return f"alter {name} = {fmt(value)}"
+
+
+def tran_line(tstep, tstop, tstart=0.0, tmax=None, uic=False) -> str:
+    line = f"tran {fmt(tstep)} {fmt(tstop)}"
+    if tmax is not None or tstart:
+        line += f" {fmt(tstart)}"
+    if tmax is not None:
+        line += f" {fmt(tmax)}"
+    return line + (" uic" if uic else "")
+
+
+def stop_command(t: float) -> str:
+    """The breakpoint that pauses a transient once past time t."""
+    return f"{STOP_WHEN} time > {fmt(t)}"
+
+
+def failure_lines(lines, paused_ok: bool = False) -> list[str]:
+    """The output lines (stripped) that say a command failed.
+
+    paused_ok: a ``stop when`` breakpoint is set, so its pause message is expected.
+    """
+    return [line.strip() for line in lines
+            if ERROR_RE.search(line) and not (paused_ok and PAUSE_RE.search(line))]
