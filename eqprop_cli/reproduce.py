@@ -73,7 +73,7 @@ def choose_mode(args, runs) -> tuple[bool, str]:
     if args.sequential:
         return False, "--sequential"
     cfg = runs[0].run
-    if cfg.device.startswith("cuda"):
+    if (args.device or cfg.device).startswith("cuda"):
         return True, "default on CUDA"
     if sum(cfg.hidden) <= SMALL_NET_HIDDEN:
         return True, f"default on CPU for nets with <= {SMALL_NET_HIDDEN} hidden neurons"

@@ -54,7 +54,8 @@ def _load_data(runs: list[Run]) -> dict:
 def run_all(name: str, runs: list[Run], out: Path, resume: bool = True, progress: bool = True,
             ) -> tuple[dict, dict[str, list[dict]]]:
     """Train every run one after another (skipping finished ones when resuming); returns
-    (summary by label, every run's metrics by label). ``runs`` are placed (``place``)."""
+    (summary by label, every run's metrics by label)."""
+    runs = place(runs, out)
     data = _load_data(runs)
     for i, r in enumerate(runs):
         done = resume and finished(r)
@@ -77,6 +78,7 @@ def run_batched(name: str, runs: list[Run], out: Path, resume: bool = True, prog
     grouped by what lockstep trials share (LOCKSTEP_FIELDS and the Euler settings). Each trial
     writes the files of a single run after every epoch; each group checkpoints to
     out/batched/<group>.pt after every epoch and resumes from it."""
+    runs = place(runs, out)
     data = _load_data(runs)
     groups: dict[tuple, list[Run]] = {}
     for r in runs:

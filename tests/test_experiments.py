@@ -8,12 +8,11 @@ import experiments.table1 as table1
 from experiments.common import run_all, run_batched
 
 
-def tiny_runs(seeds):
-    rs = table1.runs(epochs=1, seeds=seeds, only="wine")
-    rs = [r for r in rs if r.label.startswith("wine-5")]
-    for r in rs:
-        r.config.free_steps, r.config.nudged_steps, r.config.dtype = 15, 3, "float64"
-    return rs
+def tiny_runs(seeds, epochs=1, **run):
+    rs = table1.runs(epochs=epochs, seeds=seeds, only="wine")
+    return [dataclasses.replace(r, run=dataclasses.replace(r.run, dtype="float64", **run),
+                                euler=dataclasses.replace(r.euler, free_steps=15, nudged_steps=3))
+            for r in rs if r.label.startswith("wine-5")]
 
 
 def test_batched_trials_give_the_sequential_results(tmp_path):
@@ -29,21 +28,18 @@ def test_batched_trials_give_the_sequential_results(tmp_path):
 
 def test_named_experiment_configs():
     assert [r.label for r in fig2.runs()] == ["mlff-global", "mlff-per-layer", "sw"]
-    assert fig2.runs()[1].config.lr == [0.128, 0.032, 0.008, 0.002]
+    assert fig2.runs()[1].run.lr == (0.128, 0.032, 0.008, 0.002)
     ps = fig4.P_VALUES
     assert len(ps) == 30 and ps[0] == 0 and ps[1] == pytest.approx(1e-4) and max(ps) < 1
-    assert {r.config.topology for r in fig4.runs()} == {"mlff", "sw"}
+    assert {r.run.topology for r in fig4.runs()} == {"mlff", "sw"}
     with pytest.raises(ValueError, match="--only"):
         table1.runs(only="cifar")
 
 
 def test_batched_groups_resume_from_their_checkpoint(tmp_path):
     """Stop a batched group after epoch 1 of 2; the rerun resumes it and ends where an uninterrupted run ends."""
-    def runs(epochs):
-        rs = tiny_runs([0])
-        for r in rs:
-            r.config.epochs = epochs
-        return rs
+    def runs(epochs, **kw):
+        return tiny_runs([0], epochs, **kw)
 
     whole, _ = run_batched("t", runs(2), tmp_path / "whole", progress=False)
     run_batched("t", runs(1), tmp_path / "cut", progress=False)
@@ -58,9 +54,7 @@ def test_batched_groups_resume_from_their_checkpoint(tmp_path):
     run_batched("t", runs(2), tmp_path / "cut", progress=False)
     assert ck.stat().st_mtime_ns == stamp
     # a changed config does not silently resume another run's checkpoint
-    changed = runs(3)
-    for r in changed:
-        r.config.lr = 0.5
+    changed = runs(3, lr=0.5)
     with pytest.raises(ValueError, match="another config.*lr.*rerun with --restart"):
         run_batched("t", changed, tmp_path / "cut", progress=False)
     with pytest.raises(ValueError, match="another config.*lr.*rerun with --restart"):
@@ -71,10 +65,7 @@ def test_a_checkpoint_ahead_of_metrics_is_written_out_on_resume(tmp_path):
     import json
 
     def runs():
-        rs = tiny_runs([0])
-        for r in rs:
-            r.config.epochs = 1
-        return rs
+        return tiny_runs([0])
 
     for runner in (run_batched, run_all):
         out = tmp_path / runner.__name__
@@ -102,12 +93,11 @@ def test_fig3_and_fig4_checks_report_per_run_numbers():
 
 def test_projection_scales_measured_seconds_per_step_to_the_paper_length():
     from experiments.common import epoch_steps, projection_lines
-    paper = tiny_runs([0])  # wine-5 MLFF and SW, 15/3 steps, batch 5 (wine: 150 train / 25 test)
-    for r in paper:
-        r.config.epochs = 10
-    cfg = dataclasses.replace(paper[0].config, epochs=1, train_limit=50, test_limit=10, batch_size=5)
-    assert epoch_steps(cfg, 150, 25) == 10 * 18 + 2 * 15
-    m = {"config": cfg.to_dict(), "epochs": [{"seconds": 9.0}, {"seconds": 2.1}, {"seconds": 1.9}]}
+    paper = tiny_runs([0], epochs=10)  # wine-5 MLFF and SW, 15/3 steps, batch 5 (wine: 150 train / 25 test)
+    cfg = dataclasses.replace(paper[0].run, epochs=1, train_limit=50, test_limit=10, batch_size=5)
+    assert epoch_steps(cfg, paper[0].euler, 150, 25, 5) == 10 * 18 + 2 * 15
+    m = {"config": cfg.to_dict(), "solver": paper[0].euler.to_dict(),
+         "epochs": [{"seconds": 9.0}, {"seconds": 2.1}, {"seconds": 1.9}]}
     lines = projection_lines(paper, {"wine-5-mlff": [m]}, batched=False)
     seconds = 2.0 / 210 * (30 * 18 + 5 * 15) * 10  # 58.6 s
     assert f"| wine-5-mlff/s0 | 2.0 s/epoch of 210 steps | 10 epochs of 615 steps | {seconds:.0f} s |" in lines
@@ -123,10 +113,8 @@ def test_fig3_reuses_fig2_runs_through_the_cli(tmp_path, monkeypatch):
     def tiny(epochs=None, seeds=(0,), only=None):  # Fig 2's three variants on wine, tiny
         rs = []
         for label, lr in (("mlff-global", 0.02), ("mlff-per-layer", [0.08, 0.04, 0.02, 0.01]), ("sw", 0.02)):
-            r = tiny_runs(list(seeds))[0 if label != "sw" else 1]
-            r.label, r.config.lr, r.config.hidden = label, lr, [10, 10, 10]
-            r.config.epochs = epochs or 2
-            rs.append(r)
+            r = tiny_runs(list(seeds), epochs or 2, lr=lr, hidden=[10, 10, 10])[0 if label != "sw" else 1]
+            rs.append(dataclasses.replace(r, label=label))
         return rs
 
     monkeypatch.setattr(fig2, "runs", tiny)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from eqprop.network import Network
+from eqprop.config import EulerConfig
 from eqprop.solver import EulerSolver
 from eqprop.topology import Topology, mlff, small_world
 from netlist_gen import NetlistTooLarge, build_circuit, check_size, estimate_size, folded_input_currents
@@ -218,7 +219,7 @@ def test_ngspice_op_matches_euler(tmp_path):
     topo = net.topology
     x = torch.tensor([[0.2, 0.9, 0.6]], dtype=torch.float64)
     y = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
-    euler = EulerSolver(eps=0.5, free_steps=20000, nudged_steps=20000, nudge_form="gradient", tol=1e-13)
+    euler = EulerSolver(EulerConfig(eps=0.5, free_steps=20000, nudged_steps=20000, nudge_form="gradient", tol=1e-13))
     prog = program_network(net, load_preset("taox_hfox_rram", w_max=2.0), rng=0)
     dnet = Network(Topology(topo.sizes, topo.mask, directed=True), torch.tensor(prog.weights()), net.b)
     free_ids = list(range(topo.n_in, topo.n))
@@ -227,7 +228,7 @@ def test_ngspice_op_matches_euler(tmp_path):
     for k, (level, ref, arrays, fold, beta) in enumerate(cases):
         s = euler.relax(ref, x)
         if beta:
-            s = euler.relax(ref, x, state0=s, beta=beta, target=y)
+            s = euler.relax(ref, x, s, beta=beta, target=y)
         c = build_circuit(net, x[0], beta=beta, target=y[0], level=level, fold_inputs=fold, state0=s[0].numpy(),
                           device_arrays=arrays)
         raw = tmp_path / f"c{k}.raw"
