@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from eqprop.config import EulerConfig
+from eqprop.fast_relax import make_euler_solver
 from eqprop.network import Network
-from eqprop.solver import make_euler_solver
 from eqprop.topology import Topology
 
 from .devices import DeviceArray, DeviceModel, instance_seed, load_preset, symmetrise, weight_asymmetry

@@ -23,8 +23,16 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConvergenceError, NgspiceUnavailable, SimulationError, SimulationTimeout
-from .ngspice_protocol import (CLEAR_BREAKPOINTS, CONVERGENCE_RE, RESUME, STOP_WHEN, alter_command, failure_lines,
-                               stop_command, tran_line)
+from .ngspice_protocol import (
+    CLEAR_BREAKPOINTS,
+    CONVERGENCE_RE,
+    RESUME,
+    STOP_WHEN,
+    alter_command,
+    failure_lines,
+    stop_command,
+    tran_line,
+)
 
 
 def find_binary() -> str | None:

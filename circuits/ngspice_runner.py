@@ -31,7 +31,8 @@ from .ngspice_worker import read_frame, write_all
 # alter_command (imported above) stays importable from here: its home before ngspice_protocol
 LIBRARY_ENV = "NGSPICE_LIBRARY_PATH"
 _LIBRARY_GLOBS = ("/usr/lib/*/libngspice.so*", "/usr/lib/libngspice.so*", "/usr/local/lib/libngspice.so*",
-                  "/usr/lib64/libngspice.so*", "/opt/homebrew/lib/libngspice*.dylib", "/usr/local/lib/libngspice*.dylib")
+                  "/usr/lib64/libngspice.so*", "/opt/homebrew/lib/libngspice*.dylib",
+                  "/usr/local/lib/libngspice*.dylib")
 _ROOT = str(Path(__file__).resolve().parent.parent)
 
 

@@ -21,10 +21,9 @@ starts from the free phase's u, as the protocol hands it back.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
-
-import dataclasses
 
 import numpy as np
 import torch
@@ -108,8 +107,8 @@ class SpiceSolver:
         arr = self._arrays.get(t)
         topo = net.topology
         if arr is None or arr.mask.shape != topo.mask.shape or not np.array_equal(arr.mask, topo.mask):
-            arr = self._arrays[t] = DeviceArray(self.config.device, topo.mask, instance_seed(self.config.device_seed, t),
-                                                clip=self.config.clip_weights)
+            seed = instance_seed(self.config.device_seed, t)
+            arr = self._arrays[t] = DeviceArray(self.config.device, topo.mask, seed, clip=self.config.clip_weights)
         W = _numpy(net.W)
         if force or arr.prog is None or not np.array_equal(self._source.get(t), W):
             arr.program(W)

@@ -32,7 +32,7 @@ from .couplings import coupling_mode, free_layer_pairs, free_offsets
 from .dynamics import clip_, nudge_
 from .learning import apply_update as exact_update
 from .network import Network
-from .solver import check_relax
+from .solver import EulerSolver, check_relax
 
 MAX_CACHED = 8  # kernels (graphs + static buffers) kept per solver
 
@@ -271,6 +271,18 @@ class FastEulerSolver:
                 self._kernels.popitem(last=False)
         self._kernels.move_to_end(key)
         return k
+
+
+def make_euler_solver(config: EulerConfig, device="cpu", check_values: bool = True):
+    """The config's Euler engine: the reference, or the fast engine (same dynamics, equal within
+    fp32 rounding; CUDA graphs on a GPU, where the eager reference is launch-bound).
+    engine auto: fast on CUDA, the reference on CPU."""
+    engine = config.engine
+    if engine == "auto":
+        engine = "fast" if torch.device(device).type == "cuda" else "reference"
+    if engine == "fast":
+        return FastEulerSolver(config, check_values=check_values)
+    return EulerSolver(config)
 
 
 def _block_slices(topologies) -> list[tuple[slice, slice]]:

@@ -48,7 +48,8 @@ def eqprop_update(free: torch.Tensor, nudged: torch.Tensor, beta, mask: torch.Te
 def rate_tensors(network: Network, lr, dtype=None, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-entry rates for W and b, shaped like the network's W and b.
 
-    lr: a global rate or one rate per adjacent block; for a stack, a list of T such specs. Per-layer rates (input side first): block
+    lr: a global rate or one rate per adjacent block; for a stack, a list of T such specs.
+    Per-layer rates (input side first): block
     l <-> l+1 and the biases of layer l+1 use lr[l]. Skip and intralayer connections
     arriving at layer m (the deeper side) use lr[m-1], like that layer's biases.
     """

@@ -153,15 +153,3 @@ class EulerSolver:
                 s = new
             return torch.cat([x, s], dim=1)
 
-
-def make_euler_solver(config: EulerConfig, device="cpu", check_values: bool = True):
-    """The config's Euler engine: the reference, or the fast engine (same dynamics, equal within
-    fp32 rounding; CUDA graphs on a GPU, where the eager reference is launch-bound).
-    engine auto: fast on CUDA, the reference on CPU."""
-    engine = config.engine
-    if engine == "auto":
-        engine = "fast" if torch.device(device).type == "cuda" else "reference"
-    if engine == "fast":
-        from .fast_relax import FastEulerSolver
-        return FastEulerSolver(config, check_values=check_values)
-    return EulerSolver(config)

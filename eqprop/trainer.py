@@ -27,12 +27,20 @@ from tqdm.auto import tqdm
 
 from .config import LOCKSTEP_FIELDS, EulerConfig, RunConfig
 from .dynamics import rho
+from .fast_relax import make_euler_solver
 from .learning import eqprop_update, rate_tensors
 from .metrics import BlockStats
 from .network import Network
-from .run_files import (SOLVER_MAY_CHANGE, EpochResult, config_diff, run_metrics, write_atomic, write_json,
-                        write_run_outputs)
-from .solver import Solver, make_euler_solver
+from .run_files import (
+    SOLVER_MAY_CHANGE,
+    EpochResult,
+    config_diff,
+    run_metrics,
+    write_atomic,
+    write_json,
+    write_run_outputs,
+)
+from .solver import Solver
 from .topology import mlff, small_world
 
 CHECKPOINT = "checkpoint.pt"

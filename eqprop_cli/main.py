@@ -16,7 +16,8 @@ COMMAND_MODULES = ["train", "data", "reproduce", "netlist", "read-netlist", "spi
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eqprop",
-        description="Equilibrium Propagation on Hopfield networks: digital reference (PyTorch) and analog circuits (ngspice).")
+        description="Equilibrium Propagation on Hopfield networks: digital reference (PyTorch) and analog circuits "
+                    "(ngspice).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:

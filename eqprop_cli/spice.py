@@ -99,11 +99,12 @@ def register(subparsers) -> None:
 
 
 def cmd_check(args) -> int:
+    import torch
+
     from circuits.spice_solver import SpiceSolver
     from eqprop.network import Network
     from eqprop.run_files import write_json
     from experiments.spice_check import random_networks, spice_check, summary_lines
-    import torch
 
     cfg = spice_config(args)
     if args.out is not None:
@@ -129,9 +130,9 @@ def cmd_check(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from circuits.spice_config import SpiceConfig
     from eqprop.datasets import load_dataset
     from experiments.spice_train import SPICE_TRAIN_DEFAULTS, spice_train
-    from circuits.spice_config import SpiceConfig
 
     from .train import configs_from_args, print_runs
     cfgs, settings, ck = configs_from_args(args, "spice-train", SPICE_TRAIN_DEFAULTS, {"spice": SpiceConfig})

@@ -9,16 +9,14 @@ run, alone or as one trial of a lockstep group, is trained by the one ``eqprop.t
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
-from eqprop.config import LOCKSTEP_FIELDS, EulerConfig, RunConfig
+from eqprop.config import LOCKSTEP_FIELDS, EulerConfig, RunConfig, field_names
 from eqprop.run_files import SOLVER_MAY_CHANGE, config_diff, read_metrics, write_json
 from eqprop.trainer import CheckpointMismatch, Trainer
-
 
 RESTART_HINT = "rerun with --restart to start afresh, or use another --out"
 
@@ -193,9 +191,9 @@ def projection_lines(paper_runs: list[Run], results: dict[str, list[dict]], batc
     for label, ms in results.items():
         for m in ms:
             run = RunConfig.from_dict(m["config"])
-            euler = EulerConfig.from_dict({k: v for k, v in m["solver"].items() if k in EulerConfig.__dataclass_fields__})
-            key = (tuple(str(getattr(run, k)) for k in LOCKSTEP_FIELDS if k not in ("epochs", "train_limit", "test_limit"))
-                   + (str(euler),) if batched else (label, run.seed))
+            euler = EulerConfig.from_dict({k: v for k, v in m["solver"].items() if k in field_names(EulerConfig)})
+            shared = [k for k in LOCKSTEP_FIELDS if k not in ("epochs", "train_limit", "test_limit")]
+            key = (tuple(str(getattr(run, k)) for k in shared) + (str(euler),)) if batched else (label, run.seed)
             groups.setdefault(key, []).append((label, run, euler, m))
     sizes: dict[str, tuple[int, int, int]] = {}
     rows, total = [], 0.0

@@ -15,7 +15,7 @@ from eqprop.config import EulerConfig, RunConfig
 from eqprop.metrics import log_spread
 
 from .common import Run
-from .plotting import curves, lr_rms_panels, dw_matrices
+from .plotting import curves, dw_matrices, lr_rms_panels
 
 PER_LAYER = [0.128, 0.032, 0.008, 0.002]
 PAPER = {"mlff-global": {"test_error": 0.0287}, "mlff-per-layer": {"test_error": 0.0257},

@@ -14,8 +14,8 @@ SPICE_TRAIN_DEFAULTS = dict(dataset="iris", hidden=[8], epochs=3, lr=0.05, batch
                             dtype="float64")
 
 
-def spice_train(runs: RunConfig | Sequence[RunConfig], spice: SpiceConfig, dataset, checkpoint: str | Path | None = None,
-                resume: bool = False, progress: bool = True) -> list[dict]:
+def spice_train(runs: RunConfig | Sequence[RunConfig], spice: SpiceConfig, dataset,
+                checkpoint: str | Path | None = None, resume: bool = False, progress: bool = True) -> list[dict]:
     """Train T >= 1 trials (seeds, device instances: trial t's devices from spice.device_seed and t)
     through ngspice; returns every trial's metrics."""
     with SpiceSolver(spice) as solver:

@@ -39,7 +39,8 @@ def runs(epochs: int | None = None, seeds: list[int] = (0,), only: str | None = 
                 for seed in seeds:
                     run = RunConfig(dataset=ds, hidden=[100 if image else 10] * depth, topology=topo, p=0.1,
                                     lr=0.015 if image else 0.01, epochs=epochs or (100 if image else 10), seed=seed)
-                    out.append(Run(f"{ds}-{depth}-{topo}", run, EulerConfig(free_steps=steps[0], nudged_steps=steps[1])))
+                    euler = EulerConfig(free_steps=steps[0], nudged_steps=steps[1])
+                    out.append(Run(f"{ds}-{depth}-{topo}", run, euler))
     return out
 
 

@@ -8,10 +8,33 @@ holds the names both sides and the runners use (``cap_ic_key``, ``nudge_names``.
 Never imports ``circuits`` (DESIGN.md section 2).
 """
 from .blocks_ideal import Element, fmt
-from .generator import (DEFAULT_OPTIONS, LEVELS, MAX_DENSE_WIDTH, MAX_ELEMENTS, Circuit, NetlistTooLarge,
-                        SizeEstimate, build_circuit, check_size, estimate_size, folded_input_currents)
-from .netlist_format import (FORMAT_VERSION, HEADER_KEYS, bias_name, cap_ic_key, cap_name, device_names,
-                             folded_input_name, input_source_name, nudge_names, r_node, synapse_name, u_node)
+from .generator import (
+                        DEFAULT_OPTIONS,
+                        LEVELS,
+                        MAX_DENSE_WIDTH,
+                        MAX_ELEMENTS,
+                        Circuit,
+                        NetlistTooLarge,
+                        SizeEstimate,
+                        build_circuit,
+                        check_size,
+                        estimate_size,
+                        folded_input_currents,
+)
+from .netlist_format import (
+                        FORMAT_VERSION,
+                        HEADER_KEYS,
+                        bias_name,
+                        cap_ic_key,
+                        cap_name,
+                        device_names,
+                        folded_input_name,
+                        input_source_name,
+                        nudge_names,
+                        r_node,
+                        synapse_name,
+                        u_node,
+)
 from .reader import ReadResult, read_netlist
 from .spice_errors import NetlistError, NetlistSyntaxError, NetworkReadError, UnsupportedNetlistError
 

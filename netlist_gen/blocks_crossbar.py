@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import netlist_format as nf
+
 # the ideal neuron, inputs and nudge are this level's too: the generator takes every block from here
 from .blocks_ideal import Element, folded_input, input_source, neuron, nudge  # noqa: F401
 

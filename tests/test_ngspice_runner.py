@@ -11,10 +11,11 @@ from circuits.errors import ConvergenceError, SimulationError, SimulationTimeout
 from circuits.ngspice_batch import batch_op, batch_two_phase, find_binary, read_raw, run_batch
 from circuits.ngspice_runner import NgspiceSession, alter_command, library_available, tran_line, with_nodeset
 
+NO_LIBRARY = "libngspice not found (apt-get install libngspice0, or set NGSPICE_LIBRARY_PATH)"
 pytestmark = pytest.mark.ngspice
 needs_library = pytest.mark.skipif(not library_available(),
-                                   reason="libngspice not found (apt-get install libngspice0, or set NGSPICE_LIBRARY_PATH)")
-needs_binary = pytest.mark.skipif(find_binary() is None, reason="ngspice binary not installed (apt-get install ngspice)")
+                                   reason=NO_LIBRARY)
+needs_binary = pytest.mark.skipif(find_binary() is None, reason="no ngspice binary (apt-get install ngspice)")
 
 # Two neurons, u1 <-> u2 with weight 0.5, bias 0.7 on u1: the fixed point in the linear
 # region solves u1 = 0.7 + 0.5 u2, u2 = 0.5 u1, i.e. u1 = 0.7/0.75, u2 = 0.35/0.75.

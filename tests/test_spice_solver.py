@@ -18,9 +18,10 @@ from eqprop.network import Network
 from eqprop.solver import EulerSolver
 from eqprop.topology import mlff, small_world
 
+NO_LIBRARY = "libngspice not found (apt-get install libngspice0, or set NGSPICE_LIBRARY_PATH)"
 pytestmark = [pytest.mark.ngspice,
               pytest.mark.skipif(not library_available(),
-                                 reason="libngspice not found (apt-get install libngspice0, or set NGSPICE_LIBRARY_PATH)")]
+                                 reason=NO_LIBRARY)]
 TOL = 1e-6
 BETA = 0.5
 EULER = EulerSolver(EulerConfig(eps=0.5, free_steps=400_000, nudged_steps=400_000, nudge_form="gradient", tol=1e-12))
