@@ -12,6 +12,7 @@ demo: install
 	$(VENV)/bin/eqprop demo --out results/demo
 
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 bench: install

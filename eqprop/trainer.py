@@ -98,12 +98,14 @@ class Trainer:
     solver: any Solver (default: the Euler engine of ``euler``, an EulerConfig). networks:
     start from these (a list of plain networks, or one network / stack) instead of each
     config's initialisation. checkpoint: where the group saves after every epoch (default
-    <out>/checkpoint.pt for one trial; required for T > 1).
+    <out>/checkpoint.pt for one trial; required for T > 1). rule: the learning rule, called
+    as ``eqprop.learning.eqprop_update`` is (free, nudged, beta, mask, directed, n_in, valid)
+    and returning (dW, db) (e.g. DEEP's rule, which reads its solver's nudged trajectory).
     """
 
     def __init__(self, runs: RunConfig | Sequence[RunConfig], dataset, solver: Solver | None = None,
                  euler: EulerConfig | None = None, networks: Network | Sequence[Network] | None = None,
-                 checkpoint: str | Path | None = None):
+                 checkpoint: str | Path | None = None, rule=eqprop_update):
         cfgs = [runs] if isinstance(runs, RunConfig) else list(runs)
         if not cfgs:
             raise ValueError("a Trainer needs at least one run config")
@@ -129,6 +131,7 @@ class Trainer:
                              f"({data.n_in} inputs, {data.n_out} outputs)")
         self.solver = solver or make_euler_solver(euler or EulerConfig(), self.device, check_values=False)
         self.solver.prepare(self.net)  # e.g. program the devices: the network then holds what they hold
+        self.rule = rule
         if checkpoint is None and len(cfgs) > 1:
             raise ValueError("a Trainer of several trials needs a checkpoint path for the group")
         self.checkpoint = Path(checkpoint) if checkpoint is not None else Path(c0.out) / CHECKPOINT
@@ -199,7 +202,7 @@ class Trainer:
         beta = self.betas()
         nudged = self.solver.relax(self.net, x, free, beta, y)
         beta_dev = beta.to(self.dtype).to(self.device, non_blocking=True)
-        dW, db = eqprop_update(free, nudged, beta_dev, self.mask, self.net.topologies[0].directed, n_in, valid)
+        dW, db = self.rule(free, nudged, beta_dev, self.mask, self.net.topologies[0].directed, n_in, valid)
         self.stats.add(dW)
         self.solver.apply_update(self.net, dW, db, self.lr_W, self.lr_b)
         return err
