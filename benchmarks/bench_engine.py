@@ -1,7 +1,7 @@
-"""Speed of the fast equilibrium engine (eqprop/fast_relax.py, eqprop/trials.py).
+"""Speed of the fast equilibrium engine (eqprop/fast_relax.py) under the one Trainer (eqprop/trainer.py).
 
 Prints, in one run, seconds per epoch (extrapolated from K measured batches) of one training
-run through the lockstep trainer (T = 1), the ratio against a straightforward eager loop kept
+run through the Trainer (T = 1), the ratio against a straightforward eager loop kept
 here as the baseline, and the time of T = 1, 8, 32 independent trials relative to T = 1:
 
   784-500x3-10 small-world p=0.1, batch 20, 500/8 steps (Gammell Fig. 2; MNIST-sized epoch)
@@ -21,19 +21,22 @@ import argparse
 import os
 import platform
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from eqprop.config import TrainConfig
+from eqprop.config import EulerConfig, RunConfig
+from eqprop.couplings import coupling_mode
 from eqprop.datasets import Dataset
+from eqprop.fast_relax import FastEulerSolver
 from eqprop.learning import apply_update, eqprop_update, rate_tensors
-from eqprop.fast_relax import FastEulerSolver, choose_coupling
-from eqprop.solver import EulerSolver
 from eqprop.network import Network
+from eqprop.solver import EulerSolver
 from eqprop.topology import small_world
-from eqprop.trials import TrialStack, TrialTrainer
+from eqprop.trainer import Trainer
 
 N_TRAIN, N_TEST, BATCH = 60000, 10000, 20
 
@@ -63,7 +66,7 @@ def eager_train_batch(net, lr_W, lr_b, x, y, particle, beta, free_steps, nudged_
     free = eager_relax(net.W, net.b, n_in, n_out, x, particle, 0.0, None, free_steps)
     particle.copy_(free)
     nudged = eager_relax(net.W, net.b, n_in, n_out, x, free, beta, y, nudged_steps)
-    dW, db = eqprop_update(free, nudged, beta, net.topology)
+    dW, db = eqprop_update(free, nudged, beta, net.mask_tensor(), net.topology.directed, n_in)
     apply_update(net, dW, db, lr_W, lr_b)
     return free
 
@@ -82,17 +85,22 @@ def synthetic(n_in, n_out, n_train, n_test, seed=0):
                    rng.random((n_test, n_in), dtype=np.float32), eye[lab_te], lab_tr, lab_te, batch_size=BATCH)
 
 
+SCRATCH = Path(tempfile.gettempdir()) / "bench_engine"  # results folders and checkpoint: named, never written
+
+
 def configs(hidden, steps, T, device):
-    return [TrainConfig(dataset="synthetic", hidden=list(hidden), topology="sw", p=0.1, lr=0.02,
-                        free_steps=steps[0], nudged_steps=steps[1], batch_size=BATCH, epochs=1, seed=s,
-                        device=str(device)) for s in range(T)]
+    runs = [RunConfig(dataset="synthetic", hidden=tuple(hidden), topology="sw", p=0.1, lr=0.02, batch_size=BATCH,
+                      epochs=1, seed=s, device=str(device), out=str(SCRATCH / f"s{s}")) for s in range(T)]
+    return runs, EulerConfig(free_steps=steps[0], nudged_steps=steps[1])
 
 
 def time_trials(hidden, steps, T, K, device, solver_kw, test=True):
     """(s per train batch, s per test batch or None, trainer) of T lockstep trials, after a warm-up."""
     data = synthetic(784, 10, (K + 1) * BATCH, 2 * BATCH)
-    cfgs = configs(hidden, steps, T, device)
-    tr = TrialTrainer(cfgs, data, solver=FastEulerSolver(free_steps=steps[0], nudged_steps=steps[1], **solver_kw))
+    runs, euler = configs(hidden, steps, T, device)
+    # the Trainer's own engine setting: data validated once, no finiteness check per relax call
+    solver = FastEulerSolver(euler, check_values=False, **solver_kw)
+    tr = Trainer(runs, data, solver=solver, checkpoint=SCRATCH / "checkpoint.pt")
     tr.train_batch(K)  # warm-up: CUDA graph capture, allocator, cuBLAS handles
     if test:
         tr.evaluate()
@@ -111,9 +119,9 @@ def time_trials(hidden, steps, T, K, device, solver_kw, test=True):
 
 
 def time_baseline(tr, K, steps, device):
-    """s per train/test batch of the eager loop on trial 0 of ``tr`` (its current weights)."""
-    net = tr.stack.network(0)
-    lr_W, lr_b = rate_tensors(net.topology, 0.02, net.dtype, device)
+    """s per train/test batch of the eager loop on trial 0 of ``tr`` (a copy of its current weights)."""
+    net = tr.net.trial(0, copy=True)
+    lr_W, lr_b = rate_tensors(net, 0.02, net.dtype, device)
     x = torch.rand(BATCH, 784, device=device)
     y = torch.nn.functional.one_hot(torch.randint(10, (BATCH,)), 10).to(device, net.dtype)
     particle = torch.zeros(BATCH, net.topology.n, device=device)
@@ -133,11 +141,12 @@ def time_baseline(tr, K, steps, device):
 def faithful_check(tr, steps, device):
     """Free phase from 0 on trial 0: max |engine - EulerSolver| and, for scale, the reference's
     own fp32 error, max |EulerSolver fp32 - EulerSolver fp64| (fp32 rounding of a long run)."""
-    net = tr.stack.network(0)
+    net = tr.net.trial(0, copy=True)
     x = torch.rand(BATCH, 784, device=device)
-    ref = EulerSolver(free_steps=steps[0]).relax(net, x)
-    fast = FastEulerSolver(free_steps=steps[0]).relax(net, x)
-    exact = EulerSolver(free_steps=steps[0]).relax(net.to(dtype=torch.float64), x.double())
+    cfg = EulerConfig(free_steps=steps[0])
+    ref = EulerSolver(cfg).relax(net, x)
+    fast = FastEulerSolver(cfg).relax(net, x)
+    exact = EulerSolver(cfg).relax(net.to(dtype=torch.float64), x.double())
     return float((fast - ref).abs().max()), float((ref.double() - exact).abs().max())
 
 
@@ -157,12 +166,13 @@ def tiny_trials(counts, device, solver_kw, steps=1000, B=5):
             out.append(time.perf_counter() - t0)
         return min(out)
 
-    ref, fast = EulerSolver(free_steps=steps), FastEulerSolver(free_steps=steps, **solver_kw)
+    cfg = EulerConfig(free_steps=steps)
+    ref, fast = EulerSolver(cfg), FastEulerSolver(cfg, **solver_kw)
     print(f"\nT trials of 10-10x5-1 SW p=0.1, batch {B}, one {steps}-step free phase (best of 3):")
     for T in counts:
-        st = TrialStack.from_networks(nets[:T])
-        fast.relax_stack(st, x)  # warm-up / capture
-        t_one = best_of(lambda: fast.relax_stack(st, x))
+        st = Network.stack(nets[:T])
+        fast.relax(st, x)  # warm-up / capture
+        t_one = best_of(lambda: fast.relax(st, x))
         t_sep = best_of(lambda: [ref.relax(n, x) for n in nets[:T]], 1)
         print(f"  T={T:3d}: {t_one * 1e3:7.1f} ms in one call; {T} separate EulerSolver runs {t_sep * 1e3:7.1f} ms "
               f"(x{t_sep / t_one:.1f})")
@@ -213,7 +223,7 @@ def main(argv=None):
         label = f"784-{hidden[0]}x{len(hidden)}-10 SW p=0.1, {steps[0]}/{steps[1]} steps"
         t_tr, t_te, tr = time_trials(hidden, steps, 1, K, device, solver_kw)
         fast = epoch_seconds(t_tr, t_te)
-        print(f"{label}: engine ({choose_coupling(tr.solver.coupling, tr.stack.topologies, device)} coupling) "
+        print(f"{label}: engine ({coupling_mode(tr.solver.config.coupling, tr.net.topologies, device)} coupling) "
               f"{t_tr * 1e3:.1f} ms/train batch, {t_te * 1e3:.1f} ms/test batch -> {fast:.1f} s/epoch")
         if not a.skip_baseline:
             b_tr, b_te = time_baseline(tr, K, steps, device)

@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from eqprop.config import EulerConfig
 from eqprop.network import Network
 from eqprop.solver import EulerSolver
 from eqprop.topology import mlff, small_world
@@ -56,7 +57,7 @@ def main():
                        ("784-500x3-10 SW p=0.1", small_world((784, 500, 500, 500, 10), 0.1, seed=0))]:
         net = Network.init(topo, seed=0)
         x = torch.rand(args.batch, 784, generator=torch.Generator().manual_seed(0))
-        solver = EulerSolver(free_steps=args.steps)
+        solver = EulerSolver(EulerConfig(free_steps=args.steps))
         t_ref = timed(lambda: solver.relax(net, x))
         t_dense = timed(lambda: dense_masked_relax(net, x, args.steps))
         diff = float((solver.relax(net, x) - dense_masked_relax(net, x, args.steps)).abs().max())

@@ -44,6 +44,7 @@ from .solver import Solver
 from .topology import mlff, small_world
 
 CHECKPOINT = "checkpoint.pt"
+EULER_ENGINES = {"EulerSolver", "FastEulerSolver"}
 
 
 class CheckpointMismatch(ValueError):
@@ -309,6 +310,8 @@ class Trainer:
             if diff:
                 raise CheckpointMismatch(f"{path}: trial {t}'s checkpoint config differs from this run's: {diff}")
         diff = config_diff(solver, self.solver.describe(), SOLVER_MAY_CHANGE)
+        if set(diff.get("solver", ())) <= EULER_ENGINES:
+            diff.pop("solver", None)  # the two Euler engines compute the same thing: a resume may switch
         if diff:
             raise CheckpointMismatch(f"{path}: checkpoint solver settings differ from this run's: {diff}")
         if not torch.equal(ck["mask"], self.mask.cpu()):

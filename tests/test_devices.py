@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from circuits.devices import (DeviceModel, apply_update, conductances_to_weights, list_presets, load_preset,
-                              program_network, sample_dtod, weights_to_conductances)
+from circuits.devices import (
+    DeviceModel,
+    apply_update,
+    conductances_to_weights,
+    list_presets,
+    load_preset,
+    program_network,
+    sample_dtod,
+    weights_to_conductances,
+)
 from eqprop.network import Network
 from eqprop.topology import small_world
 

@@ -130,6 +130,7 @@ def test_fig3_reuses_fig2_runs_through_the_cli(tmp_path, monkeypatch):
 
 def test_reproduce_mode_default_follows_device_and_size():
     import argparse
+
     from eqprop_cli.reproduce import choose_mode
     small, big = tiny_runs([0]), fig4.runs(epochs=1)
     ns = lambda **k: argparse.Namespace(**{"batched": False, "sequential": False, "device": None, **k})  # noqa: E731

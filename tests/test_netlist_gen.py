@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from eqprop.network import Network
 from eqprop.config import EulerConfig
+from eqprop.network import Network
 from eqprop.solver import EulerSolver
 from eqprop.topology import Topology, mlff, small_world
 from netlist_gen import NetlistTooLarge, build_circuit, check_size, estimate_size, folded_input_currents
