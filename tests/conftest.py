@@ -14,3 +14,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "ngspice" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def with_plots():
+    """Keep the per-run plots (errors.png, rms.png): ~1 s per run folder, so other tests skip them."""
+
+
+@pytest.fixture(autouse=True)
+def no_plots(request, monkeypatch):
+    if "with_plots" not in request.fixturenames:
+        monkeypatch.setattr("eqprop.plots.plot_run", lambda m, out: None)

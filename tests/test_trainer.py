@@ -18,17 +18,6 @@ from eqprop.trainer import CheckpointMismatch, Trainer, build_network, train
 EULER = EulerConfig(free_steps=20, nudged_steps=4, engine="reference")
 
 
-@pytest.fixture
-def with_plots():
-    """Keep the plots (errors.png, rms.png): ~0.7 s per run folder, so the other tests skip them."""
-
-
-@pytest.fixture(autouse=True)
-def no_plots(request, monkeypatch):
-    if "with_plots" not in request.fixturenames:
-        monkeypatch.setattr("eqprop.plots.plot_run", lambda m, out: None)
-
-
 def toy_data(n_train=23, n_test=12, n_in=6, n_out=3):
     """23 examples in batches of 5: the short batch sits where each trial's shuffle puts it."""
     rng = np.random.default_rng(0)
