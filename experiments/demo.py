@@ -1,7 +1,7 @@
 """The quick-start job (``make demo``): the three things the toolkit does, on bundled data, in
 about a minute: EqProp with the Euler reference on scikit-learn's digits (a small-world
 net), ngspice's equilibria checked against the Euler reference, and EqProp with ngspice in
-the loop on iris. Returns a short readable summary."""
+the loop on XOR. Returns a short readable summary."""
 from __future__ import annotations
 
 import shutil
@@ -15,8 +15,10 @@ from eqprop.trainer import Trainer
 EULER_RUN = RunConfig(dataset="digits", hidden=(32, 32), topology="sw", p=0.1, lr=0.05, batch_size=20, epochs=5,
                       seed=0)
 EULER_SOLVER = EulerConfig(free_steps=100, nudged_steps=12)
-SPICE_RUN = RunConfig(dataset="iris", hidden=(8,), topology="mlff", lr=0.3, batch_size=10, beta=0.5, epochs=5,
-                      dtype="float64")
+# XOR: the smallest task no linear circuit can do; 4 of 6 seeds reach 100 % within 10 epochs at
+# these settings (Euler sweep in docs/results.md), seed 0 among them. Iris defaults: issue 11.
+SPICE_RUN = RunConfig(dataset="xor", hidden=(4,), topology="mlff", lr=0.2, beta=0.5, random_beta_sign=False,
+                      epochs=10, dtype="float64")
 
 
 def demo(out: str | Path = "results/demo", progress: bool = True, log=print) -> list[str]:
@@ -49,10 +51,10 @@ def demo(out: str | Path = "results/demo", progress: bool = True, log=print) -> 
     lines.append(f"2. ngspice vs Euler equilibria, 6 nets: worst max |rho_spice - s_euler| "
                  f"{report['worst']['overall']:.1e} ({'passed' if report['passed'] else 'FAILED'}, tol 1e-6)  "
                  f"[{out / 'spice-check.json'}]")
-    run = dataclasses.replace(SPICE_RUN, out=str(out / "spice-iris"))
-    log(f"[demo 3/3] EqProp with ngspice in the loop: iris 4-8-3, {run.epochs} epochs")
+    run = dataclasses.replace(SPICE_RUN, out=str(out / "spice-xor"))
+    log(f"[demo 3/3] EqProp with ngspice in the loop: XOR 2-4-2, {run.epochs} epochs")
     sm = spice_train(run, SpiceConfig(), load_dataset(run.dataset), progress=progress)[0]
     e0, e1 = sm["epochs"][0], sm["epochs"][-1]
-    lines.append(f"3. EqProp with ngspice in the loop, iris 4-8-3: test accuracy {1 - e0['test_error']:.1%} after "
-                 f"epoch 1 -> {1 - e1['test_error']:.1%} after epoch {e1['epoch']}  [{run.out}]")
+    lines.append(f"3. EqProp with ngspice in the loop, XOR 2-4-2: accuracy {1 - e0['test_error']:.0%} after "
+                 f"epoch 1 -> {1 - e1['test_error']:.0%} after epoch {e1['epoch']}  [{run.out}]")
     return lines
