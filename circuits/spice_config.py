@@ -33,7 +33,9 @@ class SpiceConfig:
         layered net needs ~300 tau). tstep: print step in tau.
     clip_weights: crossbar: saturate |W| > w_max at the device range instead of raising.
     settle_tol: max |du/dt| (V per tau) at a transient's end to call it settled;
-        max_extend: further transients of the same length while it is not.
+        max_extend: further transients of the same length while it is not; on_unsettled:
+        then "raise" (a SimulationError with ngspice's log) or "warn" (go on; counted in
+        ``last_stats["unsettled"]`` and reported by spice-check / per epoch).
     options: the netlist's .options (the .op tolerances); tran_options: overrides
         TRAN_OPTIONS[method]. update: weight changes by "alter" or by a new netlist.
     workers: parallel ngspice processes (each trial gets max(1, workers // T)).
@@ -53,6 +55,7 @@ class SpiceConfig:
     clip_weights: bool = False
     settle_tol: float = 1e-5
     max_extend: int = 10
+    on_unsettled: str = "raise"
     options: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_OPTIONS))
     tran_options: dict | None = None
     update: str = "alter"
@@ -69,6 +72,8 @@ class SpiceConfig:
             raise ValueError(f"{o}: method must be one of {METHODS}, got {self.method!r}")
         if self.level not in LEVELS:
             raise ValueError(f"{o}: level must be one of {LEVELS}, got {self.level!r}")
+        if self.on_unsettled not in ("raise", "warn"):
+            raise ValueError(f"{o}: on_unsettled must be 'raise' or 'warn', got {self.on_unsettled!r}")
         if self.update not in UPDATES:
             raise ValueError(f"{o}: update must be one of {UPDATES}, got {self.update!r}")
         if isinstance(self.device, str):

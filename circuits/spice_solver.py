@@ -269,8 +269,14 @@ class SpiceSolver:
                 if rate < cfg.settle_tol:
                     break
                 if extension == cfg.max_extend:
-                    st["unsettled"] += 1  # spice-check and last_stats report it; the polish still runs
-                    break
+                    st["unsettled"] += 1
+                    if cfg.on_unsettled == "raise":  # a state that is still moving is no equilibrium
+                        raise SimulationError(
+                            f"the transient had not settled after {cfg.max_extend + 1} x {tstop / tau:g} tau: "
+                            f"max |du/dt| = {rate:.3g} V/tau > settle_tol {cfg.settle_tol:g}; lengthen t_free/"
+                            f"t_nudged or max_extend, or set on_unsettled='warn' to go on and count it",
+                            netlist=ses.netlist, log=ses.log, command="tran (settle check)")
+                    break  # on_unsettled "warn": counted in last_stats, the polish still runs
                 ses.alter({cap_ic_key(i): float(v) for i, v in zip(neurons, u)})
                 ses.command("destroy all")
                 u = ses.tran(cfg.tstep * tau, tstop, uic=True, nodes=nodes)

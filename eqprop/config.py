@@ -178,7 +178,7 @@ def _from_dict(cls, data: dict, source: str):
     try:
         return cls(**data)
     except ValueError as e:
-        raise ValueError(f"{source}: {e}") from None
+        raise ValueError(f"{source}: {e}" if source != "config" else str(e)) from None
 
 
 def read_toml(path: str | Path, tables: dict[str, type]) -> dict[str, dict]:

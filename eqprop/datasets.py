@@ -74,6 +74,12 @@ class Dataset:
                 raise ValueError(f"{self.name}: x_{part}/y_{part} must be 2-D float32")
             if len(x) != len(y) or len(x) == 0:
                 raise ValueError(f"{self.name}: x_{part} and y_{part} have {len(x)} and {len(y)} rows")
+            for name, a in ((f"x_{part}", x), (f"y_{part}", y)):
+                bad = ~np.isfinite(a)
+                if bad.any():  # NaN compares false with every bound below: test it by name first
+                    r, c = (int(v) for v in np.argwhere(bad)[0])
+                    raise ValueError(f"{self.name}: {name} has {int(bad.sum())} non-finite values (first at row {r}, "
+                                     f"column {c})")
             if x.min() < 0 or x.max() > 1 or y.min() < 0 or y.max() > 1:
                 raise ValueError(f"{self.name}: {part} values outside [0, 1]")
             labels = getattr(self, f"labels_{part}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import fcntl
 import io
 import json
 import os
@@ -43,6 +44,51 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class RunFolderBusy(RuntimeError):
+    """Another live process trains into the same results folder."""
+
+
+class RunLock:
+    """An exclusive lock on a results folder for as long as a run writes there.
+
+    flock on ``<folder>/.lock``: the kernel releases it when the holder exits, however it
+    exits, so a lock left by a killed run is never stale. The file holds the holder's pid
+    for the message a second run gets.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunFolderBusy(f"{self.folder} is in use by another run (pid {holder}); wait for it to finish, "
+                                f"or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 def write_json(path: str | Path, obj) -> None:

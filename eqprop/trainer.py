@@ -34,6 +34,7 @@ from .network import Network
 from .run_files import (
     SOLVER_MAY_CHANGE,
     EpochResult,
+    RunLock,
     config_diff,
     run_metrics,
     write_atomic,
@@ -46,6 +47,12 @@ from .topology import mlff, small_world
 CHECKPOINT = "checkpoint.pt"
 EULER_ENGINES = {"EulerSolver", "FastEulerSolver"}
 PLOT_EVERY_EPOCH_S = 30.0  # epochs at least this long also refresh the plots (else only the run's end does)
+MAX_ABS_WEIGHT = 1e6  # EqProp weights stay O(1); beyond this a run has diverged (lr or beta too large)
+CHECK_EVERY_CUDA = 25  # batches between divergence checks on CUDA (each is a host sync); every batch on CPU
+
+
+class TrainingDiverged(RuntimeError):
+    """Weights or states became non-finite or exploded; the checkpoint keeps the last good epoch."""
 
 
 class CheckpointMismatch(ValueError):
@@ -192,6 +199,25 @@ class Trainer:
             out.append(-b if c.random_beta_sign and rng.random() < 0.5 else b)
         return torch.tensor(out, dtype=torch.float64)
 
+    def check_finite(self, where: str, *states: torch.Tensor) -> None:
+        """Stop with a clear error when a trial's weights or states are non-finite or exploding."""
+        W, b = self.net.W, self.net.b
+        flat = W.reshape(self.T, -1)
+        bad_W = ~torch.isfinite(flat).all(1) | (flat.abs().amax(1) > MAX_ABS_WEIGHT)
+        bad = bad_W | ~torch.isfinite(b).all(1)
+        for u in states:
+            bad |= ~torch.isfinite(u.reshape(self.T, -1)).all(1)
+        if bool(bad.any()):
+            t = int(torch.nonzero(bad)[0])
+            what = (f"max |W| = {float(W[t].abs().max()):.3g}" if bool(torch.isfinite(W[t]).all())
+                    else f"{int((~torch.isfinite(W[t])).sum())} non-finite weights")
+            last = self.checkpoint if self.checkpoint.exists() else None
+            raise TrainingDiverged(
+                f"training diverged at {where} (trial {t}, seed {self.cfgs[t].seed}, lr {self.cfgs[t].lr}, beta "
+                f"{self.cfgs[t].beta}): {what} or non-finite biases/states; "
+                + (f"{last} holds the last good epoch" if last else "no epoch finished, nothing was saved")
+                + "; try a smaller lr or beta")
+
     def train_batch(self, k: int) -> torch.Tensor:
         """Lockstep position k: every trial trains on its own k-th batch; (T,) errors on the device."""
         n_in, L = self.net.topologies[0].n_in, self.common_len[k]
@@ -207,6 +233,8 @@ class Trainer:
         dW, db = self.rule(free, nudged, beta_dev, self.mask, self.net.topologies[0].directed, n_in, valid)
         self.stats.add(dW)
         self.solver.apply_update(self.net, dW, db, self.lr_W, self.lr_b)
+        if self.device.type != "cuda" or k % CHECK_EVERY_CUDA == CHECK_EVERY_CUDA - 1 or k == self.n_batches - 1:
+            self.check_finite(f"epoch {len(self.history[0]) + 1}, batch {k + 1} of {self.n_batches}", free, nudged)
         return err
 
     def evaluate(self) -> np.ndarray:
@@ -243,6 +271,17 @@ class Trainer:
         """Train to ``epochs`` (default: the configs'), writing each trial's folder after every
         epoch and the group's checkpoint after that; returns every trial's metrics."""
         epochs = self.cfgs[0].epochs if epochs is None else epochs
+        folders = {Path(c.out) for c in self.cfgs} | {self.checkpoint.parent}
+        locks = []
+        try:  # refused before any work when another live run writes here
+            for folder in sorted(folders):
+                locks.append(RunLock(folder).acquire())
+            return self._run(epochs, resume, progress)
+        finally:
+            for lock in locks:
+                lock.release()
+
+    def _run(self, epochs: int, resume: bool, progress: bool) -> list[dict]:
         if resume:
             self.load_checkpoint(self.checkpoint)
             if self.history[0]:  # the checkpoint may be an epoch ahead of metrics.json (killed in between)

@@ -33,6 +33,10 @@ def main(argv=None) -> int:
         # user-facing errors (bad config, missing data cache, ...) get one clear line, no traceback
         print(f"eqprop {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # an unwritable --out, a full disk: say which, in the system's words
+        where = f": {e.filename}" if e.filename else ""
+        print(f"eqprop {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

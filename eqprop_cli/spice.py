@@ -11,7 +11,8 @@ from pathlib import Path
 
 # flag dest -> SpiceConfig field (--device-preset: --device is the torch device everywhere)
 SPICE_FLAGS = {"method": "method", "level": "level", "device_preset": "device", "device_seed": "device_seed",
-               "clamp": "clamp", "t_free": "t_free", "t_nudged": "t_nudged", "update": "update",
+               "clamp": "clamp", "t_free": "t_free", "t_nudged": "t_nudged", "on_unsettled": "on_unsettled",
+               "update": "update",
                "workers": "workers", "timeout": "timeout", "force": "force", "clip_weights": "clip_weights"}
 
 
@@ -37,6 +38,9 @@ def add_solver_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clamp", type=float, help="stiff penalty clamp gain (default 1e3; 0 = none)")
     g.add_argument("--t-free", type=float, help="free-phase transient length in tau (default 300)")
     g.add_argument("--t-nudged", type=float, help="nudged-phase transient length in tau (default: t-free)")
+    g.add_argument("--on-unsettled", choices=["raise", "warn"],
+                   help="a transient still moving after its extensions: stop with an error (default) or go on "
+                        "and count it")
     g.add_argument("--update", choices=["alter", "renetlist"], help="how weight changes reach the loaded circuit")
     g.add_argument("--workers", type=int, help="parallel ngspice worker processes (default 1)")
     g.add_argument("--timeout", type=float, help="seconds per ngspice call (default 600)")

@@ -101,9 +101,9 @@ def configs_from_args(args, command: str = "train", run_defaults: dict | None = 
                                                 t=run.get("topology", "mlff"))
     if len(seeds) == 1:
         run.setdefault("out", default_out + f"s{seeds[0]}")
-        return [RunConfig.from_dict({**run, "seed": seeds[0]}, source="run config")], settings, None
+        return [RunConfig.from_dict({**run, "seed": seeds[0]})], settings, None
     root = Path(run.pop("out", default_out + "seeds" + "_".join(map(str, seeds))))
-    cfgs = [RunConfig.from_dict({**run, "seed": s, "out": str(root / f"s{s}")}, source="run config") for s in seeds]
+    cfgs = [RunConfig.from_dict({**run, "seed": s, "out": str(root / f"s{s}")}) for s in seeds]
     return cfgs, settings, root / "checkpoint.pt"
 
 
@@ -121,7 +121,7 @@ def cmd_train(args) -> int:
     from eqprop.datasets import load_dataset
     from eqprop.trainer import Trainer
     cfgs, settings, ck = configs_from_args(args)
-    euler = EulerConfig.from_dict(settings["euler"], source="euler config")
+    euler = EulerConfig.from_dict(settings["euler"])
     c0 = cfgs[0]
     print(f"training {c0.dataset} hidden={list(c0.hidden)} {c0.topology}, {len(cfgs)} trial(s) -> "
           f"{ck.parent if ck else c0.out}", file=sys.stderr)
