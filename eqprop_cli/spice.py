@@ -34,6 +34,9 @@ def add_solver_flags(p: argparse.ArgumentParser) -> None:
                         "op: .op warm-started by .nodeset from the start state (cold without one)")
     g.add_argument("--level", choices=["ideal", "crossbar"], help="circuit level (default ideal)")
     g.add_argument("--device-preset", help="crossbar device preset (default ideal: continuous, noiseless)")
+    g.add_argument("--device-set", action="append", type=_setting, metavar="FIELD=VALUE",
+                   help="override a field of the device preset, e.g. --device-set bits=4 --device-set asymmetry=0.4 "
+                        "(repeatable; fields of circuits.devices.DeviceModel)")
     g.add_argument("--device-seed", type=int, help="seed of the device instances (trial t: seed and t; default 0)")
     g.add_argument("--clamp", type=float, help="stiff penalty clamp gain (default 1e3; 0 = none)")
     g.add_argument("--t-free", type=float, help="free-phase transient length in tau (default 300)")
@@ -50,10 +53,29 @@ def add_solver_flags(p: argparse.ArgumentParser) -> None:
                    help="crossbar: saturate weights beyond the device's w_max instead of stopping with an error")
 
 
+def _setting(text: str) -> tuple[str, object]:
+    key, eq, value = text.partition("=")
+    if not eq or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    import tomllib
+    try:  # a TOML value: 4, 0.4, true, "name"; a bare word is a string
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return key.strip(), parsed
+
+
 def spice_config(args, toml: dict | None = None):
+    from circuits.devices import load_preset
     from circuits.spice_config import SpiceConfig
     flags = {field: getattr(args, dest) for dest, field in SPICE_FLAGS.items() if getattr(args, dest, None) is not None}
-    return SpiceConfig(**{**(toml or {}), **flags})
+    settings = {**(toml or {}), **flags}
+    if getattr(args, "device_set", None):
+        device = settings.get("device", "ideal")
+        if not isinstance(device, str):
+            raise ValueError("--device-set needs a preset name as the device")
+        settings["device"] = load_preset(device, **dict(args.device_set))
+    return SpiceConfig(**settings)
 
 
 def register(subparsers) -> None:

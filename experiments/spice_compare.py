@@ -1,15 +1,18 @@
-"""spice-compare: the same EqProp run with ngspice and with the Euler reference.
+"""spice-compare: the same EqProp run with ngspice and with the digital reference.
 
 Both trainers start from the same seed (same topology, weights, batch order, beta signs and
-particles). The Euler reference runs to convergence in the gradient nudge form, the
-equilibrium the circuit reaches. After every epoch the weights of the two runs are compared;
-the error curves are plotted side by side.
+particles). The digital side runs the Euler reference to convergence in the gradient nudge
+form, the equilibrium the circuit reaches; at crossbar level it is the device surrogate
+(``circuits.DeviceEulerSolver``) holding the same device instance (same model and seed), so
+the device model is in the loop on both sides. After every epoch the weights of the two runs
+are compared; the error curves are plotted side by side.
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
+from circuits.device_solver import DeviceEulerSolver
 from circuits.spice_config import SpiceConfig
 from circuits.spice_solver import SpiceSolver
 from eqprop.config import EulerConfig, RunConfig
@@ -29,9 +32,12 @@ def spice_compare(run: RunConfig, spice: SpiceConfig, dataset, out: str | Path, 
     out = Path(out)
     euler = euler or converged_euler()
     rows = []
+    digital = None if spice.level != "crossbar" else DeviceEulerSolver(
+        spice.device, euler, device_seed=spice.device_seed, clip_weights=spice.clip_weights)
     with SpiceSolver(spice) as solver:
         trainers = {"spice": Trainer(dataclasses.replace(run, out=str(out / "spice")), dataset, solver=solver),
-                    "euler": Trainer(dataclasses.replace(run, out=str(out / "euler")), dataset, euler=euler)}
+                    "euler": Trainer(dataclasses.replace(run, out=str(out / "euler")), dataset, euler=euler,
+                                     solver=digital)}
         for epoch in range(1, run.epochs + 1):
             for name, tr in trainers.items():
                 log(f"[spice-compare] epoch {epoch}: {name}")
