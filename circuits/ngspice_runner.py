@@ -95,6 +95,11 @@ class NgspiceSession:
     def alive(self) -> bool:
         return self._proc is not None and self._proc[0].poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The worker process's pid (None when none runs): for memory measurements."""
+        return self._proc[0].pid if self.alive else None
+
     def _ensure_worker(self, fresh_ok: bool = False) -> None:
         """Start a worker if none runs. One that died since the last call took the loaded
         circuit with it: that raises ``WorkerCrashed`` unless a new circuit comes (load)."""

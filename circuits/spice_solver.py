@@ -215,7 +215,12 @@ class SpiceSolver:
 
         def run(job):
             t, slot, net, prog, cur, rows = job
+            if slot.solves >= cfg.recycle_after:  # libngspice's memory grows per solve: a fresh worker
+                slot.session.close()
+                slot.circuit, slot.W, slot.solves = None, None, 0
+                slot.stats["recycled"] += 1
             self._sync(slot, net, t, prog)
+            slot.solves += len(rows)
             for b in rows:
                 u0b = np.zeros(topo.n - n_in) if u0s is None else u0s[t, b, n_in:]
                 u[t, b] = self._solve(slot, cur[b], u0b, float(betas[t]), None if ys is None else ys[t, b],
@@ -384,11 +389,12 @@ class _Slot:
     W: np.ndarray | None = None
     b: np.ndarray | None = None
     stats: dict = dataclasses.field(default_factory=dict)  # this worker's share of last_stats
+    solves: int = 0  # since this worker's process started (it is recycled after SpiceConfig.recycle_after)
 
 
 def _new_stats() -> dict:
     return {"load_s": 0.0, "alter_s": 0.0, "tran_s": 0.0, "op_s": 0.0, "polish_max_change": 0.0,
-            "extensions": 0, "unsettled": 0}
+            "extensions": 0, "unsettled": 0, "recycled": 0}
 
 
 def _merge_stats(parts: list[dict]) -> dict:

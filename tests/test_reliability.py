@@ -108,3 +108,21 @@ def test_cli_maps_divergence_and_bad_folders_to_one_line(tmp_path, capsys):
     assert main(base + ["--out", str(blocker / "sub")]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and str(blocker) in err and "Traceback" not in err
+
+
+@pytest.mark.ngspice
+def test_workers_are_recycled_and_solve_the_same():
+    from circuits.ngspice_runner import library_available
+    from circuits.spice_solver import SpiceSolver
+    from eqprop.network import Network
+    from eqprop.topology import mlff
+    if not library_available():
+        pytest.skip("libngspice not found (apt-get install libngspice0)")
+    net = Network.init(mlff((4, 6, 3)), seed=1, dtype=torch.float64)
+    x = torch.rand(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with SpiceSolver(recycle_after=3) as s:
+        first = s.relax(net, x)
+        pid = s._slots[0][0].session.pid
+        again = s.relax(net, x)  # 3 solves done: this call starts on a fresh process
+        assert s.last_stats["recycled"] == 1 and s._slots[0][0].session.pid not in (None, pid)
+    assert torch.equal(first, again)
