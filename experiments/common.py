@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,11 @@ def finished(r: Run) -> bool:
     mfile = Path(r.run.out) / "metrics.json"
     if not mfile.exists():
         return False
-    m = read_metrics(mfile)
+    try:
+        m = read_metrics(mfile)
+    except ValueError as e:  # e.g. truncated by a kill: the run resumes from its checkpoint and rewrites it
+        print(f"note: {e}; resuming that run from its checkpoint", file=sys.stderr)
+        return False
     diff = config_diff(m["config"], r.run.to_dict())
     old_euler = {k: v for k, v in m.get("solver", {}).items() if k in r.euler.to_dict()}
     diff.update(config_diff(old_euler, r.euler.to_dict(), SOLVER_MAY_CHANGE))
