@@ -126,3 +126,22 @@ def test_workers_are_recycled_and_solve_the_same():
         again = s.relax(net, x)  # 3 solves done: this call starts on a fresh process
         assert s.last_stats["recycled"] == 1 and s._slots[0][0].session.pid not in (None, pid)
     assert torch.equal(first, again)
+
+
+def test_reproduce_goes_past_a_truncated_metrics_json(tmp_path, capsys):
+    import dataclasses
+    import json
+
+    import experiments.table1 as table1
+    from experiments.common import run_all, run_batched
+    runs = [dataclasses.replace(r, euler=dataclasses.replace(r.euler, free_steps=10, nudged_steps=2))
+            for r in table1.runs(epochs=1, seeds=[0], only="wine") if r.label == "wine-5-sw"]
+    for runner in (run_all, run_batched):
+        out = tmp_path / runner.__name__
+        _, before = runner("t", runs, out, progress=False)
+        mfile = out / "wine-5-sw" / "s0" / "metrics.json"
+        mfile.write_text(mfile.read_text()[:40])  # a kill mid-write of an older, non-atomic version
+        _, after = runner("t", runs, out, progress=False)
+        assert f"{mfile} is damaged" in capsys.readouterr().err
+        assert after["wine-5-sw"][0]["epochs"] == before["wine-5-sw"][0]["epochs"]  # from the checkpoint
+        assert json.loads(mfile.read_text())["epochs"] == before["wine-5-sw"][0]["epochs"]
