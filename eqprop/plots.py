@@ -11,6 +11,8 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from .run_files import save_figure  # noqa: E402
+
 
 def plot_run(metrics: dict, out: Path) -> list[Path]:
     out = Path(out)
@@ -70,6 +72,4 @@ def _save(fig, path: Path) -> Path:
         if ax.get_xlabel() == "epoch":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from eqprop.run_files import save_figure  # noqa: E402
+
 
 def curves(results: dict, path: Path, key, ylabel: str, logy: bool = False) -> Path:
     """Error curves per run (mean over seeds, min-max band); first key solid, others dashed (Fig 2 style)."""
@@ -67,9 +69,7 @@ def dw_matrices(results: dict, path: Path) -> Path:
         ax.set_xticks(range(v.shape[0]))
         ax.set_yticks(range(v.shape[0]))
     fig.colorbar(im, ax=axes[0].tolist(), label="log10 mean |dW|")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def versus_p(summary: dict, path: Path, paper_points: dict) -> Path:
@@ -100,9 +100,7 @@ def versus_p(summary: dict, path: Path, paper_points: dict) -> Path:
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def log_spread_bars(summary: dict, path: Path, paper: dict) -> Path:

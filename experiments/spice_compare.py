@@ -16,7 +16,7 @@ from circuits.device_solver import DeviceEulerSolver
 from circuits.spice_config import SpiceConfig
 from circuits.spice_solver import SpiceSolver
 from eqprop.config import EulerConfig, RunConfig
-from eqprop.run_files import write_json
+from eqprop.run_files import save_figure, write_json
 from eqprop.trainer import Trainer
 
 
@@ -75,6 +75,4 @@ def plot_compare(rows: list[dict], path: Path, title: str) -> Path:
     for ax in (a, b):
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
