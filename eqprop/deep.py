@@ -32,7 +32,7 @@ import torch
 
 from .config import NUDGE_FORMS
 from .deep_rule import prune_
-from .deep_stability import deep_jacobian, stability_summary
+from .deep_stability import deep_jacobian, equilibrium_stability, stability_summary
 from .dynamics import clip_, nudge_
 from .learning import apply_update as exact_update
 from .network import Network
@@ -117,10 +117,12 @@ class DeepSolver:
         self.check_values = check_values
         self.trajectory: torch.Tensor | None = None
         self.weights: torch.Tensor | None = None  # the W last relaxed (the rule's L1 term reads its sign)
-        self.alive: torch.Tensor | None = None
+        self.alive: torch.Tensor | None = None  # (T, N, N): connections not pruned
+        self.n_mask: torch.Tensor | None = None  # (T,): connections of each trial's mask
         self.rngs: list[np.random.Generator] = []
         self._residual: torch.Tensor | None = None  # per trial: max |ds/dt| at the end of this epoch's free phases
         self.n_in = 0
+        self.free: torch.Tensor | None = None  # the last free phase's non-input states (the report's equilibria)
         self.rule: dict | None = None  # the settings of the DeepRule reading this solver, recorded with ours
         self.last_steps = 0
 
@@ -182,8 +184,10 @@ class DeepSolver:
                     res = (new - s).abs().amax((-2, -1)) / cfg.dt
                     self._residual = res if self._residual is None else torch.maximum(self._residual, res)
                 s = new
+            if not nudged:
+                self.free = s
         self.last_steps = steps
-        self.weights = W
+        self.weights = network.W
         if nudged:
             self.trajectory = traj if network.stacked else traj[:, 0]
         u = torch.cat([xt, s], -1)
@@ -211,12 +215,17 @@ class DeepSolver:
 
     def report(self) -> dict:
         """Per trial: connections left and sparsity (the pruned fraction of the mask), the Gershgorin
-        test and eigenvalues of the free dynamics' Jacobian at the current weights, and
-        free_residual: max |ds/dt| at the last step of this epoch's free phases (did they settle?)."""
+        test and eigenvalues of the free dynamics' Jacobian at the current weights (global, and at the
+        last free phase's equilibria: ``equilibrium_stability``), and free_residual: max |ds/dt| at
+        the last step of this epoch's free phases (did they settle?)."""
         if self.weights is None:
             return {}
-        W, T = self.weights, self.weights.shape[0]
-        rep = stability_summary(deep_jacobian(W, self.n_in), self.config.eig_max_neurons)
+        W = self.weights if self.weights.ndim == 3 else self.weights.unsqueeze(0)
+        T = W.shape[0]
+        J = deep_jacobian(W, self.n_in)
+        rep = stability_summary(J, self.config.eig_max_neurons)
+        if self.free is not None:
+            rep.update(equilibrium_stability(J, self.free, self.config.eig_max_neurons))
         n_alive = self.alive.sum((-2, -1)).tolist()
         rep["connections"] = [int(v) for v in n_alive]
         rep["sparsity"] = [1.0 - a / m if m else 0.0 for a, m in zip(n_alive, self.n_mask.tolist())]

@@ -10,6 +10,10 @@ Gershgorin: every eigenvalue of J lies in a disc centred at J_jj of radius sum_{
 columns likewise). All discs in the open left half-plane (margin max_j (J_jj + radius_j) < 0, by rows
 or by columns) is sufficient for the equilibrium to be asymptotically stable: a cheap test for any
 size. For small nets the eigenvalues themselves say what the test only bounds.
+
+That is the global linear picture. The clip makes saturated neurons locally frozen, so an
+equilibrium's own stability is decided by J restricted to its unsaturated neurons
+(``equilibrium_stability``, on the last free equilibria of each epoch).
 """
 from __future__ import annotations
 
@@ -71,14 +75,44 @@ def stability_summary(J: torch.Tensor, eig_max_neurons: int = 64) -> dict:
     return out
 
 
+def equilibrium_stability(J: torch.Tensor, s: torch.Tensor, eig_max_neurons: int = 64, tol: float = 1e-6) -> dict:
+    """Local stability of the clipped dynamics at reached equilibria s (T, B, Nf) (non-input states).
+
+    A neuron clipped at 0 or 1 stays there under small perturbations (its drive points out of the
+    box), so what decides is J restricted to the unsaturated neurons (tol < s < 1 - tol). Per trial:
+    eq_gershgorin_stable / eq_stable: the test / all Re lambda < 0 for every example (an equilibrium
+    with every neuron saturated counts as stable); eq_max_real_eig: the largest over examples (None if
+    all saturated, or above eig_max_neurons); eq_unsaturated: mean number of unsaturated neurons."""
+    J3 = (J if J.ndim == 3 else J.unsqueeze(0)).cpu()
+    s3 = (s if s.ndim == 3 else s.unsqueeze(0)).detach().cpu()
+    active = (s3 > tol) & (s3 < 1 - tol)
+    out = {"eq_gershgorin_stable": [], "eq_stable": [], "eq_max_real_eig": [], "eq_unsaturated": []}
+    for t in range(J3.shape[0]):
+        g_ok, worst = True, None
+        for idx in active[t]:
+            if not idx.any():
+                continue
+            Jr = J3[t][idx][:, idx]
+            rows, cols = gershgorin_margins(Jr)
+            g_ok &= bool(min(float(rows), float(cols)) < 0)
+            if Jr.shape[-1] <= eig_max_neurons:
+                ev = float(max_real_eigenvalue(Jr))
+                worst = ev if worst is None else max(worst, ev)
+        out["eq_gershgorin_stable"].append(g_ok)
+        out["eq_max_real_eig"].append(worst)
+        out["eq_stable"].append(worst is None or worst < 0)
+        out["eq_unsaturated"].append(float(active[t].sum(-1).double().mean()))
+    return out
+
+
 class LeakyStabilityReport:
     """An Euler solver with a per-epoch ``report()`` of its leaky dynamics' stability (the
     asymmetric-EqProp baseline's counterpart of DeepSolver.report); everything else is the inner
-    solver's."""
+    solver's. rule: the learning rule's settings, recorded with the solver's in config.json."""
 
-    def __init__(self, inner, eig_max_neurons: int = 64):
-        self.inner, self.eig_max_neurons = inner, eig_max_neurons
-        self.network = None
+    def __init__(self, inner, eig_max_neurons: int = 64, rule: dict | None = None):
+        self.inner, self.eig_max_neurons, self.rule = inner, eig_max_neurons, rule
+        self.network, self.free = None, None
 
     def prepare(self, network) -> None:
         self.network = network
@@ -86,13 +120,18 @@ class LeakyStabilityReport:
 
     def relax(self, network, x, u0=None, beta=0.0, target=None):
         self.network = network
-        return self.inner.relax(network, x, u0, beta, target)
+        u = self.inner.relax(network, x, u0, beta, target)
+        if target is None:  # a free phase: its equilibria are what the report's local test looks at
+            self.free = u[..., network.topologies[0].n_in:]
+        return u
 
     def apply_update(self, network, dW, db, lr_W, lr_b) -> None:
         self.inner.apply_update(network, dW, db, lr_W, lr_b)
 
     def describe(self) -> dict:
-        return self.inner.describe()
+        """The inner solver's settings (and, if given, the learning rule's: recorded, checked on resume)."""
+        d = self.inner.describe()
+        return d if self.rule is None else {**d, "rule": dict(self.rule)}
 
     def close(self) -> None:
         self.inner.close()
@@ -102,7 +141,10 @@ class LeakyStabilityReport:
         if self.network is None:
             return rep
         net = self.network.as_stack()
-        rep.update(stability_summary(leaky_jacobian(net.W, net.topologies[0].n_in), self.eig_max_neurons))
+        J = leaky_jacobian(net.W, net.topologies[0].n_in)
+        rep.update(stability_summary(J, self.eig_max_neurons))
+        if self.free is not None:
+            rep.update(equilibrium_stability(J, self.free, self.eig_max_neurons))
         return rep
 
     def state_dict(self):
