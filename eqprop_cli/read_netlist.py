@@ -2,13 +2,35 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+
+def _sizes(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--sizes {text!r}: expected layer sizes as integers, e.g. 4,5,3") from None
+
+
+def _check_out(out: str | None) -> None:
+    """Refuse an --out that cannot be written before reading (a large netlist takes seconds)."""
+    if not out:
+        return
+    folder = Path(out).parent
+    if not folder.is_dir():
+        raise ValueError(f"--out {out}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--out {out}: folder {folder} is not writable")
 
 
 def cmd_read(args) -> int:
     from netlist_gen import read_netlist
-    sizes = [int(v) for v in args.sizes.split(",")] if args.sizes else None
-    res = read_netlist(Path(args.netlist), sizes=sizes)
+    sizes = _sizes(args.sizes)
+    _check_out(args.out)
+    res = read_netlist(Path(args.netlist), sizes=sizes)  # every problem: a NetlistError (ValueError), file:line:col
     net = res.network
     info = {"file": args.netlist, "sizes": list(net.topology.sizes), "level": res.level, "inputs": res.inputs,
             "connections": net.topology.n_connections, "directed": net.topology.directed, "g0": res.g0,

@@ -20,9 +20,11 @@ from eqprop.network import Network
 from eqprop.topology import Topology
 
 from . import netlist_format as nf
-from .netlist_format import FORMAT_VERSION
-from .spice_errors import NetworkReadError, UnsupportedNetlistError
+from .netlist_header import MAX_NEURONS, read_header
+from .spice_errors import NetworkReadError
 from .spice_parse import Element, Netlist, Pos, parse_netlist
+
+__all__ = ["MAX_NEURONS", "ReadResult", "network_from_netlist", "read_netlist"]
 
 _REL = 1e-12  # agreement asked of values the format derives from the header (1/g0 written as repr)
 # element keys (lowercase prefixes, as ngspice sees names) of the kinds the reader treats apart
@@ -69,52 +71,25 @@ class ReadResult:
 
 
 def _close(a: float, b: float) -> bool:
-    return abs(a - b) <= _REL * max(abs(a), abs(b))
+    return bool(np.isfinite(a) and np.isfinite(b) and abs(a - b) <= _REL * max(abs(a), abs(b)))
+
+
+def _format_name(name: str, split):
+    """``split(name)``, or None for a name the format never writes (non-ASCII digits, indices
+    too long for int(): neither can be one of its element or node names)."""
+    return split(name) if name.isascii() and len(name) <= 64 else None
 
 
 class _Reader:
     def __init__(self, net: Netlist, sizes, directed):
         self.net, self.notes = net, []
-        self.header = self._header(sizes, directed)
+        h = read_header(net, sizes, directed)
+        self.header, self.header_pos, self.sizes, self.directed = h.values, h.pos, h.sizes, h.directed
 
     def fail(self, message: str, pos: Pos | None = None, cls=NetworkReadError):
         self.net.error(cls, message, pos or Pos(self.net.file, 1, 1))
 
     # -- header (line 1) ---------------------------------------------------------------
-    def _header(self, sizes, directed) -> dict[str, str]:
-        title = self.net.title
-        words = title.lstrip("* \t").split()
-        if not words or words[0] != nf.HEADER_TAG:
-            if sizes is None:
-                self.fail(f"line 1 is no {nf.HEADER_TAG} header ('* {nf.HEADER_TAG} format={FORMAT_VERSION} "
-                          "sizes=...'): pass sizes= "
-                          "(and directed= if it is a directed net) to read it anyway")
-            self.sizes, self.directed, self.header_pos = tuple(int(s) for s in sizes), bool(directed), {}
-            return {}
-        header, self.header_pos = {}, {}
-        for m in re.finditer(r"(\S+?)=(\S*)", title):
-            header[m.group(1)] = m.group(2)
-            self.header_pos[m.group(1)] = Pos(self.net.file, 1, m.start(2) + 1)
-        if header.get("format") != str(FORMAT_VERSION):
-            self.fail(f"header format={header.get('format')}; this reader knows format={FORMAT_VERSION}",
-                      self.header_pos.get("format"), UnsupportedNetlistError)
-        try:
-            self.sizes = tuple(int(s) for s in header["sizes"].split(","))
-        except (KeyError, ValueError):
-            self.fail("header needs sizes=a,b,... (layer sizes, input first)", self.header_pos.get("sizes"))
-        if sizes is not None and tuple(sizes) != self.sizes:
-            self.fail(f"sizes={tuple(sizes)} given, but the header says {self.sizes}", self.header_pos["sizes"])
-        if header.get("directed", "0") not in ("0", "1"):
-            self.fail(f"header directed={header['directed']!r}, expected 0 or 1", self.header_pos["directed"])
-        self.directed = header.get("directed", "0") == "1"
-        if directed is not None and bool(directed) != self.directed:
-            self.fail(f"directed={directed} given, but the header says directed={int(self.directed)}",
-                      self.header_pos.get("directed"))
-        for key, allowed in nf.HEADER_CHOICES.items():
-            if header.get(key) not in allowed:
-                self.fail(f"header {key}={header.get(key)!r}, expected one of {allowed}", self.header_pos.get(key))
-        return header
-
     def number(self, key: str, default: float | None, positive: bool = False) -> float | None:
         if key not in self.header:
             return default
@@ -132,7 +107,7 @@ class _Reader:
         """(prefix, index...) -> element, with nodes checked against the name."""
         out = {}
         for e in self.net.elements:
-            parsed = nf.split_element_name(e.name)
+            parsed = _format_name(e.name, nf.split_element_name)
             if parsed is None:
                 hint = {"G": f"a G element here is a synapse {nf.SYNAPSE.name('<dst>', '<src>')}, a clamp "
                              f"{nf.CLAMP.name('<i>')} or a nudge {nf.NUDGE_G.name('<o>')}"}.get(
@@ -149,8 +124,9 @@ class _Reader:
             if [x.lower() for x in e.nodes] != want:
                 self.fail(f"'{e.name}' is not a {what} pattern: expected nodes {' '.join(want)}, got "
                           f"{' '.join(e.nodes)}", e.pos)
-            if any(k != "ic" or e.kind != "C" for k in e.params) or e.waveform is not None:
-                self.fail(f"'{e.name}': parameters and waveforms are not part of the format", e.pos)
+            if (any(k != "ic" or e.kind != "C" for k in e.params) or e.waveform is not None or e.flags
+                    or (e.ref is not None and e.kind in "RC")):
+                self.fail(f"'{e.name}': parameters, models and waveforms are not part of the format", e.pos)
             out[(key,) + idx] = e
         return out
 
@@ -163,6 +139,12 @@ class _Reader:
     def check(self, els, key, ok: bool, message: str) -> None:
         if not ok:
             self.fail(f"'{els[key].name}' {message}", els[key].pos)
+
+    def scaled(self, e: Element, value: float, what: str) -> float:
+        """``value`` (derived from e's value) if finite; refuses e where a division overflowed."""
+        if not np.isfinite(value):
+            self.fail(f"'{e.name}' = {e.value!r} gives {what} = {value!r}: not a finite number", e.pos)
+        return float(value)
 
     def roles(self, els, n_in: int, n: int, inputs: str) -> None:
         """Which indices may appear where: u nodes are non-inputs', Vx inputs', Gn/In outputs'."""
@@ -198,21 +180,22 @@ class _Reader:
         if g0 is None:
             r_leak = self.value(els, (_RL, first), f"neuron {first} has no {nf.LEAK.name(first)}")
             self.check(els, (_RL, first), r_leak > 0, "must be a positive resistance (1/g0)")
-            g0 = 1.0 / r_leak
-        c = self.number("c", None, positive=True) or self.value(
-            els, (_CN, first), f"neuron {first} has no {nf.cap_name(first)}")
+            g0 = self.scaled(els[_RL, first], 1.0 / r_leak, "g0 = 1/R")
+        c = self.number("c", None, positive=True)
+        if c is None:
+            c = self.value(els, (_CN, first), f"neuron {first} has no {nf.cap_name(first)}")
+            self.check(els, (_CN, first), c > 0, "must be a positive capacitance (c)")
         clamp = self.number("clamp", None)
         if clamp is None:
-            clamp = els[(_GC, first)].value / g0 if (_GC, first) in els else 0.0
+            gc = els.get((_GC, first))
+            clamp = 0.0 if gc is None else self.scaled(gc, gc.value / g0, "clamp = gain/g0")
 
         b = np.zeros(n)
         for i in range(n_in, n):
             self.neuron(els, i, g0, c, clamp)
-            b[i] = els[_IB, i].value / g0
-
-        W, mask, conductances, g_unit = self.weights(els, level, n, g0)
+            b[i] = self.scaled(els[_IB, i], els[_IB, i].value / g0, f"b[{i}] (bias/g0)")
         x = drive = None
-        if inputs == "unfolded":
+        if inputs == "unfolded":  # before the (N, N) matrices: every input must be there
             x = np.array([self.value(els, (_VX, k), f"input {k} has no {nf.input_source_name(k)} source")
                           for k in range(n_in)])
             if any(k[0] == _IX for k in els):
@@ -222,15 +205,19 @@ class _Reader:
             drive = np.zeros(n)
             for key, e in els.items():
                 if key[0] == _IX:
-                    drive[key[1]] = e.value / g0
+                    drive[key[1]] = self.scaled(e, e.value / g0, f"input drive[{key[1]}] (Ix/g0)")
             self.notes.append("inputs are folded: the input weights are not in the netlist (rows 0.."
                               f"{n_in - 1} of W and mask are zero/False); input_drive holds their summed "
                               "effect Ix/g0 per neuron")
+        W, mask, conductances, g_unit = self.weights(els, level, n, g0)
         beta, target = self.nudge(els, n, g0)
         W_circuit = W.copy()
         W, mask, directed = self.symmetry(els, W, mask, n_in, inputs, asymmetric, level)
-        topo = Topology(sizes, mask, directed, info={"kind": "netlist", "file": self.net.file})
-        network = Network(topo, torch.tensor(W, dtype=dtype), torch.tensor(b, dtype=dtype))
+        try:
+            topo = Topology(sizes, mask, directed, info={"kind": "netlist", "file": self.net.file})
+            network = Network(topo, torch.tensor(W, dtype=dtype), torch.tensor(b, dtype=dtype))
+        except ValueError as e:  # e.g. float32 overflow of a float64 weight
+            self.fail(f"the netlist's values do not make a network: {e}")
         use, u0, rho0 = self.initial(n, n_in)
         return ReadResult(network, W_circuit, level, inputs, g0, c, clamp, g_unit, conductances, x, drive, beta,
                           target, use, u0, rho0, dict(self.header), self.notes, self.net)
@@ -256,7 +243,7 @@ class _Reader:
         if level == "ideal":
             for key, e in els.items():
                 if key[0] == _GW:
-                    W[key[2], key[1]] = e.value / g0
+                    W[key[2], key[1]] = self.scaled(e, e.value / g0, f"W[{key[2]},{key[1]}] (gain/g0)")
                     mask[key[2], key[1]] = True
             return W, mask, None, None
         g_unit = self.number("g_unit", None, positive=True)
@@ -270,7 +257,7 @@ class _Reader:
                 self.fail(f"'{e.name}' has no partner {partner.name(dst, src)}: a crossbar weight is a "
                           f"G+/G- pair", e.pos)
             self.check(els, key, e.value > 0, "must be a positive resistance (1/G)")
-            (Gp if key[0] == _RP else Gm)[src, dst] = 1.0 / e.value
+            (Gp if key[0] == _RP else Gm)[src, dst] = self.scaled(e, 1.0 / e.value, "its conductance 1/R")
             mask[src, dst] = True
             for part in (nf.AMMETER_P, nf.AMMETER_M, nf.COLUMN_GAIN_P, nf.COLUMN_GAIN_M):
                 if (part.key, dst) not in els:
@@ -278,13 +265,21 @@ class _Reader:
             if g_unit is None:  # no header: the column gain g0/g_unit tells it
                 self.check(els, (_FP, dst), els[_FP, dst].value > 0, "must be positive (g0/g_unit)")
                 g_unit = g0 / els[_FP, dst].value
+                self.check(els, (_FP, dst), np.isfinite(g_unit) and g_unit > 0,
+                           f"gives g_unit = g0/gain = {g_unit!r}: not a positive finite number")
             for (gain, ammeter), sign in zip(nf.COLUMN_PAIRS, (1.0, -1.0)):
                 self.check(els, (gain.key, dst), _close(els[gain.key, dst].value, sign * g0 / g_unit)
                            and els[gain.key, dst].ref.lower() == ammeter.name(dst).lower(),
                            f"should be '{ammeter.name(dst)} {sign * g0 / g_unit!r}' (gain ±g0/g_unit)")
                 self.check(els, (ammeter.key, dst), els[ammeter.key, dst].value == 0.0,
                            "must be 0.0 V: it is the column's virtual ground")
-        return (Gp - Gm) / g_unit, mask, (Gp, Gm), g_unit
+        W = (Gp - Gm) / g_unit
+        if not np.isfinite(W).all():
+            src, dst = (int(v) for v in np.argwhere(~np.isfinite(W))[0])
+            e = els[_RP, dst, src]
+            self.fail(f"'{e.name}' and its partner give W[{src},{dst}] = (Gp - Gm)/g_unit = {W[src, dst]!r}: "
+                      "not a finite number", e.pos)
+        return W, mask, (Gp, Gm), g_unit
 
     def nudge(self, els, n, g0) -> tuple[float, np.ndarray | None]:
         outputs = list(range(n - self.sizes[-1], n))
@@ -296,7 +291,7 @@ class _Reader:
                 self.fail(f"output {o} lacks its nudge pair {'/'.join(nf.nudge_names(o))} "
                           f"(present for output {have[0]})")
         gains = {o: els[_GN, o].value for o in outputs}
-        beta = beta_from_gain(gains[outputs[0]], g0)
+        beta = self.scaled(els[_GN, outputs[0]], beta_from_gain(gains[outputs[0]], g0), "beta = -gain/(2 g0)")
         for o in outputs:
             self.check(els, (_GN, o), _close(gains[o], gains[outputs[0]]),
                        f"gain differs from {nf.NUDGE_G.name(outputs[0])}'s: one beta for all outputs")
@@ -305,7 +300,8 @@ class _Reader:
                 self.check(els, (_IN, o), els[_IN, o].value == 0.0, "must be 0.0 when the nudge gain is 0")
             return 0.0, None
         # In/(-Gn) = nudge_current/-nudge_gain: the same product beta g0 divided out, so y_d comes back exactly
-        return beta, np.array([els[_IN, o].value / -els[_GN, o].value for o in outputs])
+        return beta, np.array([self.scaled(els[_IN, o], els[_IN, o].value / -els[_GN, o].value, f"target[{o}]")
+                               for o in outputs])
 
     def symmetry(self, els, W, mask, n_in, inputs, asymmetric, level):
         """(W, mask, directed) for the Network: undirected nets get their input columns back by
@@ -341,7 +337,10 @@ class _Reader:
         return W, mask, True
 
     def synapse(self, els, src, dst, level) -> Element:
-        return els[(_GW if level == "ideal" else _RP, dst, src)]
+        key = (_GW if level == "ideal" else _RP, dst, src)
+        if key not in els:  # a direction restored by symmetry (into an input): name the written one
+            key = (key[0], src, dst)
+        return els[key]
 
     def initial(self, n, n_in):
         given = self.net.ic or self.net.nodeset
@@ -349,7 +348,7 @@ class _Reader:
             return None, None, None
         u, rho = np.full(n, np.nan), np.full(n, np.nan)
         for nv in given:
-            node = nf.split_neuron_node(nv.node)
+            node = _format_name(nv.node, nf.split_neuron_node)
             if node is None or node[1] >= n or (node[0] == nf.STATE_NODE and node[1] < n_in):
                 self.fail(f"v({nv.node}): no such neuron node ({nf.u_node('<i>')} for non-inputs, "
                           f"{nf.r_node('<i>')}, i < {n})", nv.pos)

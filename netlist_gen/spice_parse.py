@@ -12,7 +12,9 @@ import dataclasses
 from pathlib import Path
 
 from .spice_errors import NetlistSyntaxError, UnsupportedNetlistError
-from .spice_tree import Pos, Raw, evaluate, statements
+from .spice_expr import evaluate
+from .spice_text import decode
+from .spice_tree import Pos, Raw, Val, statements
 
 __all__ = ["Directive", "Element", "Model", "Netlist", "NodeVoltage", "Pos", "Subckt", "parse_netlist"]
 
@@ -27,11 +29,12 @@ class Element:
     value: float | None
     pos: Pos
     params: dict[str, float] = dataclasses.field(default_factory=dict)  # key=value, keys lower case
-    ref: str | None = None  # F: controlling V source, D: model, X: subcircuit
+    ref: str | None = None  # F: controlling V source, D (and R, C if given): model, X: subcircuit
     expr: str | None = None  # B: the v=/i= expression, G/E: the value=/cur=/vol= expression (text)
     expr_kind: str | None = None  # "v" | "i" (B), "value" | "cur" | "vol" (G/E)
-    ac: tuple[float, ...] | None = None  # V/I: (magnitude[, phase])
+    ac: tuple[float, ...] | None = None  # V/I: (magnitude[, phase]); a bare "ac" is (1.0,), as in ngspice
     waveform: tuple[str, tuple[float, ...]] | None = None  # V/I: e.g. ("pulse", args)
+    flags: tuple[str, ...] = ()  # D: "off"
 
 
 @dataclasses.dataclass(eq=False)
@@ -47,7 +50,7 @@ class Subckt:
 class Model:
     name: str
     type: str
-    params: dict[str, float]
+    params: dict[str, float | str | None]  # lower-case keys; flags (nchan) map to None, words (mfg=IR) to str
     pos: Pos
 
 
@@ -99,38 +102,56 @@ class Netlist:
         raise KeyError(name)
 
 
+_MAX_INCLUDE_DEPTH = 64  # .include files within .include files (cycles are refused anyway)
+
+
+def _read_file(path: Path) -> bytes:
+    """A regular file's bytes (not a device or fifo: /dev/zero would never end)."""
+    if path.exists() and not path.is_file():
+        raise OSError(0, "not a regular file")
+    return path.read_bytes()
+
+
 class _Builder:
     """Reads files, splices includes, then evaluates everything in .param scope."""
 
     def __init__(self):
         self.lines: dict[str, list[str]] = {}  # file label -> its lines, for error excerpts
         self.includes: list[str] = []
+        self.title = ""
+        self.model_refs: list[tuple[Element, Pos, dict]] = []  # R/C elements naming a model: where, in what scope
 
     def error(self, cls, message: str, pos: Pos | None):
         Netlist.error(self, cls, message, pos)
 
-    def read(self, text: str, label: str, base: Path, chain: tuple[Path, ...], title_line: bool) -> list[Raw]:
+    def read(self, data: bytes | str, label: str, base: Path, chain: tuple[Path, ...], title_line: bool) -> list[Raw]:
         """Statements of one file and, in place of each .include, those of the included file."""
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        text = decode(data, label, title_line=title_line)
         self.lines[label] = text.split("\n")
         if title_line:  # line 1 is the title whatever it says: blank it, keeping later positions
-            text = text[text.index("\n"):] if "\n" in text else ""
+            self.title = self.lines[label][0]
+            text = text[len(self.title):]
         out = []
         for r in statements(text + "\n", label, self.error):
             if r.kind != "include":
                 out.append(r)
                 continue
             path = base / r.fields["path"]
-            real = path.resolve()
+            try:
+                real = path.resolve()
+            except (OSError, ValueError, RuntimeError) as e:  # a NUL in the name, a symlink loop
+                self.error(NetlistSyntaxError, f"cannot read include file '{path}': {e}", r.pos)
             if real in chain:
                 cycle = " -> ".join(p.name for p in chain[chain.index(real):] + (real,))
                 self.error(NetlistSyntaxError, f".include cycle: {cycle}", r.pos)
+            if len(chain) >= _MAX_INCLUDE_DEPTH:
+                self.error(NetlistSyntaxError, f".include nested deeper than {_MAX_INCLUDE_DEPTH} files", r.pos)
             try:
-                inc_text = path.read_text()
+                inc_data = _read_file(path)
             except OSError as e:
-                self.error(NetlistSyntaxError, f"cannot read include file '{path}': {e.strerror}", r.pos)
+                self.error(NetlistSyntaxError, f"cannot read include file '{path}': {e.strerror or e}", r.pos)
             self.includes.append(str(path))
-            out.extend(self.read(inc_text, str(path), path.parent, chain + (real,), title_line=False))
+            out.extend(self.read(inc_data, str(path), path.parent, chain + (real,), title_line=False))
         return out
 
     def value(self, val, scope, what) -> float:
@@ -138,6 +159,9 @@ class _Builder:
 
     def assignments(self, pairs, scope, what) -> dict[str, float]:
         return {k.lower(): self.value(v, scope, f"{what} {k}") for k, v in pairs}
+
+    def model_params(self, pairs, scope, what) -> dict[str, float | str | None]:
+        return {k.lower(): self.value(v, scope, f"{what} {k}") if isinstance(v, Val) else v for k, v in pairs}
 
     def params(self, raws, scope) -> None:
         """.param lines in text order, each seeing the ones before it (as ngspice)."""
@@ -162,12 +186,29 @@ class _Builder:
                 f["value"] = 0.0  # as ngspice: a source without a DC value holds 0
             f["params"] = self.assignments(f["params"], scope, name)
             if f.get("ac") is not None:
-                f["ac"] = tuple(self.value(v, scope, f"ac of {name}") for v in f["ac"])
+                f["ac"] = tuple(self.value(v, scope, f"ac of {name}") for v in f["ac"][1:]) or (1.0,)
             if f.get("waveform") is not None:
                 kind, *args = f["waveform"]
-                f["waveform"] = (kind, tuple(self.value(v, scope, f"{kind} of {name}") for v in args))
+                f["waveform"] = (str(kind), tuple(self.value(v, scope, f"{kind} of {name}") for v in args))
+            ref_pos = f.pop("ref_pos", None)
             out.append(Element(pos=r.pos, **f))
+            if ref_pos is not None:
+                self.model_refs.append((out[-1], ref_pos, scope))
         return out
+
+    def check_models(self, models: dict) -> None:
+        """R and C elements that name a model need it in the netlist (ngspice refuses them too);
+        without a value, the name may instead be a .param (``R2 a b rval``: ngspice substitutes it)."""
+        for e, pos, scope in self.model_refs:
+            if e.ref.lower() in models:
+                if e.value is None:
+                    self.error(UnsupportedNetlistError, f"'{e.name}' takes its value from model '{e.ref}' (no value "
+                               "given): outside the supported subset, give the value", pos)
+            elif e.value is None and e.ref.lower() in scope:
+                e.value, e.ref = scope[e.ref.lower()], None
+            else:
+                self.error(NetlistSyntaxError, f"unknown model '{e.ref}' of {e.name} (no .model {e.ref} in the "
+                           f"netlist{'' if e.value is not None else ', and no .param of that name'})", pos)
 
     def models(self, raws, scope, models: dict) -> None:
         for r in (r for r in raws if r.kind == "model"):
@@ -175,7 +216,7 @@ class _Builder:
             if name.lower() in models:
                 self.error(NetlistSyntaxError, f"model '{name}' defined twice (first at {models[name.lower()].pos})",
                            r.pos)
-            models[name.lower()] = Model(name, r.fields["type"], self.assignments(r.fields["params"], scope, name),
+            models[name.lower()] = Model(name, r.fields["type"], self.model_params(r.fields["params"], scope, name),
                                          r.pos)
 
     def split_subckts(self, raws) -> tuple[list[Raw], dict[str, tuple[Raw, list[Raw]]]]:
@@ -225,6 +266,7 @@ class _Builder:
             net.subckts[key] = Subckt(head.fields["name"], head.fields["ports"], own, self.elements(body, local),
                                       head.pos)
             self.models(body, local, net.models)
+        self.check_models(net.models)
         for r in top:
             if r.kind in ("nodeset", "ic"):
                 getattr(net, r.kind).extend(
@@ -243,7 +285,8 @@ class _Builder:
 
 
 def parse_netlist(source, *, base_dir=None, name: str | None = None) -> Netlist:
-    """Parse a netlist file (a ``Path``, or a str without a newline) or its text into records.
+    """Parse a netlist file (a ``Path``, or a str without a newline) or its text (a str with a
+    newline, or ``bytes``) into records.
 
     ``.include`` paths resolve against the including file's folder (for text: ``base_dir``,
     default the current folder). ``name`` labels text in error messages (default
@@ -253,13 +296,13 @@ def parse_netlist(source, *, base_dir=None, name: str | None = None) -> Netlist:
     if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source):
         path = Path(source)
         try:
-            text = path.read_text()
-        except OSError as e:
-            raise NetlistSyntaxError(f"cannot read netlist: {e.strerror}", str(path)) from None
+            data = _read_file(path)
+        except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+            raise NetlistSyntaxError(f"cannot read netlist: {getattr(e, 'strerror', None) or e}", str(path)) from None
         label, base, chain = name or str(path), path.parent, (path.resolve(),)
     else:
-        text, label = str(source), name or "<netlist>"
+        data = bytes(source) if isinstance(source, (bytes, bytearray)) else str(source)
+        label = name or "<netlist>"
         base, chain = Path(base_dir) if base_dir is not None else Path.cwd(), ()
-    raws = builder.read(text, label, base, chain, title_line=True)
-    title = text.replace("\r\n", "\n").split("\n", 1)[0]
-    return builder.build(raws, title, label)
+    raws = builder.read(data, label, base, chain, title_line=True)
+    return builder.build(raws, builder.title, label)

@@ -2,14 +2,15 @@
 
 ``statements(text, file, report)`` parses one file's text into raw statements whose
 values are still text with a position (``Val``): they can only be evaluated once every
-``.param`` is known, which spice_parse does. ``spice_number`` and ``evaluate`` give
-values their meaning: SPICE engineering suffixes and ``{expression}`` arithmetic.
+``.param`` is known, which spice_parse does (with spice_expr's ``evaluate``).
+Forms of real SPICE the subset does not hold (POLY sources, a resistor whose value comes
+from its model, RKM values...) are refused here by name, with their position.
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
-import math
 import re
 import threading
 from pathlib import Path
@@ -51,30 +52,6 @@ class Pos:
         return f"{self.file}:{self.line}:{self.column}"
 
 
-# -- numbers ----------------------------------------------------------------------------
-_NUMBER = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+))(?:e([+-]?\d+))?([a-z]*)", re.I)
-_SCALE = {"t": 12, "g": 9, "k": 3, "m": -3, "u": -6, "n": -9, "p": -12, "f": -15}
-
-
-def spice_number(text: str) -> float:
-    """'10kOhm' -> 10000.0: mantissa, exponent, scale factor, then letters SPICE ignores.
-
-    The scale goes into the decimal exponent and the string through float() once, so the
-    result is correctly rounded and a repr()-written number reads back bit for bit.
-    """
-    m = _NUMBER.fullmatch(text.strip())
-    if m is None:
-        raise ValueError(f"bad number '{text}'")
-    mantissa, exp, letters = m.group(1), int(m.group(2) or 0), m.group(3).lower()
-    if letters.startswith("meg"):
-        exp += 6
-    elif letters.startswith("mil"):
-        return float(f"{mantissa}e{exp}") * 25.4e-6
-    elif letters[:1] in _SCALE:
-        exp += _SCALE[letters[0]]
-    return float(f"{mantissa}e{exp}")
-
-
 # -- parse tree -> raw statements ----------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Val:
@@ -94,11 +71,30 @@ class Raw:
 _KIND_NAMES = {"M": "MOSFET", "Q": "BJT", "J": "JFET", "Z": "MESFET", "L": "inductor", "K": "coupled inductor",
                "T": "transmission line", "O": "lossy line", "U": "RC line", "S": "switch", "W": "switch",
                "H": "CCVS", "A": "XSPICE code model", "P": "coupled line", "N": "OSDI device", "Y": "line"}
+_VALUE_KEYS = {"R": ("r", "resistance"), "C": ("c", "capacitance")}  # r=/c= give the value instead
+_VALUE_WANTED = "a number (such as 1.5k or 2e-3), {expression} or 'expression'"
+_NUMBER_LIKE = re.compile(r"[+\-.0-9]|(inf|infinity|nan)$", re.I)  # never a model name: a bad number
+# end-of-line comments inside a TEXT field ("$ " and " //"; ";" already ends the field)
+_TEXT_COMMENT = re.compile(r"(?:^|(?<=\s))(?:\$(?=\s|$)|//)")
 
 
 def _split(c):
     """(positional items, key=value pairs) of a rule's children."""
     return [i for i in c if not isinstance(i, tuple)], [i for i in c if isinstance(i, tuple)]
+
+
+def _strip_comment(text: str) -> str:
+    m = _TEXT_COMMENT.search(text)
+    return (text[:m.start()] if m else text).rstrip()
+
+
+class _Model(str):
+    """A model name field of an R or C element (str, with the token's position)."""
+
+    def __new__(cls, tok, pos):
+        self = super().__new__(cls, str(tok))
+        self.pos = pos
+        return self
 
 
 class _ToRaw(lark.Transformer):
@@ -113,7 +109,7 @@ class _ToRaw(lark.Transformer):
     def VALUE(self, tok):
         return Val(str(tok), self._pos(tok))
 
-    PARAM_EXPR = VALUE
+    NAME_VALUE = VALUE  # a bare .param name: an expression of one name
 
     def _element(self, kind, c, nodes, value=None, params=(), **fields) -> Raw:
         fields.update(name=str(c[0]), kind=kind, nodes=tuple(map(str, nodes)), value=value, params=list(params))
@@ -125,13 +121,50 @@ class _ToRaw(lark.Transformer):
     def assignment(self, c):
         return (str(c[0]), c[1])
 
-    def resistor(self, c):
+    def _end(self, item) -> Pos:
+        """Just after the last field of a statement (item: its last child)."""
+        if isinstance(item, tuple):
+            item = item[1]
+        if isinstance(item, lark.Token):
+            return Pos(self.file, item.end_line, item.end_column)
+        text = item.text if isinstance(item, Val) else item
+        return dataclasses.replace(item.pos, column=item.pos.column + len(text))
+
+    def rc_model(self, c):
+        return _Model(c[0], self._pos(c[0]))
+
+    def _two_terminal(self, kind, c):
+        """R/C: value, model, both, or r=/c=; a missing value is refused here, a model name alone is
+        resolved by spice_parse (a model gives the value: refused; a .param name: its value)."""
         t, kv = _split(c)
-        return self._element("R", c, t[1:3], t[3], kv)
+        value = next((i for i in t[3:] if isinstance(i, Val)), None)
+        model = next((i for i in t[3:] if isinstance(i, _Model)), None)
+        usage = f"; the form is: {kind}<name> n1 n2 value [model] [key=value ...]"
+        if model is not None and _NUMBER_LIKE.match(model):
+            if value is None:
+                self.report(NetlistSyntaxError, f"bad number '{model}', expected {_VALUE_WANTED}{usage}", model.pos)
+            self.report(NetlistSyntaxError, f"unexpected '{model}' after the value, expected a model name, "
+                        f"key=value or end of line{usage}", model.pos)
+        given = [v for k, v in kv if k.lower() in _VALUE_KEYS[kind]]
+        if len(given) + (value is not None) > 1:
+            later = max(given + [value] * (value is not None), key=lambda v: (v.pos.line, v.pos.column))
+            self.report(UnsupportedNetlistError, f"'{c[0]}' gives its value twice (a value and "
+                        f"{'/'.join(_VALUE_KEYS[kind])}=); ngspice then takes the later one: give one", later.pos)
+        if value is None and not given and model is None:
+            self.report(NetlistSyntaxError, f"unexpected end of line, expected {_VALUE_WANTED}{usage}",
+                        self._end(c[-1]))
+        if value is None and given:
+            value = given[0]
+            kv = [(k, v) for k, v in kv if k.lower() not in _VALUE_KEYS[kind]]
+        # a model name without a value may be a bare .param name (ngspice substitutes it): spice_parse decides
+        return self._element(kind, c, t[1:3], value, kv, ref=None if model is None else str(model),
+                             ref_pos=None if model is None else model.pos)
+
+    def resistor(self, c):
+        return self._two_terminal("R", c)
 
     def capacitor(self, c):
-        t, kv = _split(c)
-        return self._element("C", c, t[1:3], t[3], kv)
+        return self._two_terminal("C", c)
 
     def vccs(self, c):
         t, kv = _split(c)
@@ -151,10 +184,13 @@ class _ToRaw(lark.Transformer):
         t, kv = _split(c)
         return self._element("F", c, t[1:3], t[4], kv, ref=str(t[3]))
 
+    def unsupported_source(self, c):
+        self.report(UnsupportedNetlistError, f"'{c[0]}': {str(c[3]).upper()} controlled sources are outside the "
+                    "supported subset (E/G: nc+ nc- gain or value={expr}, F: vsource gain)", self._pos(c[3]))
+
     def bsource(self, c):
         text = " ".join(str(p).strip() for p in c[4:])  # pieces of + continuation lines
-        text = re.split(r"\s\$\s", " " + text, maxsplit=1)[0].strip()  # a "$ " comment
-        return self._element("B", c, c[1:3], expr=text, expr_kind=str(c[3]).lower())
+        return self._element("B", c, c[1:3], expr=_strip_comment(text), expr_kind=str(c[3]).lower())
 
     def vsource(self, c):
         return self._element(str(c[0])[0].upper(), c, c[1:3], **c[3])
@@ -164,21 +200,29 @@ class _ToRaw(lark.Transformer):
     def source_spec(self, c):
         spec = dict(value=None, ac=None, waveform=None)
         for i in c:
-            if isinstance(i, Val):
-                spec["value"] = i
-            elif isinstance(i, lark.Tree):
-                spec[i.data] = i.children
+            kind, got = ("value", i) if isinstance(i, Val) else (i.data, i.children)
+            got = got[0] if kind == "value" and isinstance(got, list) else got
+            if spec[kind] is not None:
+                where = got if isinstance(got, Val) else got[0]
+                self.report(UnsupportedNetlistError, f"a second {'DC value' if kind == 'value' else kind} in one "
+                            "source (ngspice keeps one of them): give one", where.pos)
+            spec[kind] = got
         return spec
 
+    def dc_spec(self, c):
+        return lark.Tree("value", [i for i in c if isinstance(i, Val)])
+
     def ac_spec(self, c):
-        return lark.Tree("ac", [i for i in c if isinstance(i, Val)])
+        return lark.Tree("ac", [_Keyword(c[0], self._pos(c[0]))] + [i for i in c if isinstance(i, Val)])
 
     def waveform(self, c):
-        return lark.Tree("waveform", [str(c[0]).lower()] + [i for i in c if isinstance(i, Val)])
+        return lark.Tree("waveform", [_Keyword(c[0], self._pos(c[0]))] + [i for i in c if isinstance(i, Val)])
 
     def diode(self, c):
         t, kv = _split(c)
-        return self._element("D", c, t[1:3], t[4] if len(t) > 4 else None, kv, ref=str(t[3]))
+        flags = tuple(str(w).lower() for w in t[4:] if isinstance(w, lark.Token))
+        value = next((i for i in t[4:] if isinstance(i, Val)), None)
+        return self._element("D", c, t[1:3], value, kv, ref=str(t[3]), flags=flags)
 
     def subckt_call(self, c):
         t, kv = _split(c)
@@ -199,12 +243,21 @@ class _ToRaw(lark.Transformer):
     def ends(self, c):
         return Raw("ends", self._pos(c[0]), dict(name=str(c[1]) if len(c) > 1 else None))
 
+    def model_param(self, c):
+        return (str(c[0]), None if len(c) == 1 else c[1] if isinstance(c[1], Val) else str(c[1]))
+
     def model(self, c):
         t, kv = _split(c)
         return Raw("model", self._pos(c[0]), dict(name=str(t[1]), type=str(t[2]), params=kv))
 
     def param(self, c):
-        return Raw("param", self._pos(c[0]), dict(params=[(str(k), v) for k, v in zip(c[1::2], c[2::2])]))
+        pieces = [(_strip_comment(str(t)), self._pos(t)) for t in c[1:]]
+        try:
+            pairs = split_assignments(pieces)
+        except _AssignmentError as e:
+            self.report(NetlistSyntaxError, f"{e}; the form is: .param name=value ...",
+                        e.pos or Pos(self.file, c[0].line, c[0].column + len(c[0])))
+        return Raw("param", self._pos(c[0]), dict(params=pairs))
 
     def include(self, c):
         path = str(c[1])
@@ -246,6 +299,76 @@ class _ToRaw(lark.Transformer):
         self.report(NetlistSyntaxError, f"unknown dot-command '{c[0]}'", self._pos(c[0]))
 
 
+class _Keyword(str):
+    """A keyword (ac, pulse, ...) with its position, lower case."""
+
+    def __new__(cls, tok, pos):
+        self = super().__new__(cls, str(tok).lower())
+        self.pos = pos
+        return self
+
+
+# -- .param name = value pairs (values may hold blanks) ---------------------------------
+class _AssignmentError(ValueError):
+    def __init__(self, message: str, pos: Pos | None):
+        super().__init__(message)
+        self.pos = pos
+
+
+def split_assignments(pieces: list[tuple[str, Pos]]) -> list[tuple[str, Val]]:
+    """``[("a = 2 * b c=3", pos)]`` -> ``[("a", Val("2 * b")), ("c", Val("3"))]``.
+
+    A name is the field before an ``=`` that is outside parentheses, braces and quotes and
+    not part of ``==``, ``<=``, ``>=`` or ``!=``; a value runs to the next name. One pass.
+    """
+    text, starts, positions = "", [], []
+    for piece, pos in pieces:  # + continuation lines join with a blank
+        starts.append(len(text))
+        positions.append(pos)
+        text += piece + " "
+
+    def at(offset: int) -> Pos:
+        k = bisect.bisect_right(starts, offset) - 1
+        return dataclasses.replace(positions[k], column=positions[k].column + offset - starts[k])
+
+    names, depth, quote = [], 0, False  # names: (start, end, offset of "=")
+    for i, ch in enumerate(text):
+        if quote:
+            quote = ch != "'"
+        elif ch == "'":
+            quote = True
+        elif ch in "({":
+            depth += 1
+        elif ch in ")}":
+            depth = max(0, depth - 1)
+        elif ch == "=" and depth == 0 and text[i + 1:i + 2] != "=" and text[i - 1:i] not in ("=", "<", ">", "!"):
+            end = i  # back over blanks, then over the name: each character is passed at most twice
+            while end > 0 and text[end - 1] in " \t\f":
+                end -= 1
+            start = end
+            while start > 0 and text[start - 1] not in " \t\f=(){},;'\"":
+                start -= 1
+            if start == end:
+                raise _AssignmentError("'=' without a parameter name before it", at(i))
+            names.append((start, end, i))
+    if not names:
+        stray = len(text) - len(text.lstrip())
+        raise _AssignmentError("expected name=value" if text.strip() else "missing name=value",
+                               at(stray) if text.strip() else None)
+    if text[:names[0][0]].strip():
+        raise _AssignmentError(f"'{text[:names[0][0]].split()[0]}' is not name=value",
+                               at(len(text) - len(text.lstrip())))
+    pairs = []
+    for k, (start, end, eq) in enumerate(names):
+        stop = names[k + 1][0] if k + 1 < len(names) else len(text)
+        value = text[eq + 1:stop]
+        lead = len(value) - len(value.lstrip())
+        if not value.strip():
+            raise _AssignmentError(f"missing value for parameter '{text[start:end]}'", at(eq + 1))
+        pairs.append((text[start:end], Val(value.strip(), at(eq + 1 + lead))))
+    return pairs
+
+
 def statements(text: str, file: str, report) -> list[Raw]:
     """One file's text (title line already blanked) -> raw statements.
 
@@ -258,66 +381,3 @@ def statements(text: str, file: str, report) -> list[Raw]:
             return lark_parser.parse(text, start="netlist")
         except UnexpectedInput as e:
             raise_syntax_error(e, file, text.split("\n"))
-
-
-# -- expressions ({...}, '...', .param values) -----------------------------------------
-_FUNCS = {"min": min, "max": max, "abs": abs, "sqrt": math.sqrt, "exp": math.exp, "ln": math.log,
-          "log": math.log, "log10": math.log10, "pow": math.pow, "sin": math.sin, "cos": math.cos,
-          "tan": math.tan, "atan": math.atan, "tanh": math.tanh, "floor": math.floor, "ceil": math.ceil}
-_BINARY = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
-           "div": lambda a, b: a / b, "pow": lambda a, b: a ** b}
-
-
-class _ExprError(Exception):
-    def __init__(self, message: str, column: int):
-        super().__init__(message)
-        self.column = column  # within the expression text
-
-
-def _column(tree) -> int:
-    return tree.column if isinstance(tree, lark.Token) else tree.meta.column
-
-
-def _evaluate(tree, scope: dict[str, float]) -> float:
-    kind, c = tree.data, tree.children
-    if kind == "number":
-        return spice_number(str(c[0]))
-    if kind == "name":
-        if str(c[0]).lower() not in scope:
-            raise _ExprError(f"unknown parameter '{c[0]}'", c[0].column)
-        return scope[str(c[0]).lower()]
-    if kind == "call" and str(c[0]).lower() not in _FUNCS:
-        raise _ExprError(f"unknown function '{c[0]}' (known: {', '.join(sorted(_FUNCS))})", c[0].column)
-    args = [_evaluate(a, scope) for a in (c[1:] if kind == "call" else c)]
-    try:
-        if kind == "neg":
-            return -args[0]
-        if kind == "call":
-            return float(_FUNCS[str(c[0]).lower()](*args))
-        return float(_BINARY[kind](*args))
-    except (ArithmeticError, ValueError, TypeError) as e:
-        raise _ExprError(f"cannot evaluate ({e})", _column(tree)) from None
-
-
-def evaluate(val: Val, scope: dict[str, float], what: str, report) -> float:
-    """The float a value stands for: a number, or an expression over ``scope`` (lower-case
-    names). Errors point at the offending character inside the expression."""
-    text = val.text
-    braced = text[0] in "{'"
-    inner = text[1:-1] if braced else text
-    at = functools.partial(dataclasses.replace, val.pos)
-    v = math.nan  # report() raises; this only keeps v defined for readers of the code
-    try:
-        if not braced and _NUMBER.fullmatch(text):
-            v = spice_number(text)
-        else:  # {expr}, 'expr', or an unbraced .param expression
-            v = _evaluate(parser().parse(inner, start="expression"), scope)
-    except UnexpectedInput as e:
-        # lark puts the end of input at the last token; the caret belongs after it
-        col = len(inner) + 1 if getattr(getattr(e, "token", None), "type", "$END") == "$END" else e.column
-        report(NetlistSyntaxError, f"bad expression {text} in {what}", at(column=val.pos.column + braced + col - 1))
-    except _ExprError as e:
-        report(NetlistSyntaxError, f"{e} in {what}: {text}", at(column=val.pos.column + braced + e.column - 1))
-    if not math.isfinite(v):
-        report(NetlistSyntaxError, f"{what} is not a finite number: {text}", val.pos)
-    return v

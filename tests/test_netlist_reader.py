@@ -1,4 +1,5 @@
 """The lark netlist reader: round trips through the generator, hand-edited SPICE, errors."""
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,8 @@ from eqprop.topology import complete_directed, mlff, small_world
 from netlist_gen import build_circuit
 from netlist_gen.reader import read_netlist
 from netlist_gen.spice_errors import NetlistError, NetlistSyntaxError, NetworkReadError, UnsupportedNetlistError
+from netlist_gen.spice_expr import spice_number
 from netlist_gen.spice_parse import parse_netlist
-from netlist_gen.spice_tree import spice_number
 
 DATA = Path(__file__).parent / "data"
 EPS = np.finfo(np.float64).eps
@@ -229,7 +230,7 @@ HEAD = "* eqprop-spice format=1 sizes=2,2,1 level=ideal inputs=unfolded directed
     ("R1 a b {2*(3}", 13, NetlistSyntaxError, "bad expression"),
     ("R1 a b {2*q}", 11, NetlistSyntaxError, "unknown parameter 'q'"),
     ("R1 a b {1k", 8, NetlistSyntaxError, "unclosed {"),
-    ("R1 a b 1k x", 11, NetlistSyntaxError, "'x' is neither a node nor key=value"),
+    ("R1 a b 1k x", 11, NetlistSyntaxError, "unknown model 'x' of R1 (no .model x"),
     ("  .foo bar", 3, NetlistSyntaxError, "unknown dot-command '.foo'"),
     (".nodeset v(u2=1", 14, NetlistSyntaxError, "expected ')'"),
     ("M1 d g s 0 nmos", 1, UnsupportedNetlistError, "M elements (MOSFET)"),
@@ -343,3 +344,123 @@ def test_keywords_are_case_insensitive():
     assert net.element("v1").value == 2.0 and net.options == {"reltol": 1e-6}
     assert net.subckts["s"].elements[0].value == 1000.0
 
+
+
+# -- hostile and real-world input (docs/reliability-reader.md) ---------------------------------
+def test_non_utf8_bytes_in_comments_are_accepted_elsewhere_located(tmp_path):
+    """A Latin-1 byte is harmless where ngspice never looks (title, comments, .control); in a
+    name or value it is refused with the byte and its place, never a UnicodeDecodeError."""
+    text = NET_2_2_1.replace("* neurons:", "* 10 \xb5F, neurons:").replace("Rl3 u3 0 1.0", "Rl3 u3 0 1.0 ; \xb5")
+    r = read_netlist(text.encode("latin-1"), name="net.cir")  # bytes are netlist text
+    assert torch.equal(r.network.W, read_netlist(NET_2_2_1).network.W)
+    path = tmp_path / "net.cir"
+    path.write_bytes(NET_2_2_1.replace("Rl3 u3 0 1.0", "Rl3 u3 0 1.0\xb5").encode("latin-1"))
+    with pytest.raises(NetlistSyntaxError) as info:
+        read_netlist(path)
+    e = info.value
+    line = NET_2_2_1.splitlines().index("Rl3 u3 0 1.0") + 1
+    assert (e.file, e.line, e.column) == (str(path), line, 13) and "byte 0xB5 is not UTF-8" in e.message
+    assert "\ufffd" in str(e)  # the excerpt shows it, and the message prints anywhere
+    e = error_of(NetlistSyntaxError, NET_2_2_1.replace("Rl3 u3", "Rl3 u\udcb5"))  # str with a lone surrogate
+    assert (e.line, e.column) == (line, 6) and "byte 0xB5" in e.message
+
+
+@pytest.mark.parametrize("ch,fragment", [
+    ("\x00", "control character U+0000"), ("\x0b", "U+000B (vertical tab) is no SPICE blank"),
+    ("\xa0", "U+00A0 (no-break space) is no SPICE blank"), ("\u2028", "U+2028 (line separator)")])
+def test_control_characters_and_unicode_blanks_are_located(ch, fragment):
+    """SPICE separates fields with spaces and tabs: a no-break space pasted from a web page is
+    named, not reported as 'unexpected end of line'. In comments such characters are harmless."""
+    e = error_of(NetlistSyntaxError, HEAD + f"R1 a{ch}b 1k\n")
+    assert (e.line, e.column) == (2, 5) and fragment in e.message and "\ufffd" in str(e)
+    assert parse_netlist(f"t\n* {ch}\nR1 a b 1k ; {ch}\n").element("r1").value == 1000.0
+
+
+def test_byte_order_mark_does_not_hide_the_header():
+    r = read_netlist(b"\xef\xbb\xbf" + NET_2_2_1.encode())
+    assert r.header["sizes"] == "2,2,1" and torch.equal(r.network.W, read_netlist(NET_2_2_1).network.W)
+    assert read_netlist("\ufeff" + NET_2_2_1).header["format"] == "1"
+
+
+@pytest.mark.parametrize("sizes,fragment", [
+    ("4,5,0,3", "each of >= 1 neuron"), ("2", "at least an input and an output layer"), ("-1", ">= 1 neuron"),
+    ("2,x,1", "expected layer sizes"), ("", "expected layer sizes"), ("2,2,100000000", "more than this reader's"),
+    ("9" * 5000, "expected layer sizes")])
+def test_header_sizes_are_checked_at_the_header(sizes, fragment):
+    e = error_of(NetworkReadError, NET_2_2_1.replace("sizes=2,2,1", f"sizes={sizes}"))
+    assert (e.line, e.column) == (1, NET_2_2_1.index("2,2,1") + 1) and fragment in e.message
+
+
+def test_values_overflowing_on_division_by_g0_are_refused_at_the_element():
+    text = NET_2_2_1.replace("g0=1.0", "g0=1e-300").replace("Rl2 u2 0 1.0", "Rl2 u2 0 1e300")
+    text = text.replace("Rl3 u3 0 1.0", "Rl3 u3 0 1e300").replace("Rl4 u4 0 1.0", "Rl4 u4 0 1e300")
+    e = error_of(NetworkReadError, text.replace("Gw2_0 0 u2 r0 0 0.5", "Gw2_0 0 u2 r0 0 1e10"))
+    assert e.source_line.startswith("Gw2_0 ") and "W[0,2] (gain/g0) = inf: not a finite number" in e.message
+    e = error_of(NetworkReadError, NET_2_2_1.replace("g0=1.0", "g0=1e-320"))
+    assert e.line == 1 or e.source_line.split()[0] in ("Rl2", "Ib2")  # 1/g0 = inf: the leak cannot match
+
+
+def test_crossbar_with_subnormal_resistances_gives_a_located_error():
+    net = make_net(mlff((2, 3, 2)))
+    Gp, Gm, g_unit = devices(net)
+    text = build_circuit(net, [0.5, 0.5], fold_inputs=False, level="crossbar",
+                         device_arrays=(Gp, Gm, g_unit)).to_spice()
+    old = next(s for s in text.splitlines() if s.startswith("Rp3_0 "))
+    e = error_of(NetworkReadError, text.replace(old, "Rp3_0 r0 cp3 1e-310"))
+    assert e.source_line == "Rp3_0 r0 cp3 1e-310" and "conductance 1/R = inf" in e.message
+
+
+@pytest.mark.parametrize("line,col,fragment", [
+    ("R1 a b {1+}", 11, "bad expression"), ("V1 a 0 pulse(0 1", 17, "expected"), ("R1 (a b 1", 4, "a node or name"),
+    (".include", 9, "expected a file name"), ("V1 a b dc", 10, "'=' or a number"), ("X1", 3, "a node or name"),
+    (".model m", 9, "a node or name"), ("B1 a b x=1", 8, "v= or i="), ("G1 a b c", 9, "a node or name"),
+    ("R1 a b inf", 8, "bad number 'inf'"), ("F1 a b v1 -inf", 11, "bad number '-inf'")])
+def test_messages_say_what_spice_text_was_expected(line, col, fragment):
+    """Never a grammar-internal name (ac_kw, WAVEFORM, __ANON_0, $END): what to write there."""
+    e = error_of(NetlistSyntaxError, HEAD + line + "\n")
+    assert (e.line, e.column) == (2, col) and fragment in e.message
+    assert not re.search(r"[A-Z]+_[A-Z]+|_kw|__|\$END|squoted|waveform or", e.message), e.message
+
+
+def test_valid_ngspice_forms_are_read():
+    """Forms of real decks (tests/data/reader_decks has each as a deck checked against ngspice 39)."""
+    net = parse_netlist("""t
+V1 1 0 pulse 0 1 1n 1n 1n 5u 10u
+V2 2 0 sin(0 1 1k) ac 1
+V3 3 0 dc 1 ac
+V4 4 0 ac 2 dc=3
+R1 1 0 rmod 1k
+R2 1 0 2k rmod
+R3 1 0 r=3k
+R4 1 0 rval
+C1 1 0 c=2p
+D1 1 0 dm off
+E1 5 0 1 0 gain
+.param rval = 2 * 2k gain=3
+.model rmod r(rsh=1)
+.model dm d
+.model irf VDMOS(nchan Rg=3 mfg=IR)
+""")
+    e = {x.name.lower(): x for x in net.elements}
+    assert e["v1"].waveform == ("pulse", (0.0, 1.0, 1e-9, 1e-9, 1e-9, 5e-6, 1e-5)) and e["v1"].value == 0.0
+    assert e["v2"].ac == (1.0,) and e["v2"].waveform[0] == "sin" and e["v3"].ac == (1.0,) and e["v3"].value == 1.0
+    assert e["v4"].ac == (2.0,) and e["v4"].value == 3.0
+    assert (e["r1"].value, e["r1"].ref, e["r2"].value, e["r2"].ref) == (1e3, "rmod", 2e3, "rmod")
+    assert (e["r3"].value, e["r3"].params, e["r4"].value, e["r4"].ref) == (3e3, {}, 4e3, None)
+    assert e["c1"].value == 2e-12 and e["d1"].flags == ("off",) and e["e1"].value == 3.0
+    assert net.models["irf"].params == {"nchan": None, "rg": 3.0, "mfg": "IR"}
+
+
+@pytest.mark.parametrize("line,col,cls,fragment", [
+    ("R1 a b 4K7", 8, UnsupportedNetlistError, "RKM value '4K7'"),
+    ("R1 a b {2*4k7}", 11, UnsupportedNetlistError, "RKM value '4k7'"),
+    ("E1 a b poly(1) c d 0 1", 8, UnsupportedNetlistError, "POLY controlled sources"),
+    ("G1 a b table {v(c)} = (0 0) (1 1)", 8, UnsupportedNetlistError, "TABLE controlled sources"),
+    ("R1 a b rmod\n.model rmod r(rsh=1)", 8, UnsupportedNetlistError, "takes its value from model 'rmod'"),
+    ("R1 a b 1k r=2k", 13, UnsupportedNetlistError, "gives its value twice"),
+    ("V1 a b 1 dc 2", 13, UnsupportedNetlistError, "a second DC value"),
+    ("R1 a b rval", 8, NetlistSyntaxError, "no .model rval in the netlist, and no .param"),
+])
+def test_valid_spice_outside_the_subset_is_refused_by_name(line, col, cls, fragment):
+    e = error_of(cls, "t\n" + line + "\n")
+    assert (e.line, e.column) == (2, col) and fragment in e.message and "syntax" not in e.message
