@@ -13,6 +13,8 @@ EXPERIMENTS = {
     "fig3": "Fig 3: per-block lr * RMS correction per epoch for Fig 2's three runs (shares results/fig2)",
     "fig5": "Fig 5: mean |dW| per connection, 784-100x5-10 MLFF vs SW on MNIST (Table 1's image runs)",
     "fig4": "Fig 4: 784-100x5-10 MNIST, error and log-spread vs p (p = 0 and 29 values of logspace(-4, 0, 30))",
+    "deep": "DEEP (Farinha et al. 2020) vs asymmetric EqProp on AND/OR/XOR/NOT/identity, pruning, stability "
+            "(use --seeds 10; --only tasks and/or methods)",
 }
 
 
@@ -26,6 +28,8 @@ def cmd_reproduce(args) -> int:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     if args.epochs is not None and args.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+    if hasattr(mod, "reproduce"):  # experiments with their own solver and rule (deep)
+        return mod.reproduce(args)
     out = Path(args.out or f"results/{getattr(mod, 'RESULTS_OF', args.name)}")
     runs = place(mod.runs(epochs=args.epochs, seeds=seeds, only=args.only), out, args.device,
                  train_limit=args.train_limit, test_limit=args.test_limit)
