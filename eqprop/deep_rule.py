@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .dynamics import rho
+from .learning import activities_and_denominator
 
 
 class DeepRule:
@@ -92,19 +92,7 @@ def vector_field_update(free: torch.Tensor, nudged: torch.Tensor, beta, mask: to
     """Asymmetric EqProp as the DEEP authors' baseline notebook runs it (Scellier et al.'s vector-field
     form): dW_ij = (1/beta) rho(s0_i) [rho(sb_j) - rho(s0_j)], db = (1/beta) [rho(sb) - rho(s0)],
     batch means; the Trainer's rule signature (``eqprop.learning.eqprop_update``'s)."""
-    r0, rb = rho(free), rho(nudged)
-    B = free.shape[-2]
-    if valid is None:
-        n = torch.full(free.shape[:-2], float(B), dtype=free.dtype, device=free.device)
-    else:
-        v = valid.to(free.dtype).unsqueeze(-1)
-        r0, rb = r0 * v, rb * v
-        n = v.sum((-2, -1))
-    if not torch.is_tensor(beta):
-        if beta == 0:
-            raise ValueError("vector_field_update needs beta != 0")
-        beta = torch.tensor(float(beta), dtype=free.dtype, device=free.device)
-    denom = (beta * n).to(free.dtype)
+    r0, rb, denom = activities_and_denominator(free, nudged, beta, valid, "vector_field_update")
     dW = (r0.transpose(-1, -2) @ (rb - r0)) / denom[..., None, None] * mask
     db = (rb - r0).sum(-2) / denom[..., None]
     db[..., :n_in] = 0

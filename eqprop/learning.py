@@ -14,6 +14,23 @@ from .network import Network
 from .topology import Topology
 
 
+def activities_and_denominator(free, nudged, beta, valid, rule: str):
+    """What every contrastive rule starts from: rho of both states (rows that do not count set
+    to 0, which adds nothing to an outer product or a sum) and beta * (rows that count) per trial."""
+    r0, rb = rho(free), rho(nudged)
+    if valid is None:
+        n = torch.full(free.shape[:-2], float(free.shape[-2]), dtype=free.dtype, device=free.device)
+    else:
+        v = valid.to(free.dtype).unsqueeze(-1)
+        r0, rb = r0 * v, rb * v
+        n = v.sum((-2, -1))
+    if not torch.is_tensor(beta):
+        if beta == 0:
+            raise ValueError(f"{rule} needs beta != 0")
+        beta = torch.tensor(float(beta), dtype=free.dtype, device=free.device)
+    return r0, rb, (beta * n).to(free.dtype)
+
+
 def eqprop_update(free: torch.Tensor, nudged: torch.Tensor, beta, mask: torch.Tensor, directed: bool, n_in: int,
                   valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The rule's one formula from the two equilibria's states u (rho is taken here).
@@ -23,19 +40,7 @@ def eqprop_update(free: torch.Tensor, nudged: torch.Tensor, beta, mask: torch.Te
     valid: (T, B) (or (B,)) bool rows that count; the batch mean then runs over each trial's
     valid rows only (padded short batches). Returns dW like mask, db like a state row.
     """
-    r0, rb = rho(free), rho(nudged)
-    B = free.shape[-2]
-    if valid is None:
-        n = torch.full(free.shape[:-2], float(B), dtype=free.dtype, device=free.device)
-    else:
-        v = valid.to(free.dtype).unsqueeze(-1)
-        r0, rb = r0 * v, rb * v  # rho = 0 rows add nothing to either outer product or sum
-        n = v.sum((-2, -1))
-    if not torch.is_tensor(beta):
-        if beta == 0:
-            raise ValueError("eqprop_update needs beta != 0")
-        beta = torch.tensor(float(beta), dtype=free.dtype, device=free.device)
-    denom = (beta * n).to(free.dtype)
+    r0, rb, denom = activities_and_denominator(free, nudged, beta, valid, "eqprop_update")
     dW = (rb.transpose(-1, -2) @ rb - r0.transpose(-1, -2) @ r0) / denom[..., None, None]
     if not directed:
         dW = 0.5 * (dW + dW.transpose(-1, -2))  # BLAS leaves last-bit asymmetries; W must stay exactly symmetric
