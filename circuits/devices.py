@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "spice_models"
+MAX_BITS = 32  # more levels than this is a continuous device for every purpose here (bits = None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,16 +60,35 @@ class DeviceModel:
     notes: str = ""
 
     def __post_init__(self):
-        if not (0 < self.g_min < self.g_max) or not np.isfinite(self.g_max):
-            raise ValueError(f"device {self.name}: need 0 < g_min < g_max (S), got {self.g_min}, {self.g_max}")
-        if self.bits is not None and (int(self.bits) != self.bits or self.bits < 1):
-            raise ValueError(f"device {self.name}: bits must be None or an integer >= 1, got {self.bits}")
-        if not (self.w_max > 0 and np.isfinite(self.w_max)):
-            raise ValueError(f"device {self.name}: w_max must be > 0, got {self.w_max}")
-        if self.write_noise_std < 0 or self.g_dtod < 0 or not (-2 < self.asymmetry < 2):
-            raise ValueError(f"device {self.name}: write_noise_std, g_dtod >= 0 and |asymmetry| < 2 required")
+        for k in ("name", "source", "notes"):
+            if not isinstance(getattr(self, k), str):
+                raise ValueError(f"device: {k} must be a string, got {getattr(self, k)!r}")
+        o = f"device {self.name}"
+        for k in ("g_min", "g_max", "w_max", "write_noise_std", "g_dtod", "asymmetry"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
+                raise ValueError(f"{o}: {k} must be a finite number, got {v!r}")
+        if not (0 < self.g_min < self.g_max):
+            raise ValueError(f"{o}: need 0 < g_min < g_max (S), got g_min {self.g_min}, g_max {self.g_max}")
+        if self.bits is not None and (isinstance(self.bits, bool) or not isinstance(self.bits, (int, np.integer))
+                                      or not 1 <= self.bits <= MAX_BITS):
+            raise ValueError(f"{o}: bits must be an integer in 1..{MAX_BITS} or absent (continuous), got {self.bits!r}")
+        if self.w_max <= 0:
+            raise ValueError(f"{o}: w_max must be > 0, got {self.w_max}")
+        for k in ("write_noise_std", "g_dtod"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"{o}: {k} must be >= 0, got {getattr(self, k)}")
+        if not -2 < self.asymmetry < 2:
+            raise ValueError(f"{o}: asymmetry must lie in (-2, 2) (a step is scaled by 1 +- asymmetry/2), "
+                             f"got {self.asymmetry}")
         if self.write_noise_coeffs is not None:
-            object.__setattr__(self, "write_noise_coeffs", tuple(float(c) for c in self.write_noise_coeffs))
+            c = self.write_noise_coeffs
+            if isinstance(c, (str, bytes)) or not hasattr(c, "__iter__") or not all(
+                    isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                    and np.isfinite(v) for v in c) or len(list(c)) == 0:
+                raise ValueError(f"{o}: write_noise_coeffs must be a non-empty list of finite numbers or absent, "
+                                 f"got {c!r}")
+            object.__setattr__(self, "write_noise_coeffs", tuple(float(v) for v in c))
 
     @property
     def g_unit(self) -> float:
@@ -117,11 +137,17 @@ def list_presets() -> list[str]:
 
 def load_preset(name: str, **overrides) -> DeviceModel:
     """The device of spice_models/<name>.toml, with fields replaced by ``overrides``."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+        raise ValueError(f"no device preset {name!r} (a preset is a name, not a path); available: "
+                         f"{', '.join(list_presets())}")
     path = PRESET_DIR / f"{name}.toml"
     if not path.is_file():
         raise ValueError(f"no device preset {name!r}; available: {', '.join(list_presets())}")
-    with open(path, "rb") as f:
-        data = tomllib.load(f)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"device preset {path}: not valid TOML ({e})") from None
     fields = {f.name for f in dataclasses.fields(DeviceModel)}
     unknown = (set(data) | set(overrides)) - fields
     if unknown:

@@ -18,6 +18,36 @@ TRAN_OPTIONS = {"tran": {"reltol": 1e-4, "abstol": 1e-10, "vntol": 1e-7},
                 "tran+op": {"reltol": 1e-3, "abstol": 1e-9, "vntol": 1e-6}}
 
 
+# ngspice's .options names (its option table, cktsopt.c / the manual's "Simulator Variables"): ngspice
+# ignores an unknown name without a word, so a misspelt tolerance would silently not apply
+NGSPICE_OPTIONS = frozenset("""
+abstol reltol vntol chgtol trtol gmin gshunt cshunt rshunt rseries pivtol pivrel tnom temp itl1 itl2 itl3 itl4 itl5
+itl6 srcsteps gminsteps gminfactor noopiter maxord method xmu bypass maxopalter maxevtiter noopalter ramptime
+convlimit convstep convabsstep autopartial indverbosity trytocompact badmos3 keepopinfo copynodesets nodedamping
+absdv reldv noopac epsmin oldlimit interp klu sparse savecurrents seed seedinfo acct noacct list nomod nopage node
+opts noinit numdgt cptime limtim limpts lvlcod lvltim defl defw defad defas defm minbreak scale warn maxwarns
+norefvalue autostop strict_errorhandling
+""".split())
+# options that are tolerances, conductances or limits: positive numbers
+POSITIVE_OPTIONS = frozenset("abstol reltol vntol chgtol trtol pivtol pivrel xmu epsmin".split())
+
+
+def check_options(what: str, options) -> None:
+    """A table of ngspice .options: known names, values that are numbers, true/false or words."""
+    if not isinstance(options, dict):
+        raise ValueError(f"{what} must be a table of ngspice options (name = value), got {options!r}")
+    for name, value in options.items():
+        if not isinstance(name, str) or name.lower() not in NGSPICE_OPTIONS:
+            raise ValueError(f"{what}: {name!r} is not an ngspice option (ngspice would ignore it silently); "
+                             f"known: {' '.join(sorted(NGSPICE_OPTIONS))}")
+        if isinstance(value, bool) or (isinstance(value, str) and value.replace("_", "").isalnum()):
+            continue
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{what}: {name} must be a finite number, true/false or a word, got {value!r}")
+        if name.lower() in POSITIVE_OPTIONS and value <= 0:
+            raise ValueError(f"{what}: {name} must be > 0, got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class SpiceConfig:
     """Settings of ``SpiceSolver``; frozen, validated once.
@@ -82,7 +112,16 @@ class SpiceConfig:
         if isinstance(self.device, str):
             object.__setattr__(self, "device", load_preset(self.device))
         if not isinstance(self.device, DeviceModel):
-            raise ValueError(f"{o}: device must be a DeviceModel or a preset name, got {self.device!r}")
+            raise ValueError(f"{o}: device must be a preset name (spice_models/*.toml) or a DeviceModel, got "
+                             f"{self.device!r} (to change a preset's fields: load_preset(name, field=value), on the "
+                             f"command line --device-set field=value)")
+        for k in ("clip_weights", "fold_inputs", "force"):
+            if not isinstance(getattr(self, k), bool):
+                raise ValueError(f"{o}: {k} must be true or false, got {getattr(self, k)!r}")
+        if self.options is not None:  # None: no .options line
+            check_options(f"{o}: options", self.options)
+        if self.tran_options is not None:
+            check_options(f"{o}: tran_options", self.tran_options)
         if self.t_nudged is None:
             # 100 tau was measured too short: on 1 of 30 random nets (spice-check seed 24,
             # 20-25-25-25-5) the .op polish then jumped to another nudged fixed point

@@ -30,7 +30,7 @@ import torch
 
 from eqprop.learning import apply_update as exact_update
 from eqprop.network import Network
-from eqprop.solver import check_relax
+from eqprop.solver import check_relax, check_update, check_weights
 from netlist_gen import build_circuit, cap_ic_key, folded_input_currents
 
 from .devices import DeviceArray, instance_seed, symmetrise, weight_asymmetry
@@ -154,6 +154,7 @@ class SpiceSolver:
         """Ideal level: the exact update; crossbar: every weight step through the device model
         (the network then holds the devices' symmetrised nominal weights). Biases are ideal
         current sources. Then exactly the changed elements are altered in the loaded circuits."""
+        check_update(network, dW, db, lr_W, lr_b)  # nothing non-finite reaches the devices or ngspice
         cfg = self.config
         stack = network.as_stack()
         if cfg.level == "crossbar":
@@ -183,6 +184,7 @@ class SpiceSolver:
 
     def relax(self, network: Network, x, u0=None, beta=0.0, target=None) -> torch.Tensor:
         x, u0, betas, target, nudged = check_relax(network, x, u0, beta, target)
+        check_weights(network)
         self.last_stats = {}  # a call that raises leaves no stale numbers behind
         cfg = self.config
         stack = network.as_stack()

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import os
 import tomllib
+import types
+import typing
 from pathlib import Path
 
 TOPOLOGIES = ("mlff", "sw")
@@ -18,12 +22,22 @@ COUPLINGS = ("auto", "dense", "blocks")
 NUDGE_FORMS = ("sequential", "gradient")
 # what trials of one lockstep Trainer must share (the rest, e.g. seed, topology, p, lr, beta, may differ)
 LOCKSTEP_FIELDS = ("dataset", "epochs", "hidden", "batch_size", "device", "dtype", "train_limit", "test_limit")
+# EqProp's nudge is a small perturbation (papers: 0.01 .. 1); far beyond it the nudged phase only clamps the
+# outputs and the update, divided by beta, vanishes: such a run trains nothing while looking normal
+MAX_BETA = 1e3
 
 
 def _check_type(owner: str, name: str, value, kinds, what: str):
     # bool is an int in Python: a TOML `epochs = true` must not pass as 1
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
         raise ValueError(f"{owner}: {name} must be {what}, got {value!r} ({type(value).__name__})")
+
+
+def _int(owner: str, name: str, value, what: str = "an integer") -> int:
+    """An integer field (numpy integers too, never bool), as a Python int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{owner}: {name} must be {what}, got {value!r} ({type(value).__name__})")
+    return int(value)
 
 
 def _finite(owner: str, name: str, value) -> float:
@@ -64,8 +78,7 @@ class RunConfig:
         _check_type(o, "dataset", self.dataset, (str,), "a dataset name")
         _check_type(o, "hidden", self.hidden, (list, tuple), "a list of layer sizes")
         for h in self.hidden:
-            _check_type(o, "hidden", h, (int,), "a list of positive integers")
-            if h < 1:
+            if _int(o, "hidden", h, "a list of positive integers") < 1:
                 raise ValueError(f"{o}: hidden layer sizes must be positive integers, got {list(self.hidden)}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         if self.topology not in TOPOLOGIES:
@@ -78,18 +91,22 @@ class RunConfig:
             raise ValueError(f"{o}: a small-world net needs at least one hidden layer (nothing to skip over)")
         for k in ("intralayer", "random_beta_sign", "save_dw_matrix"):
             _check_type(o, k, getattr(self, k), (bool,), "true or false")
-        for k in ("epochs", "seed"):
-            _check_type(o, k, getattr(self, k), (int,), "an integer")
-            if getattr(self, k) < 0:
-                raise ValueError(f"{o}: {k} must be >= 0, got {getattr(self, k)}")
+        for k, low in (("epochs", 1), ("seed", 0)):
+            v = _int(o, k, getattr(self, k))
+            if v < low:
+                raise ValueError(f"{o}: {k} must be >= {low}, got {v}")
+            object.__setattr__(self, k, v)
         for k in ("batch_size", "train_limit", "test_limit"):
             v = getattr(self, k)
             if v is not None:
-                _check_type(o, k, v, (int,), "a positive integer or absent")
-                if v < 1:
+                if _int(o, k, v, "a positive integer or absent") < 1:
                     raise ValueError(f"{o}: {k} must be a positive integer or None, got {v!r}")
+                object.__setattr__(self, k, int(v))
         if _finite(o, "beta", self.beta) == 0:
             raise ValueError(f"{o}: beta must be non-zero (EqProp divides by it)")
+        if abs(self.beta) > MAX_BETA:
+            raise ValueError(f"{o}: |beta| must be <= {MAX_BETA:g} (a small nudge, typically 0.1 .. 1), got "
+                             f"{self.beta:g}: the update divides by beta, so such a run would train nothing")
         if self.random_beta_sign and self.beta < 0:
             raise ValueError(f"{o}: beta < 0 with random_beta_sign: give |beta| (the sign is drawn per batch)")
         if isinstance(self.lr, (list, tuple)):
@@ -106,7 +123,11 @@ class RunConfig:
             raise ValueError(f"{o}: device must be cpu, cuda or cuda:N, got {self.device!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"{o}: dtype must be float32 or float64, got {self.dtype!r}")
+        if isinstance(self.out, os.PathLike):
+            object.__setattr__(self, "out", os.fspath(self.out))
         _check_type(o, "out", self.out, (str,), "a folder path")
+        if not self.out.strip():
+            raise ValueError(f"{o}: out must be a folder path, got an empty string")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -181,23 +202,74 @@ def _from_dict(cls, data: dict, source: str):
         raise ValueError(f"{source}: {e}" if source != "config" else str(e)) from None
 
 
+def _fits(hint, value) -> bool:
+    """Whether a TOML value can be a field of this annotation (the value checks come on construction)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(a, value) for a in args)
+    if origin is tuple or hint is tuple:
+        return isinstance(value, list) and all(_fits(args[0], v) for v in value) if args else isinstance(value, list)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is type(None):
+        return value is None
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _kind(hint) -> str:
+    """A reader's word for an annotation: 'an integer', 'a list of integers or a number', ..."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_kind(a) for a in args if a is not type(None))
+    if origin is tuple or hint is tuple:
+        return "a list" + (f" of {_kind(args[0]).split(' ', 1)[1]}s" if args else "")
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a table"}.get(
+        hint, "a table" if origin is dict else f"a {getattr(hint, '__name__', hint)}")
+
+
+def check_toml_types(path, table: str, cls, values: dict) -> None:
+    """Each key of a TOML table is a field of ``cls`` and has a type that field can take; the
+    error names the file, the table and the key (a bad value in the file is an error even when
+    a command-line flag overrides it)."""
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise ValueError(f"{path}: [{table}] unknown key {unknown[0]!r}; known: {sorted(field_names(cls))}")
+    for key, value in values.items():
+        if not _fits(hints[key], value):
+            raise ValueError(f"{path}: {table} config: {key} must be {_kind(hints[key])}, got {value!r} "
+                             f"({type(value).__name__})")
+
+
 def read_toml(path: str | Path, tables: dict[str, type]) -> dict[str, dict]:
     """A TOML file's keys sorted into one dict per table name (``tables``: name -> dataclass).
 
     Keys may sit in ``[name]`` tables or flat at the top level (each goes to the dataclass
-    that has a field of that name); a key no table knows is an error naming the file.
+    that has a field of that name); a key no table knows, or a value of a type its field
+    cannot take, is an error naming the file.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise FileNotFoundError(f"config file not found: {path}" + (" (a folder)" if path.is_dir() else ""))
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                         f"TOML files are UTF-8") from None
     out: dict[str, dict] = {name: {} for name in tables}
     for key, value in data.items():
-        if key in tables and isinstance(value, dict):
+        if key in tables:
+            if not isinstance(value, dict):
+                raise ValueError(f"{path}: {key} must be a table ([{key}] followed by its keys), got {value!r}")
             out[key].update(value)
             continue
         owner = [name for name, cls in tables.items() if key in field_names(cls)]
@@ -205,4 +277,6 @@ def read_toml(path: str | Path, tables: dict[str, type]) -> dict[str, dict]:
             known = sorted(set().union(*(field_names(c) for c in tables.values())))
             raise ValueError(f"{path}: unknown key {key!r}; known: {known} or tables {sorted(tables)}")
         out[owner[0]][key] = value
+    for name, cls in tables.items():
+        check_toml_types(path, name, cls, out[name])
     return out

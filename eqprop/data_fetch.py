@@ -83,6 +83,9 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     if (repo / ".git").exists() and root.is_relative_to(repo):
         raise FetchError(f"cache dir {root} is inside the git tree {repo}; "
                          "choose a folder outside it (--cache-dir or $EQPROP_DATA)")
+    blocker = next((p for p in [root, *root.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise FetchError(f"cache dir {root}: {blocker} is a file, not a folder (--cache-dir or $EQPROP_DATA)")
     return root
 
 
@@ -103,7 +106,13 @@ def read_manifest(name: str, cache_dir=None) -> dict:
     if not path.is_file():
         raise DataNotFetchedError(f"{name} is not in the cache ({folder}); fetch it with "
                                   f"`{fetch_command(name, cache_dir)}`")
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+            raise ValueError("not a manifest: no table of files")
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise DataNotFetchedError(f"{path} is damaged ({e}); refetch with "
+                                  f"`{fetch_command(name, cache_dir)} --force`") from None
     if (manifest.get("package"), manifest.get("version")) != (source.package, source.version):
         raise DataNotFetchedError(
             f"{folder} holds {manifest.get('package')}@{manifest.get('version')}, this code expects "

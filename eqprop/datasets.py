@@ -343,6 +343,10 @@ def load_dataset(name: str, cache_dir=None, seed: int = DEFAULT_SPLIT_SEED) -> D
     gates ignore it.
     MNIST/FMNIST read the cache (``cache_dir``, else $EQPROP_DATA, else ~/.cache/eqprop-spice) and
     raise DataNotFetchedError naming ``eqprop data fetch NAME`` when it is empty."""
+    if not isinstance(name, str):
+        raise ValueError(f"dataset name must be a string, got {name!r}; known: {', '.join(available_datasets())}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"dataset split seed must be an integer >= 0, got {seed!r}")
     key = name.lower()
     if key == "mnist":
         return _load_mnist(cache_dir)

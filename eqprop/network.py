@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,8 @@ class Network:
     @classmethod
     def stack(cls, networks) -> "Network":
         """T plain networks of equal sizes, dtype and device as one stack (copies their tensors)."""
+        if isinstance(networks, Network) or not hasattr(networks, "__iter__"):
+            raise NetworkError(f"Network.stack takes a list of plain networks, got {type(networks).__name__}")
         nets = list(networks)
         if not nets:
             raise NetworkError("a stack of trials needs at least one network")
@@ -130,6 +133,8 @@ class Network:
             if t != 0:
                 raise IndexError(f"a plain network has one trial, asked for trial {t}")
             return self.clone() if copy else self
+        if not -self.T <= t < self.T:
+            raise IndexError(f"a stack of {self.T} trials has no trial {t}")
         if copy:
             return Network(self.topology[t], self.W[t].clone(), self.b[t].clone())
         return _view(self.topology[t], self.W[t], self.b[t])
@@ -198,9 +203,19 @@ class Network:
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(".npz")  # np.savez appended it when saving
-        topo = Topology.load(path.with_suffix(".topology.npz"))
-        with np.load(path) as z:
-            return cls(topo, torch.tensor(z["W"], device=device), torch.tensor(z["b"], device=device))
+        tpath = path.with_suffix(".topology.npz")
+        for f in (path, tpath):
+            if not f.is_file():
+                raise FileNotFoundError(f"saved network {path}: {f} not found (Network.save writes {path.name} and "
+                                        f"{tpath.name})")
+        try:  # our own handles: np.load leaves a file open when it is no zip
+            with open(tpath, "rb") as f:
+                topo = Topology.load(f)
+            with open(path, "rb") as f, np.load(f) as z:
+                W, b = z["W"], z["b"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # not an npz / no such arrays
+            raise NetworkError(f"{path} is not a saved network (Network.save): {type(e).__name__}: {e}") from None
+        return cls(topo, torch.tensor(W, device=device), torch.tensor(b, device=device))
 
 
 def _view(topology, W, b) -> Network:

@@ -42,6 +42,37 @@ class Solver(Protocol):
     def close(self) -> None: ...
 
 
+def check_update(network: Network, dW, db, lr_W, lr_b) -> None:
+    """Validate one apply_update call before anything changes: dW and db shaped like the network's
+    W and b (or flat per trial), everything finite, and the updated weights finite too."""
+    def t(v):  # Python numbers as float64: 1e300 is finite, its float32 is not
+        return v if isinstance(v, torch.Tensor) else torch.as_tensor(v, dtype=torch.float64)
+    for name, d, ref in (("dW", dW, network.W), ("db", db, network.b)):
+        if t(d).numel() != ref.numel():
+            raise ValueError(f"{name} must have shape {tuple(ref.shape)}, got {tuple(t(d).shape)}")
+    for name, v in (("dW", dW), ("db", db), ("lr_W", lr_W), ("lr_b", lr_b)):
+        if not bool(torch.isfinite(t(v)).all()):
+            raise ValueError(f"{name} has non-finite entries")
+    step = t(dW).to(network.W.device).reshape(network.W.shape)
+    if bool((step[~network.mask_tensor().expand_as(step)] != 0).any()):
+        raise ValueError("dW has non-zero entries outside the topology's mask (no connection there)")
+    if not network.topologies[0].directed and not torch.equal(step, step.transpose(-1, -2)):
+        raise ValueError("dW of a Hopfield (undirected) network must be symmetric")
+    for name, ref, rate, d in (("W", network.W, lr_W, dW), ("b", network.b, lr_b, db)):
+        new = ref + (t(rate).to(ref.device) * t(d).to(ref.device)).reshape(ref.shape).to(ref.dtype)
+        if not bool(torch.isfinite(new).all()):
+            raise ValueError(f"the update makes {name} non-finite (lr * d{name} overflows)")
+
+
+def check_weights(network: Network) -> None:
+    """The weights and biases that are about to act are finite (a network may be changed in place)."""
+    for name, t in (("W", network.W), ("b", network.b)):
+        if not bool(torch.isfinite(t).all()):
+            bad = (~torch.isfinite(t)).reshape(network.T, -1).any(1) if network.stacked else None
+            which = "" if bad is None else f" (trial {int(torch.nonzero(bad)[0])})"
+            raise ValueError(f"the network's {name} has non-finite entries{which}")
+
+
 def check_relax(network: Network, x, u0=None, beta=0.0, target=None, check_values: bool = True):
     """Validate one relax call before any work, on the stacked view of ``network``.
 
@@ -50,6 +81,8 @@ def check_relax(network: Network, x, u0=None, beta=0.0, target=None, check_value
     check_values=False skips the finiteness tests of tensors (a host sync on CUDA), for
     callers whose data were validated once (the Trainer's Dataset).
     """
+    if not isinstance(network, Network):
+        raise TypeError(f"relax takes an eqprop.network.Network, got {type(network).__name__}")
     T, topo = network.T, network.topologies[0]
     N, dev, dt = topo.n, network.device, network.dtype
     plain = not network.stacked

@@ -17,6 +17,7 @@ last batch at different positions are padded; padded rows are relaxed but count 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -84,6 +85,29 @@ def check_device(name: str) -> torch.device:
     return dev
 
 
+def check_dataset_name(cfg: RunConfig, dataset) -> None:
+    """A config naming one of the known datasets trains on that dataset, not on another one."""
+    from .datasets import available_datasets
+    known = available_datasets()
+    name = getattr(dataset, "name", None)
+    if cfg.dataset in known and name in known and name != cfg.dataset:
+        raise ValueError(f"run config says dataset {cfg.dataset!r}, the dataset given is {name!r}")
+
+
+def check_memory(cfgs: Sequence[RunConfig], n_in: int, n_out: int) -> None:
+    """Refuse, before any allocation, networks whose dense N x N weights alone exceed this machine's memory."""
+    n = n_in + sum(cfgs[0].hidden) + n_out
+    need = len(cfgs) * n * n * 8  # the float64 draw of the initial weights, per trial
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have:
+        raise ValueError(f"a network of {n:,} neurons needs a dense {n:,} x {n:,} weight matrix per trial: "
+                         f"{need / 2**30:,.0f} GiB for {len(cfgs)} trial(s), more than this machine's "
+                         f"{have / 2**30:,.0f} GiB; give smaller hidden layers")
+
+
 def make_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Consecutive batches in file order, the list shuffled once."""
     batches = [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
@@ -118,14 +142,24 @@ class Trainer:
         cfgs = [runs] if isinstance(runs, RunConfig) else list(runs)
         if not cfgs:
             raise ValueError("a Trainer needs at least one run config")
+        if not all(isinstance(c, RunConfig) for c in cfgs):
+            raise TypeError(f"a Trainer takes RunConfigs, got {[type(c).__name__ for c in cfgs]}")
+        if not hasattr(dataset, "head") or not hasattr(dataset, "x_train"):
+            raise TypeError(f"dataset must be an eqprop.datasets.Dataset (load_dataset(name)), got "
+                            f"{type(dataset).__name__}")
+        if euler is not None and not isinstance(euler, EulerConfig):
+            raise TypeError(f"euler must be an EulerConfig (EulerConfig.from_dict for a dict), got "
+                            f"{type(euler).__name__}")
         check_lockstep(cfgs)
         c0 = cfgs[0]
+        check_dataset_name(c0, dataset)
         self.cfgs, self.data = cfgs, dataset.head(c0.train_limit, c0.test_limit)
         data = self.data
         self.device, self.dtype = check_device(c0.device), getattr(torch, c0.dtype)
         # given networks override the configs' hidden/topology/p: metrics.json says so
         self.network_given = networks is not None
         if networks is None:
+            check_memory(cfgs, data.n_in, data.n_out)
             nets = [build_network(c, data.n_in, data.n_out) for c in cfgs]
         elif isinstance(networks, Network):
             nets = networks.trials(copy=True)
@@ -271,6 +305,8 @@ class Trainer:
         """Train to ``epochs`` (default: the configs'), writing each trial's folder after every
         epoch and the group's checkpoint after that; returns every trial's metrics."""
         epochs = self.cfgs[0].epochs if epochs is None else epochs
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
         folders = {Path(c.out) for c in self.cfgs} | {self.checkpoint.parent}
         locks = []
         try:  # refused before any work when another live run writes here
@@ -295,10 +331,12 @@ class Trainer:
                         + " ".join(f"{r:.2e}" for r in r0.rms)) if self.T == 1 else (
                     "test " + " ".join(f"{r.test_error:.4f}" for r in res))
                 tqdm.write(f"epoch {r0.epoch}: {what} ({r0.seconds:.1f} s)")
-            # metrics first: a kill before the checkpoint only repeats this epoch. Plots cost ~1 s a
+            # the checkpoint first: metrics.json never runs ahead of it, so a run whose metrics.json
+            # holds every epoch has its final weights saved (reproduce skips such runs); a kill
+            # in between leaves the checkpoint an epoch ahead, written out on resume. Plots cost ~1 s a
             # figure, so between epochs only where an epoch is long enough for someone to watch them.
-            self.write_outputs(plots=res[0].seconds >= PLOT_EVERY_EPOCH_S)
             self.save_checkpoint(self.checkpoint)
+            self.write_outputs(plots=res[0].seconds >= PLOT_EVERY_EPOCH_S)
         self.write_outputs(plots=True)
         return self.metrics()
 

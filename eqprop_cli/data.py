@@ -8,6 +8,8 @@ import time
 from eqprop import data_fetch
 from eqprop.datasets import DataFormatError, available_datasets, load_dataset
 
+from .checks import nonneg_int
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("data", help="fetch and inspect datasets",
@@ -29,7 +31,7 @@ def register(subparsers) -> None:
 
     i = sub.add_parser("info", help="load a dataset and print shapes, ranges and class balance")
     i.add_argument("name", choices=available_datasets())
-    i.add_argument("--seed", type=int, default=0, help="split seed of the scikit-learn sets (default 0)")
+    i.add_argument("--seed", type=nonneg_int, default=0, help="split seed of the scikit-learn sets (default 0)")
     _cache_flag(i)
     i.set_defaults(func=cmd_info)
 
@@ -39,7 +41,7 @@ def _cache_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _fail(exc: Exception) -> int:
-    print(f"error: {exc}", file=sys.stderr)
+    print(f"eqprop data: error: {exc}", file=sys.stderr)
     return 1
 
 
@@ -70,8 +72,12 @@ def cmd_list(args) -> int:
             m = data_fetch.read_manifest(name, args.cache_dir)
             if args.verify:
                 data_fetch.verify(name, args.cache_dir)
-        except data_fetch.DataNotFetchedError:
-            print(f"  {name:9s} not fetched: run `{data_fetch.fetch_command(name, args.cache_dir)}`")
+        except data_fetch.DataNotFetchedError as exc:
+            if not data_fetch.dataset_dir(name, args.cache_dir).exists():
+                print(f"  {name:9s} not fetched: run `{data_fetch.fetch_command(name, args.cache_dir)}`")
+            else:  # a folder without a usable manifest: say what is wrong with it
+                print(f"  {name:9s} NOT USABLE: {exc}")
+                status = 1
             continue
         except data_fetch.ChecksumError as exc:
             print(f"  {name:9s} CORRUPT: {exc}")

@@ -16,24 +16,31 @@ import torch
 
 from circuits.devices import list_presets, load_preset, program_network
 from eqprop.network import Network
+from eqprop.run_files import write_atomic
 from eqprop.topology import mlff, small_world
 from netlist_gen import MAX_DENSE_WIDTH, MAX_ELEMENTS, NetlistTooLarge, build_circuit, check_size
 
+from .checks import nonneg_int, nonzero_float, output_file, positive_float, probability
+
 
 def _floats(text: str, what: str) -> list[float]:
+    """Comma-separated values in [0, 1] (inputs and targets: the circuit holds rho(x) = clip(x, 0, 1))."""
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        vals = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not all(0.0 <= v <= 1.0 for v in vals):  # also catches nan
+        raise ValueError(f"{what}: values must lie in [0, 1], got {text!r}")
+    return vals
 
 
 def _sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--sizes: expected e.g. 4,5,3, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected e.g. 4,5,3, got {text!r}") from None
     if len(sizes) < 2 or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"--sizes: need >= 2 positive layer sizes, got {text!r}")
+        raise argparse.ArgumentTypeError(f"need >= 2 positive layer sizes, got {text!r}")
     return sizes
 
 
@@ -46,20 +53,22 @@ def register(subparsers) -> None:
                     f"elements) unless --force.")
     src = p.add_argument_group("network (random unless --network)")
     src.add_argument("--network", type=Path, help="a saved network (Network.save: path.npz + path.topology.npz)")
-    src.add_argument("--sizes", type=_sizes, default=(4, 5, 3), help="layer sizes, input first (default 4,5,3)")
-    src.add_argument("--topology", choices=["mlff", "sw"], default="mlff", help="layered or small-world (default mlff)")
-    src.add_argument("--p", type=float, default=0.1, help="small-world replacement probability (default 0.1)")
-    src.add_argument("--seed", type=int, default=0, help="seed of topology, weights, inputs and devices (default 0)")
+    src.add_argument("--sizes", type=_sizes, help="layer sizes, input first (default 4,5,3)")
+    src.add_argument("--topology", choices=["mlff", "sw"], help="layered or small-world (default mlff)")
+    src.add_argument("--p", type=probability, default=0.1,
+                     help="small-world replacement probability (default 0.1)")
+    src.add_argument("--seed", type=nonneg_int, default=0,
+                     help="seed of topology, weights, inputs and devices (default 0)")
     c = p.add_argument_group("circuit")
     c.add_argument("--level", choices=["ideal", "crossbar"], default="ideal", help="abstraction level (default ideal)")
     c.add_argument("--device-preset", default="ideal",
                    help=f"device preset of --level crossbar (not a torch device), one of {', '.join(list_presets())}")
-    c.add_argument("--w-max", type=float, default=None,
+    c.add_argument("--w-max", type=positive_float, default=None,
                    help="weight mapped to the full conductance range (default: max |W| of the network)")
     c.add_argument("--unfolded", action="store_true", help="inputs as voltage sources (default: folded into currents)")
     c.add_argument("--x", default=None, help="input values, comma-separated (default: seeded uniform [0, 1])")
     c.add_argument("--phase", choices=["free", "nudged"], default="free", help="free (default) or nudged phase")
-    c.add_argument("--beta", type=float, default=0.5, help="nudge strength for --phase nudged (default 0.5)")
+    c.add_argument("--beta", type=nonzero_float, default=0.5, help="nudge strength for --phase nudged (default 0.5)")
     c.add_argument("--target", default=None, help="target outputs, comma-separated (default: one-hot class 0)")
     c.add_argument("--clamp", type=float, default=0.0, help="stiff penalty clamp gain, e.g. 1e3 (default 0: none)")
     c.add_argument("--g0", type=float, default=1.0, help="unit conductance, S (default 1.0)")
@@ -79,13 +88,17 @@ def _network(args) -> Network:
 
 
 def run(args) -> int:
+    output_file(args.out)  # before any work
+    if args.network is not None and (args.sizes is not None or args.topology is not None):
+        raise ValueError("--network gives the network: leave out --sizes and --topology")
+    args.sizes, args.topology = args.sizes or (4, 5, 3), args.topology or "mlff"
     try:
         net = _network(args)
     except NetlistTooLarge as e:
-        print(f"eqprop netlist: {e}", file=sys.stderr)
+        print(f"eqprop netlist: error: {e}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as e:
-        print(f"eqprop netlist: cannot build the network: {e}", file=sys.stderr)
+        print(f"eqprop netlist: error: cannot build the network: {e}", file=sys.stderr)
         return 2
     topo = net.topology
     rng = np.random.default_rng(args.seed)
@@ -103,11 +116,10 @@ def run(args) -> int:
         circuit = build_circuit(net, x, beta=beta, target=target, level=args.level, fold_inputs=not args.unfolded,
                                 g0=args.g0, c=args.c, clamp=args.clamp, device_arrays=arrays, force=args.force)
     except ValueError as e:  # NetlistTooLarge included: its message names the limit
-        print(f"eqprop netlist: {e}", file=sys.stderr)
+        print(f"eqprop netlist: error: {e}", file=sys.stderr)
         return 2
     out = args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(circuit.to_spice())
+    write_atomic(out, circuit.to_spice())
     n = topo.n
     extra = {} if arrays is None else {"Gp": arrays.Gp, "Gm": arrays.Gm, "g_unit": arrays.g_unit}
     np.savez_compressed(

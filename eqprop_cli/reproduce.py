@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import importlib
 import sys
-from pathlib import Path
 
-from eqprop.run_files import write_atomic
+from eqprop.run_files import RunLock, write_atomic
+
+from .checks import results_folder
 
 EXPERIMENTS = {
     "table1": "Table 1: MLFF vs SW on diabetes, wine (default) and MNIST/FMNIST (--only images)",
@@ -19,7 +20,6 @@ EXPERIMENTS = {
 
 
 def cmd_reproduce(args) -> int:
-    from experiments.common import compare_table, place, run_all, run_batched
     if args.name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {args.name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
     mod = importlib.import_module(f"experiments.{args.name}")
@@ -28,9 +28,19 @@ def cmd_reproduce(args) -> int:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     if args.epochs is not None and args.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.only is not None and not args.only.strip():
+        raise ValueError("--only: empty; leave it out for the whole experiment")
+    if args.out is not None and not args.out.strip():
+        raise ValueError("--out: empty path; give a results folder")
     if hasattr(mod, "reproduce"):  # experiments with their own solver and rule (deep)
         return mod.reproduce(args)
-    out = Path(args.out or f"results/{getattr(mod, 'RESULTS_OF', args.name)}")
+    out = results_folder(args.out or f"results/{getattr(mod, 'RESULTS_OF', args.name)}")  # before any work
+    with RunLock(out):  # one reproduce per --out (its summary and report); a killed one's temp files go
+        return _reproduce(args, mod, seeds, out)
+
+
+def _reproduce(args, mod, seeds: list[int], out) -> int:
+    from experiments.common import compare_table, place, run_all, run_batched
     runs = place(mod.runs(epochs=args.epochs, seeds=seeds, only=args.only), out, args.device,
                  train_limit=args.train_limit, test_limit=args.test_limit)
     reduced = [f"{k} {v}" for k, v in (("train_limit", args.train_limit), ("test_limit", args.test_limit)) if v]

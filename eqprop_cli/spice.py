@@ -9,6 +9,17 @@ import json
 import sys
 from pathlib import Path
 
+from .checks import (
+    finite_float,
+    nonneg_float,
+    nonneg_int,
+    nonzero_float,
+    output_file,
+    positive_float,
+    positive_int,
+    probability,
+)
+
 # flag dest -> SpiceConfig field (--device-preset: --device is the torch device everywhere)
 SPICE_FLAGS = {"method": "method", "level": "level", "device_preset": "device", "device_seed": "device_seed",
                "clamp": "clamp", "t_free": "t_free", "t_nudged": "t_nudged", "on_unsettled": "on_unsettled",
@@ -90,20 +101,21 @@ def register(subparsers) -> None:
                    help="one or more layer-size lists, cycled over the networks (default 6,12,12,4 8,16,16,16,4)")
     n.add_argument("--topology", choices=["mlff", "sw", "both"], default="both",
                    help="layered, small-world or alternating (default both)")
-    n.add_argument("--p", type=float, default=0.2, help="small-world replacement probability (default 0.2)")
-    n.add_argument("--count", type=int, default=4, help="number of random networks (default 4)")
-    n.add_argument("--examples", type=int, default=2, help="inputs per network (default 2)")
-    n.add_argument("--seed", type=int, default=0, help="seed of network k is seed+k (default 0)")
-    n.add_argument("--weight-scale", type=float, default=1.0, help="multiply the initial weights (default 1)")
+    n.add_argument("--p", type=probability, default=0.2, help="small-world replacement probability (default 0.2)")
+    n.add_argument("--count", type=positive_int, default=4, help="number of random networks (default 4)")
+    n.add_argument("--examples", type=positive_int, default=2, help="inputs per network (default 2)")
+    n.add_argument("--seed", type=nonneg_int, default=0, help="seed of network k is seed+k (default 0)")
+    n.add_argument("--weight-scale", type=finite_float, default=1.0, help="multiply the initial weights (default 1)")
     c = p.add_argument_group("comparison")
-    c.add_argument("--beta", type=float, default=0.5, help="nudge strength of the nudged phase (default 0.5)")
-    c.add_argument("--euler-tol", type=float, default=1e-12, help="Euler stops once max |ds| < this (default 1e-12)")
-    c.add_argument("--euler-max-steps", type=int, default=500_000, help="Euler step limit (default 500000)")
-    c.add_argument("--euler-eps", type=float, default=0.5, help="Euler step of the reference (default 0.5)")
-    c.add_argument("--fine-eps", type=float, default=0.05,
+    c.add_argument("--beta", type=nonzero_float, default=0.5, help="nudge strength of the nudged phase (default 0.5)")
+    c.add_argument("--euler-tol", type=positive_float, default=1e-12,
+                   help="Euler stops once max |ds| < this (default 1e-12)")
+    c.add_argument("--euler-max-steps", type=positive_int, default=500_000, help="Euler step limit (default 500000)")
+    c.add_argument("--euler-eps", type=positive_float, default=0.5, help="Euler step of the reference (default 0.5)")
+    c.add_argument("--fine-eps", type=nonneg_float, default=0.05,
                    help="on a mismatch, compare again with Euler at this step, closer to the continuous dynamics "
                         "the circuit follows (default 0.05; 0 = off)")
-    c.add_argument("--tol", type=float, default=1e-6, help="pass threshold on max |rho diff| (default 1e-6)")
+    c.add_argument("--tol", type=positive_float, default=1e-6, help="pass threshold on max |rho diff| (default 1e-6)")
     add_solver_flags(p)
     p.add_argument("--out", "-o", type=Path, help="write the JSON report here")
     p.add_argument("--json", action="store_true", help="print the whole JSON report instead of a summary")
@@ -134,7 +146,7 @@ def cmd_check(args) -> int:
 
     cfg = spice_config(args)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)  # checked before any work: a bad --out fails now
+        output_file(args.out)  # checked before any work: a bad --out must not lose the report at the end
     if args.network is not None:
         nets, total = [(0, Network.load(args.network).to(dtype=torch.float64), "saved")], 1
     else:
@@ -160,9 +172,10 @@ def cmd_train(args) -> int:
     from eqprop.datasets import load_dataset
     from experiments.spice_train import SPICE_TRAIN_DEFAULTS, spice_train
 
-    from .train import configs_from_args, print_runs
+    from .train import check_outs, configs_from_args, print_runs
     cfgs, settings, ck = configs_from_args(args, "spice-train", SPICE_TRAIN_DEFAULTS, {"spice": SpiceConfig})
     spice = spice_config(args, settings["spice"])
+    check_outs(cfgs, ck)
     c0 = cfgs[0]
     print(f"spice-train {c0.dataset} hidden={list(c0.hidden)} {c0.topology}, {len(cfgs)} trial(s), method "
           f"{spice.method}, level {spice.level} -> {ck.parent if ck else c0.out}", file=sys.stderr)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import sys
 
+from .checks import positive_float, positive_int
 from .spice import add_solver_flags, spice_config
-from .train import add_config_flags, configs_from_args
+from .train import add_config_flags, check_outs, configs_from_args
 
 COMPARE_DEFAULTS = {"dataset": "wine", "hidden": [10, 10], "epochs": 3, "lr": 0.05, "batch_size": 5, "beta": 0.5,
                     "dtype": "float64"}
@@ -18,7 +19,9 @@ def cmd_compare(args) -> int:
     if ck is not None:
         raise ValueError("spice-compare compares one run: give --seed, not --seeds")
     run = cfgs[0]
-    report = spice_compare(run, spice_config(args, settings["spice"]), load_dataset(run.dataset), run.out,
+    spice = spice_config(args, settings["spice"])
+    check_outs(cfgs, None)
+    report = spice_compare(run, spice, load_dataset(run.dataset), run.out,
                            converged_euler(args.euler_eps, args.euler_tol, args.euler_max_steps),
                            progress=not args.quiet, log=lambda s: print(s, file=sys.stderr))
     print(f"spice-compare {run.dataset}: results in {run.out} (compare.json, compare.png)")
@@ -34,9 +37,9 @@ def register(sub) -> None:
                                    "(gradient nudge) from one seed; the weights compared after every epoch.")
     add_config_flags(p, euler=False)
     add_solver_flags(p)
-    p.add_argument("--euler-eps", type=float, default=0.5)
-    p.add_argument("--euler-tol", type=float, default=1e-12, help="Euler phases stop once max |ds| < this")
-    p.add_argument("--euler-max-steps", type=int, default=200000)
-    p.add_argument("--tol", type=float, default=1e-4, help="exit 1 if epoch 1's max |dW| exceeds this")
+    p.add_argument("--euler-eps", type=positive_float, default=0.5)
+    p.add_argument("--euler-tol", type=positive_float, default=1e-12, help="Euler phases stop once max |ds| < this")
+    p.add_argument("--euler-max-steps", type=positive_int, default=200000)
+    p.add_argument("--tol", type=positive_float, default=1e-4, help="exit 1 if epoch 1's max |dW| exceeds this")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from eqprop.config import EulerConfig, RunConfig, read_toml
 
+from .checks import results_folder
+
 
 def _ints(text: str) -> list[int]:
     """'100,100,100' or '100x3' (the papers' 784-100x3-10 shorthand) or a mix: '500x2,100'."""
@@ -14,9 +16,12 @@ def _ints(text: str) -> list[int]:
     try:
         for tok in text.split(","):
             n, _, k = tok.partition("x")
-            out += [int(n)] * (int(k) if k else 1)
+            reps = int(k) if k else 1
+            if reps < 1:  # '4x0' would silently mean no hidden layer at all
+                raise ValueError
+            out += [int(n)] * reps
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes like 100,100 or 100x2, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected sizes like 100,100 or 100x2 (repeats >= 1), got {text!r}") from None
     return out
 
 
@@ -87,13 +92,16 @@ def _from_args(args, names) -> dict:
 def configs_from_args(args, command: str = "train", run_defaults: dict | None = None,
                       tables: dict | None = None) -> tuple[list[RunConfig], dict, Path | None]:
     """(run configs, {table: settings}, group checkpoint): one RunConfig per seed of --seeds (else one),
-    the settings of each solver table (``tables``: name -> dataclass; TOML, then flags)."""
-    tables = {"euler": EulerConfig, **(tables or {})}
+    the settings of each solver table (``tables``: name -> dataclass, default the [euler] table; TOML,
+    then flags). A table the command does not use is an unknown key of its --config."""
+    tables = {"euler": EulerConfig} if tables is None else dict(tables)
     toml = read_toml(args.config, {"run": RunConfig, **tables}) if args.config is not None else {}
     run = {**(run_defaults or {}), **toml.get("run", {}), **_from_args(args, RUN_FLAGS)}
     # flags of the euler table here; other tables' flags are their command's to merge
     settings = {name: {**toml.get(name, {}), **(_from_args(args, EULER_FLAGS) if name == "euler" else {})}
                 for name in tables}
+    if "out" in run and not str(run["out"]).strip():
+        raise ValueError("--out: empty path; give a results folder")
     seeds = args.seeds or [run.get("seed", 0)]
     if args.seeds and args.seed is not None:
         raise ValueError("give --seed or --seeds, not both")
@@ -105,6 +113,13 @@ def configs_from_args(args, command: str = "train", run_defaults: dict | None = 
     root = Path(run.pop("out", default_out + "seeds" + "_".join(map(str, seeds))))
     cfgs = [RunConfig.from_dict({**run, "seed": s, "out": str(root / f"s{s}")}) for s in seeds]
     return cfgs, settings, root / "checkpoint.pt"
+
+
+def check_outs(cfgs: list[RunConfig], checkpoint: Path | None) -> None:
+    """Every results folder (and the group's) created and writable, before any work."""
+    results_folder(checkpoint.parent if checkpoint is not None else cfgs[0].out)
+    for c in cfgs:
+        results_folder(c.out)
 
 
 def print_runs(metrics: list[dict]) -> None:
@@ -122,6 +137,7 @@ def cmd_train(args) -> int:
     from eqprop.trainer import Trainer
     cfgs, settings, ck = configs_from_args(args)
     euler = EulerConfig.from_dict(settings["euler"])
+    check_outs(cfgs, ck)
     c0 = cfgs[0]
     print(f"training {c0.dataset} hidden={list(c0.hidden)} {c0.topology}, {len(cfgs)} trial(s) -> "
           f"{ck.parent if ck else c0.out}", file=sys.stderr)
@@ -134,6 +150,7 @@ def cmd_demo(args) -> int:
     """The main job on bundled data (experiments.demo), with a short readable summary."""
     from experiments.demo import demo
     quiet = args.quiet
+    results_folder(args.out)
     lines = demo(args.out, progress=not quiet, log=lambda s: print(s, file=sys.stderr))
     print("\neqprop-spice demo: results under " + str(args.out))
     for line in lines:

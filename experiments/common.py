@@ -79,15 +79,22 @@ def run_batched(name: str, runs: list[Run], out: Path, resume: bool = True, prog
     out/batched/<group>.pt after every epoch and resumes from it."""
     runs = place(runs, out)
     data = _load_data(runs)
-    groups: dict[tuple, list[Run]] = {}
+    done = {id(r) for r in runs if resume and finished(r)}
+    by_key: dict[tuple, list[Run]] = {}
     for r in runs:
-        if not (resume and finished(r)):
-            key = tuple(str(getattr(r.run, k)) for k in LOCKSTEP_FIELDS) + (str(r.euler),)
-            groups.setdefault(key, []).append(r)
-    n_todo = sum(map(len, groups.values()))
-    if progress and len(runs) > n_todo:
-        print(f"[{name}] {len(runs) - n_todo} of {len(runs)} runs already done", flush=True)
-    for gi, group in enumerate(groups.values()):
+        by_key.setdefault(tuple(str(getattr(r.run, k)) for k in LOCKSTEP_FIELDS) + (str(r.euler),), []).append(r)
+    groups = []
+    for group in by_key.values():
+        todo = [r for r in group if id(r) not in done]
+        if not todo:
+            continue
+        # a kill between the trials' metrics files in a group's last epoch leaves some of them finished:
+        # the whole group's checkpoint holds them all, so the group resumes from it as it was
+        whole = out / "batched" / f"{_group_key([f'{r.label}/s{r.run.seed}' for r in group])}.pt"
+        groups.append(group if resume and whole.exists() else todo)
+    if progress and done:
+        print(f"[{name}] {len(done)} of {len(runs)} runs already done", flush=True)
+    for gi, group in enumerate(groups):
         members = [f"{r.label}/s{r.run.seed}" for r in group]
         ck = out / "batched" / f"{_group_key(members)}.pt"
         if progress:

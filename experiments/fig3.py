@@ -18,7 +18,10 @@ check = fig2.check
 
 
 def runs(epochs: int | None = None, seeds=(0,), only: str | None = None):
-    return fig2.runs(epochs, seeds, only)  # looked up per call: Fig 2's runs, whatever they are now
+    try:
+        return fig2.runs(epochs, seeds, only)  # looked up per call: Fig 2's runs, whatever they are now
+    except ValueError as e:  # say fig3, the experiment the user ran
+        raise ValueError(str(e).replace("fig2:", "fig3 (Fig 2's runs):", 1)) from None
 
 
 def plot(summary: dict, results: dict, out: Path) -> list[Path]:

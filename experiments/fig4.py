@@ -18,11 +18,24 @@ PAPER = {}
 
 
 def runs(epochs: int | None = None, seeds=(0,), only: str | None = None) -> list[Run]:
-    ps = P_VALUES if not only else [float(v) for v in only.split(",")]
+    ps = P_VALUES if not only else _p_values(only)
     euler = EulerConfig(free_steps=1000, nudged_steps=12)
     return [Run(f"p{p:.3g}", RunConfig(dataset="mnist", hidden=[100] * 5, topology="sw" if p > 0 else "mlff",
                                        p=p, lr=0.015, batch_size=20, epochs=epochs or 10, seed=s), euler)
             for p in ps for s in seeds]
+
+
+def _p_values(only: str) -> list[float]:
+    """--only as comma-separated p values, each in [0, 1] and given once."""
+    try:
+        ps = [float(v) for v in only.split(",")]
+    except ValueError:
+        raise ValueError(f"fig4: --only must be comma-separated p values in [0, 1], e.g. 0,0.01,0.1; got {only!r}") \
+            from None
+    labels = [f"p{p:.3g}" for p in ps]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"fig4: --only names a p value twice (at 3 significant digits): {only!r}")
+    return ps
 
 
 def check(summary: dict, results: dict | None = None) -> list[str]:

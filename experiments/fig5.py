@@ -12,6 +12,8 @@ PAPER: dict = {}
 
 
 def runs(epochs: int | None = None, seeds=(0,), only: str | None = None):
+    if only not in (None, "mnist", "fmnist"):
+        raise ValueError(f"fig5: --only must be mnist or fmnist, got {only!r}")
     return [dataclasses.replace(r, run=dataclasses.replace(r.run, save_dw_matrix=True))
             for r in table1_runs(epochs, seeds, only or "mnist")]
 

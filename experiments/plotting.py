@@ -110,8 +110,12 @@ def log_spread_bars(summary: dict, path: Path, paper: dict) -> Path:
     fig, ax = plt.subplots(figsize=(1.6 * len(pairs) + 2, 3.6))
     for off, topo in ((-0.18, "mlff"), (0.18, "sw")):
         rows = [summary.get(f"{p}-{topo}") for p in pairs]
-        ax.bar(x + off, [r["log_spread"] if r else np.nan for r in rows], 0.34,
-               yerr=[r["log_spread_std"] if r else 0 for r in rows], label=f"{topo.upper()} (ours)", capsize=3)
+        # a run without a log-spread (missing, or NaN: a block that never changed) gets no bar; a NaN
+        # bar height makes matplotlib warn "invalid value encountered" on every reproduce
+        have = [i for i, r in enumerate(rows) if r and np.isfinite(r["log_spread"])]
+        ax.bar(x[have] + off, [rows[i]["log_spread"] for i in have], 0.34,
+               yerr=[np.nan_to_num(rows[i]["log_spread_std"]) for i in have], label=f"{topo.upper()} (ours)",
+               capsize=3)
         ref = [paper.get(f"{p}-{topo}", {}).get("log_spread", np.nan) for p in pairs]
         ax.plot(x + off, ref, "k_", ms=18, mew=2, label="paper" if topo == "sw" else None)
     ax.set_xticks(x)

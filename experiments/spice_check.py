@@ -134,6 +134,9 @@ def summary_lines(report: dict) -> list[str]:
     n = len(report["networks"])
     lines = [f"{n} network(s), {len(report['failed'])} failed; worst max |rho_spice - s_euler|: "
              f"free {_fmt(w['free'])}, nudged {_fmt(w['nudged'])}; worst fixed-point residual {_fmt(w['residual'])}"]
+    for r in report["networks"]:
+        if r.get("error"):  # a network ngspice could not solve: say why, not only that it failed
+            lines.append(f"network {r['index']} ({'-'.join(map(str, r['sizes']))} {r['topology']}): {r['error']}")
     if report["other_fixed_point_at_euler_eps"]:
         lines.append(f"networks where Euler at eps 0.5 took another basin (matched at the fine step): "
                      f"{report['other_fixed_point_at_euler_eps']}")

@@ -80,6 +80,19 @@ def test_a_checkpoint_ahead_of_metrics_is_written_out_on_resume(tmp_path):
             assert res[label][0]["epochs"] == m["epochs"]  # from the checkpoint, not retrained (same seconds)
 
 
+def test_a_kill_between_two_trials_metrics_resumes_the_whole_group_from_its_checkpoint(tmp_path):
+    import json
+    out = tmp_path / "b"
+    run_batched("t", tiny_runs([0]), out, progress=False)
+    mfile = out / "wine-5-sw" / "s0" / "metrics.json"  # its group mate wine-5-mlff was written, it was not
+    before = json.loads(mfile.read_text())
+    mfile.write_text(json.dumps(dict(before, epochs=before["epochs"][:-1])))
+    groups = sorted((out / "batched").glob("*.pt"))
+    _, res = run_batched("t", tiny_runs([0]), out, progress=False)
+    assert res["wine-5-sw"][0]["epochs"] == before["epochs"]  # from the group's checkpoint: not retrained alone
+    assert sorted((out / "batched").glob("*.pt")) == groups  # no new one-trial group
+
+
 def test_fig3_and_fig4_checks_report_per_run_numbers():
     import experiments.fig3 as fig3
     m = {"config": {"lr": [1.0, 0.01], "seed": 0}, "mean_rms": [1e-3, 1e-1]}
