@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 APT    := DEBIAN_FRONTEND=noninteractive apt-get
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install system-deps bench clean
+.PHONY: demo test test-ngspice39 install system-deps bench clean
 
 demo: install
 	$(VENV)/bin/eqprop demo --out results/demo
@@ -15,6 +15,11 @@ test: install
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
+# The tests that drive ngspice, against Debian 12's ngspice 39 (Sparse only) unpacked beside 46
+# (.ci/with-ngspice39: apt-get download + dpkg-deb -x into .venv/ngspice-39, nothing installed).
+test-ngspice39: install
+	sh .ci/with-ngspice39 $(PY) -m pytest -q -m ngspice
+
 bench: install
 	$(PY) benchmarks/bench_euler.py
 	$(PY) benchmarks/bench_engine.py --device cpu --batches 2 --threads 1
@@ -22,10 +27,11 @@ bench: install
 
 install: system-deps $(STAMP)
 
-# ngspice's shared library (PySpice dlopens it) and the CLI (subprocess fallback / cross-check).
+# ngspice's shared library (PySpice dlopens it) and the CLI (subprocess fallback / cross-check):
+# ngspice 46 with KLU from bookworm-backports on Debian 12, the plain packages elsewhere, and
+# Debian 12's 39 where backports cannot be reached (.ci/install-ngspice says why).
 system-deps:
-	@if ! command -v ngspice >/dev/null 2>&1 || ! ls /usr/lib/*/libngspice.so.0 >/dev/null 2>&1; then \
-		$(SUDO) $(APT) update && $(SUDO) $(APT) install -y ngspice libngspice0; fi
+	@sh .ci/install-ngspice
 	@if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then \
 		$(SUDO) $(APT) update && $(SUDO) $(APT) install -y python3 python3-venv python3-pip; fi
 

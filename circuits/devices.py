@@ -1,112 +1,45 @@
-"""Device models: weights -> conductance pairs (G+, G-) and back.
+"""Device models: weights -> conductance pairs (G+, G-) and back; one instance in the loop.
 
 A weight W is realised by two positive conductances, W = (G+ - G-)/G_unit, with
 G_unit = (g_max - g_min)/w_max: the positive part of W goes on G+, the negative part on
-G-, both offset from g_min (a device cannot go below it). Non-idealities, each a field of
-``DeviceModel`` (aihwkit style: ``_std`` per write, ``_dtod`` per device instance):
-quantisation to 2^bits levels, write (programming) noise, device-to-device gain
-mismatch and up/down asymmetry of incremental updates. Everything random takes a seed
-or a numpy Generator. Presets live in spice_models/*.toml and cite their sources.
-The arrays produced here are what ``netlist_gen.build_circuit(level="crossbar")`` takes.
+G-, both offset from g_min (a device cannot go below it). The model's fields
+(``DeviceModel``, circuits/device_model.py; aihwkit style: ``_std`` per write/pulse/read,
+``_dtod`` per device instance) cover levels, write and read noise, d2d spread of gain,
+range, step and asymmetry, level or pulse updates with soft bounds, rounding, lost or
+accumulated sub-step updates, stuck devices and drift (circuits/device_update.py holds the
+conductance-level operations). Everything random takes a seed or a numpy Generator.
+Presets live in spice_models/*.toml and cite their sources. The arrays produced here are
+what ``netlist_gen.build_circuit(level="crossbar")`` takes.
 """
 from __future__ import annotations
 
 import dataclasses
-import tomllib
-from pathlib import Path
 
 import numpy as np
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "spice_models"
-MAX_BITS = 32  # more levels than this is a continuous device for every purpose here (bits = None)
-
-
-@dataclasses.dataclass(frozen=True)
-class DeviceModel:
-    """One resistive synaptic device technology.
-
-    Attributes:
-        name: label (the preset's file stem for presets).
-        g_min: lowest programmable conductance, S. Must be > 0: the netlist writes 1/G.
-        g_max: highest programmable conductance, S.
-        bits: None for a continuous device, else 2**bits evenly spaced levels in
-            [g_min, g_max] (g_min and g_max included).
-        w_max: the weight magnitude mapped onto the full range g_max - g_min (unitless);
-            |W| > w_max is not representable.
-        write_noise_std: std of the programming error of one write, as a fraction of
-            (g_max - g_min) (unitless), conductance-independent.
-        write_noise_coeffs: optional conductance-dependent programming-error std,
-            a polynomial sum_i c_i (G/g_max)^i in units of g_max (PCM-style); replaces
-            write_noise_std when given.
-        g_dtod: device-to-device spread: relative std of a fixed per-device gain
-            (1 + g_dtod * N(0, 1)) on the realised conductance (unitless). Makes the two
-            directions of a symmetric weight differ (DEEP's regime).
-        asymmetry: up/down asymmetry of incremental updates (unitless): a device's
-            increase is scaled by (1 + asymmetry/2), its decrease by (1 - asymmetry/2).
-        source: citation of the numbers (presets).
-        notes: caveats, e.g. which values are this project's choice rather than the source's.
-    """
-
-    name: str = "ideal"
-    g_min: float = 1e-6
-    g_max: float = 1e-4
-    bits: int | None = None
-    w_max: float = 1.0
-    write_noise_std: float = 0.0
-    write_noise_coeffs: tuple[float, ...] | None = None
-    g_dtod: float = 0.0
-    asymmetry: float = 0.0
-    source: str = ""
-    notes: str = ""
-
-    def __post_init__(self):
-        for k in ("name", "source", "notes"):
-            if not isinstance(getattr(self, k), str):
-                raise ValueError(f"device: {k} must be a string, got {getattr(self, k)!r}")
-        o = f"device {self.name}"
-        for k in ("g_min", "g_max", "w_max", "write_noise_std", "g_dtod", "asymmetry"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
-                raise ValueError(f"{o}: {k} must be a finite number, got {v!r}")
-        if not (0 < self.g_min < self.g_max):
-            raise ValueError(f"{o}: need 0 < g_min < g_max (S), got g_min {self.g_min}, g_max {self.g_max}")
-        if self.bits is not None and (isinstance(self.bits, bool) or not isinstance(self.bits, (int, np.integer))
-                                      or not 1 <= self.bits <= MAX_BITS):
-            raise ValueError(f"{o}: bits must be an integer in 1..{MAX_BITS} or absent (continuous), got {self.bits!r}")
-        if self.w_max <= 0:
-            raise ValueError(f"{o}: w_max must be > 0, got {self.w_max}")
-        for k in ("write_noise_std", "g_dtod"):
-            if getattr(self, k) < 0:
-                raise ValueError(f"{o}: {k} must be >= 0, got {getattr(self, k)}")
-        if not -2 < self.asymmetry < 2:
-            raise ValueError(f"{o}: asymmetry must lie in (-2, 2) (a step is scaled by 1 +- asymmetry/2), "
-                             f"got {self.asymmetry}")
-        if self.write_noise_coeffs is not None:
-            c = self.write_noise_coeffs
-            if isinstance(c, (str, bytes)) or not hasattr(c, "__iter__") or not all(
-                    isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-                    and np.isfinite(v) for v in c) or len(list(c)) == 0:
-                raise ValueError(f"{o}: write_noise_coeffs must be a non-empty list of finite numbers or absent, "
-                                 f"got {c!r}")
-            object.__setattr__(self, "write_noise_coeffs", tuple(float(v) for v in c))
-
-    @property
-    def g_unit(self) -> float:
-        """Conductance per unit weight, S."""
-        return (self.g_max - self.g_min) / self.w_max
-
-    @property
-    def levels(self) -> int | None:
-        return None if self.bits is None else 2 ** int(self.bits)
-
-    @property
-    def lsb_weight(self) -> float:
-        """One conductance step expressed as a weight (0 for continuous devices)."""
-        return 0.0 if self.bits is None else self.w_max / (self.levels - 1)
-
-    @property
-    def stochastic(self) -> bool:
-        return self.write_noise_std > 0 or self.write_noise_coeffs is not None or self.g_dtod > 0
+from .device_model import (  # noqa: F401  (re-exported: the device API lives here)
+    MAX_BITS,
+    PRESET_DIR,
+    DeviceModel,
+    device_from_dict,
+    list_presets,
+    load_device_file,
+    load_preset,
+)
+from .device_update import (  # noqa: F401
+    HiddenParameters,
+    drift_factor,
+    has_write_noise,
+    move_level,
+    move_pulse,
+    nominal_hidden,
+    pin_stuck,
+    quantize,
+    read_noise,
+    sample_dtod,
+    sample_hidden,
+    write_noise,
+)
 
 
 @dataclasses.dataclass(eq=False)
@@ -130,31 +63,13 @@ class ProgrammedWeights:
         return conductances_to_weights(self.Gp, self.Gm, self.g_unit)
 
 
-# -- presets ---------------------------------------------------------------------
-def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
-
-
-def load_preset(name: str, **overrides) -> DeviceModel:
-    """The device of spice_models/<name>.toml, with fields replaced by ``overrides``."""
-    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
-        raise ValueError(f"no device preset {name!r} (a preset is a name, not a path); available: "
-                         f"{', '.join(list_presets())}")
-    path = PRESET_DIR / f"{name}.toml"
-    if not path.is_file():
-        raise ValueError(f"no device preset {name!r}; available: {', '.join(list_presets())}")
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"device preset {path}: not valid TOML ({e})") from None
-    fields = {f.name for f in dataclasses.fields(DeviceModel)}
-    unknown = (set(data) | set(overrides)) - fields
-    if unknown:
-        raise ValueError(f"preset {name}: unknown fields {sorted(unknown)}")
-    data.setdefault("name", name)
-    data.update(overrides)
-    return DeviceModel(**data)
+def load_device(spec, **overrides) -> DeviceModel:
+    """A DeviceModel from a preset name, a TOML file path (ends in .toml) or a DeviceModel."""
+    if isinstance(spec, DeviceModel):
+        return dataclasses.replace(spec, **overrides) if overrides else spec
+    if isinstance(spec, str) and spec.endswith(".toml"):
+        return load_device_file(spec, **overrides)
+    return load_preset(spec, **overrides)
 
 
 # -- mapping ---------------------------------------------------------------------
@@ -162,41 +77,11 @@ def _rng(rng) -> np.random.Generator:
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
+
 def _as_array(a) -> np.ndarray:
     if hasattr(a, "detach"):
         a = a.detach().cpu().numpy()
     return np.asarray(a, dtype=np.float64)
-
-
-def quantize(G: np.ndarray, device: DeviceModel) -> np.ndarray:
-    """Nearest of the 2^bits levels (clipped to [g_min, g_max]); continuous devices: clip only."""
-    G = np.clip(G, device.g_min, device.g_max)
-    if device.bits is None:
-        return G
-    step = (device.g_max - device.g_min) / (device.levels - 1)
-    return device.g_min + np.rint((G - device.g_min) / step) * step
-
-
-def write_noise(G: np.ndarray, device: DeviceModel, rng: np.random.Generator) -> np.ndarray:
-    """Programming error of one write, kept inside the physical range [g_min, g_max]."""
-    if device.write_noise_coeffs is not None:
-        x = G / device.g_max
-        std = device.g_max * sum(c * x ** k for k, c in enumerate(device.write_noise_coeffs))
-    elif device.write_noise_std > 0:
-        std = device.write_noise_std * (device.g_max - device.g_min)
-    else:
-        return G
-    return np.clip(G + np.abs(std) * rng.standard_normal(G.shape), device.g_min, device.g_max)
-
-
-def sample_dtod(shape, device: DeviceModel, rng=None) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed per-device gains (for G+ and G-) of one device instance; keep them across writes."""
-    if device.g_dtod == 0:
-        return np.ones(shape), np.ones(shape)
-    r = _rng(rng)
-    # a gain of zero or below would be a dead (or negative) device: floor it
-    f = 1.0 + device.g_dtod * r.standard_normal((2, *shape))
-    return np.maximum(f[0], 1e-3), np.maximum(f[1], 1e-3)
 
 
 def weights_to_conductances(W, device: DeviceModel, rng=None, *, mask=None, clip: bool = False,
@@ -249,38 +134,53 @@ def program_network(network, device: DeviceModel, rng=None, *, clip: bool = Fals
     return weights_to_conductances(network.W, device, rng, mask=network.topology.mask, clip=clip, dtod=dtod)
 
 
-def apply_update(prog: ProgrammedWeights, dW, device: DeviceModel, rng=None, dtod=None) -> ProgrammedWeights:
-    """Incremental write-back of dW, each device moved toward the pair of the new weight.
+def update_pairs(prog: ProgrammedWeights, dW, device: DeviceModel, rng=None, dtod=None,
+                 hidden: HiddenParameters | None = None, residual: np.ndarray | None = None):
+    """One update of every device pair; returns (new ProgrammedWeights, moved (2, N, N), saturated (N, N)).
 
-    The target is the canonical pair (one device at g_min) of W_eff + dW, clipped to
-    +-w_max (saturation, as hardware does, not an error). Each device's move is scaled by
-    (1 + asymmetry/2) when it increases and (1 - asymmetry/2) when it decreases, then
-    quantised and write-noised. ``dtod`` gains (from ``sample_dtod``) divide out first
-    and back in after, so a mismatched instance keeps its mismatch.
+    The target is the canonical pair (one device at g_min) of W_eff + dW, clipped to +-w_max
+    (saturation, as hardware does, not an error; ``saturated`` marks where). Each device
+    moves toward its target by the model's update rule (``move_level`` or ``move_pulse``),
+    then gets write noise (the level rule: every device, a fresh program-and-verify error;
+    the pulse rule: devices that received pulses). ``dtod`` gains divide out first and back
+    in after, so a mismatched instance keeps its mismatch; ``hidden``: the instance's other
+    per-device parameters (default: none spread); ``residual`` (2, N, N): sub-step requests
+    carried between updates (sub_step "accumulate"), updated in place.
     """
     dW = _as_array(dW)
     if dW.shape != prog.Gp.shape or not np.isfinite(dW[prog.mask]).all():
         raise ValueError(f"dW must be finite with shape {prog.Gp.shape}")
-    noisy = device.write_noise_std > 0 or device.write_noise_coeffs is not None
-    if noisy and rng is None:
-        raise ValueError(f"device {device.name} has write noise: pass rng")
+    noisy = has_write_noise(device)
+    if (noisy or device.rounding == "stochastic" or device.dg_min_std > 0) and rng is None:
+        raise ValueError(f"device {device.name} has write noise, stochastic rounding or pulse spread: pass rng")
+    hidden = hidden or nominal_hidden(device)
     fp, fm = dtod if dtod is not None else (np.ones(dW.shape), np.ones(dW.shape))
     Gp0 = np.where(prog.mask, prog.Gp / fp, device.g_min)
     Gm0 = np.where(prog.mask, prog.Gm / fm, device.g_min)
-    W1 = np.clip((Gp0 - Gm0) / prog.g_unit + dW, -device.w_max, device.w_max)
-    a = device.asymmetry
-
-    def move(G, target):
-        d = target - G
-        return quantize(G + np.where(d > 0, d * (1 + a / 2), d * (1 - a / 2)), device)
-
-    Gp = move(Gp0, device.g_min + np.maximum(W1, 0.0) * prog.g_unit)
-    Gm = move(Gm0, device.g_min + np.maximum(-W1, 0.0) * prog.g_unit)
+    W0 = (Gp0 - Gm0) / prog.g_unit
+    W1 = np.clip(W0 + dW, -device.w_max, device.w_max)
+    saturated = prog.mask & (W1 != W0 + dW)
+    pair = -3  # the axis of (G+, G-) in the (2, N, N) arrays of device_update
+    target = np.stack([device.g_min + np.maximum(W1, 0.0) * prog.g_unit,
+                       device.g_min + np.maximum(-W1, 0.0) * prog.g_unit], axis=pair)
+    move = move_pulse if device.update_rule == "pulse" else move_level
+    r = None if rng is None else _rng(rng)
+    G, moved = move(np.stack([Gp0, Gm0], axis=pair), target, device, hidden, residual, r)
     if noisy:
-        r = _rng(rng)
-        Gp, Gm = write_noise(Gp, device, r), write_noise(Gm, device, r)
-    Gp, Gm = np.where(prog.mask, Gp * fp, 0.0), np.where(prog.mask, Gm * fm, 0.0)
-    return ProgrammedWeights(Gp, Gm, prog.g_unit, prog.mask, 0)
+        Gp, Gm = write_noise(G[..., 0, :, :], device, r), write_noise(G[..., 1, :, :], device, r)
+        noised = np.stack([Gp, Gm], axis=pair)
+        G = noised if device.update_rule == "level" else np.where(moved, noised, G)
+    G = pin_stuck(G, device, hidden)
+    if hidden.stuck is not None:
+        moved = moved & (hidden.stuck == 0)
+    Gp, Gm = np.where(prog.mask, G[..., 0, :, :] * fp, 0.0), np.where(prog.mask, G[..., 1, :, :] * fm, 0.0)
+    return ProgrammedWeights(Gp, Gm, prog.g_unit, prog.mask, 0), moved & prog.mask[..., None, :, :], saturated
+
+
+def apply_update(prog: ProgrammedWeights, dW, device: DeviceModel, rng=None, dtod=None) -> ProgrammedWeights:
+    """Incremental write-back of dW through the device model (``update_pairs`` without hidden
+    parameters or carried residuals): the new ProgrammedWeights."""
+    return update_pairs(prog, dW, device, rng, dtod)[0]
 
 
 # -- one device instance in the learning loop ---------------------------------------------
@@ -290,27 +190,58 @@ def instance_seed(device_seed: int, trial: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(device_seed), int(trial)])
 
 
+READ_STREAM = 1  # spawn key of an instance's read stream (read noise), apart from its write stream
+
+
 class DeviceArray:
     """The device pairs of one network trial: programmed once, then changed by updates only.
 
     Every weight update passes through ``update`` (aihwkit's rule: the device model is in
-    the loop): each pair moves toward the pair of W + step with the model's asymmetry,
-    quantisation and write noise. ``nominal_weights`` is what the pairs hold before this
-    instance's d2d gain mismatch, ``realised_weights`` what acts in the circuit (with it:
-    the two directions of a symmetric weight then differ).
+    the loop). ``nominal_weights`` is what the pairs hold before this instance's d2d gain
+    mismatch, ``realised_weights`` what they hold with it (the two directions of a symmetric
+    weight then differ), ``read()`` what one solve sees (with drift and read noise; every
+    backend calls it once per solve, so all draw the same read noise from the instance's
+    seed). ``lost_fraction(topology)``: per block, the fraction of requested weight changes
+    since the last call that moved no device (below one step), the saturated ones excluded.
     """
 
-    def __init__(self, device: DeviceModel, mask: np.ndarray, seed, clip: bool = False):
-        self.device, self.mask, self.clip = device, np.asarray(mask, bool), clip
-        self.rng = np.random.default_rng(seed)
+    def __init__(self, device: DeviceModel, mask: np.ndarray, seed, clip: bool = False, topology=None):
+        self.device, self.mask, self.clip, self.topology = device, np.asarray(mask, bool), clip, topology
+        ss = seed if isinstance(seed, np.random.SeedSequence) else None
+        if ss is None and not isinstance(seed, np.random.Generator):
+            ss = np.random.SeedSequence(seed)
+        self.rng = np.random.default_rng(seed if ss is None else ss)
+        # the read stream is its own, so read noise never shifts the write stream
+        if ss is not None:
+            self.read_rng = np.random.default_rng(np.random.SeedSequence(ss.entropy,
+                                                                         spawn_key=(*ss.spawn_key, READ_STREAM)))
+        else:  # a Generator as the seed: the read stream branches off it only when the model reads noisily
+            self.read_rng = np.random.default_rng(self.rng.integers(2 ** 63) if device.read_varies else 0)
         self.dtod = sample_dtod(self.mask.shape, device, self.rng) if device.stochastic else None
+        self.hidden = sample_hidden(self.mask.shape, device, self.rng) if device.has_hidden_parameters else None
+        shape = (2, *self.mask.shape)
+        self.residual = np.zeros(shape) if device.sub_step == "accumulate" else None
+        self.age = np.zeros(shape) if device.drift_nu > 0 else None
         self.prog: ProgrammedWeights | None = None
         self.n_clipped = 0
+        self.requested = np.zeros(self.mask.shape, np.int64)  # since the last lost_fraction()
+        self.lost = np.zeros(self.mask.shape, np.int64)
 
     def program(self, W) -> ProgrammedWeights:
         """Write W afresh (every device, from its canonical pair)."""
-        self.prog = weights_to_conductances(W, self.device, self.rng if self.device.stochastic else None,
-                                            mask=self.mask, clip=self.clip, dtod=self.dtod)
+        prog = weights_to_conductances(W, self.device, self.rng if self.device.stochastic else None,
+                                       mask=self.mask, clip=self.clip, dtod=self.dtod)
+        if self.hidden is not None:  # each device's own range, stuck devices on their bound
+            fp, fm = self.dtod if self.dtod is not None else (1.0, 1.0)
+            G = pin_stuck(np.stack([np.where(self.mask, prog.Gp / fp, self.device.g_min),
+                                    np.where(self.mask, prog.Gm / fm, self.device.g_min)]), self.device, self.hidden)
+            prog = ProgrammedWeights(np.where(self.mask, G[0] * fp, 0.0), np.where(self.mask, G[1] * fm, 0.0),
+                                     prog.g_unit, prog.mask, prog.n_clipped)
+        if self.residual is not None:
+            self.residual[...] = 0.0
+        if self.age is not None:
+            self.age[...] = 0.0
+        self.prog = prog
         self.n_clipped = self.prog.n_clipped
         return self.prog
 
@@ -319,8 +250,49 @@ class DeviceArray:
         if self.prog is None:
             raise RuntimeError("program the devices before updating them")
         old = self.prog
-        self.prog = apply_update(old, step, self.device, self.rng, dtod=self.dtod)
+        self.prog, moved, saturated = update_pairs(old, step, self.device, self.rng, self.dtod, self.hidden,
+                                                   self.residual)
+        return self._account(old, step, moved, saturated)
+
+    def _account(self, old: ProgrammedWeights, step, moved: np.ndarray, saturated: np.ndarray) -> np.ndarray:
+        """After an update: lost-update counts and drift ages; returns where a conductance changed."""
+        asked = self.mask & (_as_array(step) != 0) & ~saturated
+        if self.hidden is not None and self.hidden.stuck is not None:
+            asked &= ~(self.hidden.stuck != 0).any(0)  # a stuck device is no sub-step loss: not counted
+        self.requested += asked
+        self.lost += asked & ~moved.any(0)
+        if self.age is not None:
+            self.age += self.device.drift_dt
+            self.age[moved] = 0.0
         return (self.prog.Gp != old.Gp) | (self.prog.Gm != old.Gm)
+
+    def lost_fraction(self, topology=None, reset: bool = True) -> dict[str, float | None]:
+        """Per block "src-dst" (layers): lost / requested weight changes since the last call (None:
+        none requested). Counted per device pair (each direction of a symmetric weight is one).
+        topology: default the one the array was made for."""
+        topology = topology if topology is not None else self.topology
+        if topology is None:
+            raise ValueError("lost_fraction needs the network's topology (its blocks)")
+        out = {}
+        for blk in topology.blocks():
+            sel = topology.block_mask(blk.src, blk.dst)
+            n = int(self.requested[sel].sum())
+            out[f"{blk.src}-{blk.dst}"] = None if n == 0 else int(self.lost[sel].sum()) / n
+        if reset:
+            self.requested[...] = 0
+            self.lost[...] = 0
+        return out
+
+    def read(self) -> ProgrammedWeights:
+        """The conductances one solve sees: the written ones with drift and read noise (one draw
+        from the read stream per call); the written ones themselves when neither is on."""
+        if not self.device.read_varies:
+            return self.prog
+        G = np.stack([self.prog.Gp, self.prog.Gm])
+        if self.age is not None:
+            G = G * drift_factor(self.age, self.device, self.hidden or nominal_hidden(self.device))
+        G = np.where(self.mask, read_noise(G, self.device, self.read_rng), 0.0)
+        return ProgrammedWeights(G[0], G[1], self.prog.g_unit, self.mask, self.prog.n_clipped)
 
     def nominal_weights(self) -> np.ndarray:
         fp, fm = self.dtod if self.dtod is not None else (1.0, 1.0)
@@ -332,13 +304,24 @@ class DeviceArray:
         return self.prog.weights()
 
     def state_dict(self) -> dict:
-        return {"Gp": self.prog.Gp.copy(), "Gm": self.prog.Gm.copy(), "rng": self.rng.bit_generator.state,
-                "n_clipped": self.n_clipped}
+        d = {"Gp": self.prog.Gp.copy(), "Gm": self.prog.Gm.copy(), "rng": self.rng.bit_generator.state,
+             "n_clipped": self.n_clipped, "read_rng": self.read_rng.bit_generator.state,
+             "requested": self.requested.copy(), "lost": self.lost.copy()}
+        for k in ("residual", "age"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k).copy()
+        return d
 
     def load_state_dict(self, d: dict) -> None:
         self.prog = ProgrammedWeights(np.asarray(d["Gp"]), np.asarray(d["Gm"]), self.device.g_unit, self.mask)
         self.rng.bit_generator.state = d["rng"]
         self.n_clipped = int(d["n_clipped"])
+        if "read_rng" in d:  # checkpoints from before read noise existed have none
+            self.read_rng.bit_generator.state = d["read_rng"]
+            self.requested[...], self.lost[...] = d["requested"], d["lost"]
+        for k in ("residual", "age"):
+            if getattr(self, k) is not None and k in d:
+                getattr(self, k)[...] = d[k]
 
 
 def symmetrise(W: np.ndarray, directed: bool) -> np.ndarray:

@@ -59,6 +59,33 @@ def stop_command(t: float) -> str:
     return f"{STOP_WHEN} time > {fmt(t)}"
 
 
+def with_nodeset(netlist: str, nodeset: dict[str, float]) -> str:
+    """The netlist with its ``.nodeset`` lines replaced by ``nodeset``."""
+    lines = [l for l in netlist.splitlines() if not l.lower().startswith(".nodeset")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if lines and lines[-1].strip().lower() == ".end":
+        lines.pop()
+    lines += [f".nodeset v({n})={fmt(v)}" for n, v in nodeset.items()] + [".end"]
+    return "\n".join(lines) + "\n"
+
+
+# Matrix solvers. ngspice >= 41 built with KLU prints which one an analysis uses; older
+# builds (Debian 12's 39) print nothing and ignore ``.options klu`` without a word, so
+# whether KLU is there is read from what ngspice says, never from its version number.
+SOLVER_LINE_RE = re.compile(r"Using (KLU|SPARSE[^\n]*?) as Direct Linear Solver", re.I)
+KLU_BUILD_RE = re.compile(r"Compiled with KLU", re.I)
+VERSION_RE = re.compile(r"\*\* ngspice-(\S+)")
+# a two-node circuit that asks for KLU: its op log says whether KLU was used
+KLU_PROBE = "* klu probe\nR1 1 0 1\nI1 0 1 1\n.options klu=1\n.op\n.end\n"
+
+
+def solver_used(log: str) -> str | None:
+    """'klu' or 'sparse' as the log's last analysis reported it; None when ngspice did not say."""
+    hits = SOLVER_LINE_RE.findall(log)
+    return None if not hits else ("klu" if hits[-1].upper() == "KLU" else "sparse")
+
+
 def failure_lines(lines, paused_ok: bool = False) -> list[str]:
     """The output lines (stripped) that say a command failed.
 

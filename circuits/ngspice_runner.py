@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConvergenceError, NgspiceUnavailable, SimulationError, SimulationTimeout, WorkerCrashed
-from .ngspice_protocol import CLEAR_BREAKPOINTS, RESUME, alter_command, fmt, stop_command, tran_line  # noqa: F401
+from .ngspice_protocol import CLEAR_BREAKPOINTS, RESUME, alter_command, fmt, stop_command, tran_line, with_nodeset  # noqa: F401
 from .ngspice_worker import read_frame, write_all
 
-# alter_command (imported above) stays importable from here: its home before ngspice_protocol
+# alter_command and with_nodeset (imported above) stay importable from here: their home before ngspice_protocol
 LIBRARY_ENV = "NGSPICE_LIBRARY_PATH"
 _LIBRARY_GLOBS = ("/usr/lib/*/libngspice.so*", "/usr/lib/libngspice.so*", "/usr/local/lib/libngspice.so*",
                   "/usr/lib64/libngspice.so*", "/opt/homebrew/lib/libngspice*.dylib",
@@ -50,6 +50,30 @@ def find_library() -> str | None:
 
 def library_available() -> bool:
     return find_library() is not None
+
+
+_INFO: dict[str, dict] = {}
+
+
+def ngspice_info(library: str | None = None) -> dict:
+    """What the installed libngspice is, from its own output (cached per library path):
+    ``version`` (its banner's), ``klu_build`` (banner says "Compiled with KLU"), ``klu``
+    (a circuit with ``.options klu=1`` reported "Using KLU as Direct Linear Solver"),
+    ``solver_reported`` (whether it names its solver at all: 39 does not), ``library``.
+    Raises NgspiceUnavailable when there is no library."""
+    library = library or find_library()
+    if library not in _INFO:
+        with NgspiceSession(library=library, timeout=60.0) as s:
+            _INFO[library] = {**s.probe(), "library": library}
+    return dict(_INFO[library])
+
+
+def klu_available(library: str | None = None) -> bool:
+    """Whether this libngspice honours ``.options klu`` (False where there is no library)."""
+    try:
+        return ngspice_info(library)["klu"]
+    except SimulationError:
+        return False
 
 
 # ----------------------------------------------------------------------------------
@@ -74,9 +98,9 @@ class NgspiceSession:
         self.restarts = 0  # workers started after the first (crashes, timeouts, netlist errors)
         self._started = 0
         self._proc = None
-        self._alters: dict[str, float] = {}  # since the last load (replayed by op(nodeset=...))
-        self._nodeset_loaded = False  # the worker holds self.netlist plus .nodeset lines
         self._finalizer = None
+        self.cpu_seconds = 0.0  # CPU time the worker processes spent on this session's requests
+        self.calls = 0  # round trips (requests) so far
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> "NgspiceSession":
@@ -133,7 +157,6 @@ class NgspiceSession:
         os.close(from_child_w)
         self._proc = (proc, to_child_w, from_child_r, errfile)
         self._finalizer = weakref.finalize(self, _stop_worker, proc, to_child_w, from_child_r, errfile)
-        self._alters = {}
         self.netlist = None
         reply = self._exchange([("hello",)], self.start_timeout, "start worker")
         if not reply["ok"]:
@@ -165,12 +188,16 @@ class NgspiceSession:
         """Run raw worker operations in one round trip; returns their results.
 
         Operations: ("circ", text), ("cmd", command), ("analysis", command),
-        ("alter", [(name, value), ...]), ("get", nodes, index), ("plot",).
+        ("alter", [(name, value), ...]), ("op", nodeset or None, nodes or None),
+        ("equilibrium", spec) (ngspice_worker._Engine.equilibrium), ("get", nodes, index),
+        ("plot",), ("probe",).
         """
         self._ensure_worker()
         what = what or "; ".join(str(op[1])[:60] if len(op) > 1 else op[0] for op in ops)[:200]
         reply = self._exchange(ops, self.timeout if timeout is None else timeout, what)
         self.log = reply["log"]
+        self.calls += 1
+        self.cpu_seconds += reply.get("cpu", 0.0)
         if reply["ok"]:
             return reply["results"]
         cls = {"convergence": ConvergenceError, "fatal": WorkerCrashed}.get(reply["kind"], SimulationError)
@@ -183,8 +210,6 @@ class NgspiceSession:
         """Load a netlist (text as the generator writes it; ``.end`` is added if missing)."""
         self._ensure_worker(fresh_ok=True)  # before recording the text: a fresh worker forgets it
         self.netlist = netlist
-        self._alters = {}
-        self._nodeset_loaded = False
         # a netlist error can leave libngspice unrecoverable: call() then drops the worker
         self.call([("circ", netlist)], "load")
 
@@ -201,7 +226,6 @@ class NgspiceSession:
         items = [(str(k), float(v)) for k, v in values.items()]
         if items:
             self.call([("alter", items)], f"alter ({len(items)} values)")
-            self._alters.update(items)
 
     # -- analyses --------------------------------------------------------------------
     def op(self, nodeset: dict[str, float] | None = None, nodes=None):
@@ -209,21 +233,24 @@ class NgspiceSession:
 
         ngspice has no interactive nodeset command, so ``nodeset`` ({node: volts})
         reloads the netlist with ``.nodeset`` lines and replays the alters made since
-        the last load: Newton then starts next to the wanted fixed point.
+        the last load (in the worker: one round trip): Newton then starts next to the
+        wanted fixed point.
         """
-        ops = []
-        if nodeset or self._nodeset_loaded:  # a cold op must not inherit the last nodesets
-            if self.netlist is None:
-                raise SimulationError("op(nodeset=...) needs a loaded netlist")
-            ops.append(("circ", with_nodeset(self.netlist, nodeset) if nodeset else self.netlist))
-            if self._alters:
-                ops.append(("alter", list(self._alters.items())))
-        ops.append(("analysis", "op"))
-        if nodes is not None:
-            ops.append(("get", list(nodes), 0))
-        res = self.call(ops, "op" + (" (nodeset reload)" if nodeset else ""))
-        self._nodeset_loaded = bool(nodeset)
-        return res[-1] if nodes is not None else None
+        if nodeset and self.netlist is None:
+            raise SimulationError("op(nodeset=...) needs a loaded netlist")
+        ns = {str(k): float(v) for k, v in nodeset.items()} if nodeset else None
+        res = self.call([("op", ns, None if nodes is None else list(nodes))],
+                        "op" + (" (nodeset reload)" if nodeset else ""))
+        return res[0]
+
+    def equilibria(self, specs: list[dict]) -> list[dict]:
+        """Whole equilibria (``ngspice_worker._Engine.equilibrium``), all in one round trip."""
+        return self.call([("equilibrium", sp) for sp in specs], f"{len(specs)} equilibria")
+
+    def probe(self) -> dict:
+        """The library's version, KLU build and whether ``.options klu`` is honoured (unloads the circuit)."""
+        self.netlist = None
+        return self.call([("probe",)], "probe")[0]
 
     def tran(self, tstep: float, tstop: float, tstart: float = 0.0, tmax: float | None = None,
              uic: bool = False, nodes=None):
@@ -250,7 +277,6 @@ class NgspiceSession:
                ("analysis", RESUME),
                ("get", nodes, -1), ("get", ["time"], -1)]
         res = self.call(ops, f"two-phase tran to {t1} and {t2}")
-        self._alters.update((str(k), float(v)) for k, v in nudge.items())
         (v1, t_a), (v2, t_b) = (res[2], res[3]), (res[7], res[8])
         if t_a[0] < t1 * (1 - 1e-9) or t_b[0] < t2 * (1 - 1e-9):
             raise ConvergenceError(f"two-phase transient stopped early (t={t_a[0]}, {t_b[0]}; wanted {t1}, {t2})",
@@ -264,17 +290,6 @@ class NgspiceSession:
     def vector(self, name: str) -> np.ndarray:
         """A whole vector of the current plot (e.g. ``time``)."""
         return self.call([("get", [name], None)], f"read {name}")[0][0]
-
-
-def with_nodeset(netlist: str, nodeset: dict[str, float]) -> str:
-    """The netlist with its ``.nodeset`` lines replaced by ``nodeset``."""
-    lines = [l for l in netlist.splitlines() if not l.lower().startswith(".nodeset")]
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if lines and lines[-1].strip().lower() == ".end":
-        lines.pop()
-    lines += [f".nodeset v({n})={fmt(v)}" for n, v in nodeset.items()] + [".end"]
-    return "\n".join(lines) + "\n"
 
 
 def _stop_worker(proc, w, r, errfile) -> None:

@@ -3,7 +3,12 @@
 Runs in a child process (started by ``ngspice_runner.NgspiceSession``) and imports
 PySpice only there. Requests and replies are length-prefixed pickles on two pipes; one
 request is a list of operations run in order (load, commands, analyses, thousands of
-alters, vector reads), so a round trip costs ~0.2 ms however much it carries.
+alters, vector reads, whole equilibria), so a round trip costs ~0.2 ms however much it
+carries. ``equilibrium`` runs SpiceSolver's whole recipe for one example here (alters,
+transient, settle check and extensions, the warm ``.op`` polish), so a batch of examples
+is one round trip; the worker keeps the netlist and the alters since it was loaded, so a
+``.nodeset`` warm start reloads the text here, without a pipe round trip. Every reply
+carries the worker's CPU seconds for the request (benchmarks count ngspice's CPU with it).
 
 Why not PySpice's ``exec_command``: PySpice 1.5 raises on any stderr line that is not a
 "Warning:", including harmless notes such as "Note: Starting dynamic gmin stepping", and
@@ -22,7 +27,20 @@ import time
 
 import numpy as np
 
-from .ngspice_protocol import DATA_ROWS, FATAL_RE, PAUSE_RE, RESUME, alter_command, failure_lines
+from .ngspice_protocol import (
+    DATA_ROWS,
+    FATAL_RE,
+    KLU_BUILD_RE,
+    KLU_PROBE,
+    PAUSE_RE,
+    RESUME,
+    VERSION_RE,
+    alter_command,
+    failure_lines,
+    solver_used,
+    tran_line,
+    with_nodeset,
+)
 
 # ngspice keeps every command in a history; clear it now and then (PySpice does the same).
 _HISTORY_FLUSH = 5000
@@ -82,6 +100,9 @@ class _Engine:
         self.shared = Shared(ngspice_id=0, send_data=False)
         self.lib = self.shared._ngspice_shared
         self.n_commands = 0
+        self.netlist: str | None = None  # the text loaded last (without .nodeset lines)
+        self.altered: dict[str, float] = {}  # alters since that load: a .nodeset reload replays them
+        self.nodeset_loaded = False  # the circuit in the library carries .nodeset lines
 
     # output handling: each callback line is "stdout ..." or "stderr ..."
     def take_log(self) -> list[str]:
@@ -128,6 +149,104 @@ class _Engine:
             raise _Failure("netlist", "netlist rejected by ngspice: " + ("; ".join(bad[:3]) or f"return code {rc}"),
                            "load")
 
+    def load(self, text: str, log: list) -> None:
+        """A new circuit: forgets the alters of the last one."""
+        self.circ(text, log)
+        self.netlist, self.altered, self.nodeset_loaded = text, {}, False
+
+    def alter(self, items, log: list) -> None:
+        for name, value in items:
+            self.command(alter_command(name, value), log)
+            self.altered[name] = value
+
+    def op(self, nodeset, nodes, log: list):
+        """DC operating point; ``nodeset`` ({node: volts}) starts Newton there.
+
+        ngspice has no interactive nodeset, so a warm start reloads the netlist with
+        ``.nodeset`` lines and replays the alters since the load; a cold op after a warm
+        one reloads the plain text (it must not inherit the last nodesets).
+        """
+        if nodeset or self.nodeset_loaded:
+            if self.netlist is None:
+                raise _Failure("error", "op with a nodeset needs a loaded netlist", "op")
+            self.circ(with_nodeset(self.netlist, nodeset) if nodeset else self.netlist, log)
+            for name, value in self.altered.items():
+                self.command(alter_command(name, value), log)
+            self.nodeset_loaded = bool(nodeset)
+        self.analysis("op", log)
+        return None if nodes is None else self.get(nodes, 0)
+
+    def equilibrium(self, spec: dict, log: list) -> dict:
+        """SpiceSolver's recipe for one example, all in this process (spice_solver says why each step).
+
+        spec: alters, nodes, method ("tran", "op", "tran+op"), warm (op: u0 as nodeset),
+        u0, tran_opts / op_opts (option command arguments), tstep, tstop, tau, settle_tol,
+        settle_window, max_extend, raise_unsettled, ic_keys (the capacitor IC alter keys, in
+        node order), label (names the example in errors).
+        """
+        st = {"alter_s": 0.0, "tran_s": 0.0, "op_s": 0.0, "extensions": 0, "unsettled": 0, "polish_change": 0.0}
+        nodes = spec["nodes"]
+        t = time.perf_counter()
+        self.alter(spec["alters"], log)
+        st["alter_s"] = time.perf_counter() - t
+        if spec["method"] == "op":
+            t = time.perf_counter()
+            self.command("destroy all", log)  # one op plot per example would pile up
+            u = self.op(dict(zip(nodes, spec["u0"])) if spec["warm"] else None, nodes, log)
+            st["op_s"] = time.perf_counter() - t
+            return {"u": u, **st}
+        t = time.perf_counter()
+        tau, tstop = spec["tau"], spec["tstop"]
+        line = tran_line(spec["tstep"], tstop, uic=True)
+        self.command("option " + spec["tran_opts"], log)
+        self.command("destroy all", log)  # earlier transients' plots would pile up
+        self.analysis(line, log)
+        u = self.get(nodes, -1)
+        for extension in range(spec["max_extend"] + 1):
+            tv = self.get(["time"], None)[0]
+            j = min(int(np.searchsorted(tv, tv[-1] - spec["settle_window"] * tau)), len(tv) - 2)
+            rate = np.abs(u - self.get(nodes, j)).max() * tau / max(tv[-1] - tv[j], 1e-300)
+            if rate < spec["settle_tol"]:
+                break
+            if extension == spec["max_extend"]:
+                st["unsettled"] = 1
+                if spec["raise_unsettled"]:  # a state that is still moving is no equilibrium
+                    raise _Failure("unsettled", f"the transient had not settled after {spec['max_extend'] + 1} x "
+                                   f"{tstop / tau:g} tau: max |du/dt| = {rate:.3g} V/tau > settle_tol "
+                                   f"{spec['settle_tol']:g}; lengthen t_free/t_nudged or max_extend, or set "
+                                   f"on_unsettled='warn' to go on and count it", "tran (settle check)")
+                break
+            self.alter(zip(spec["ic_keys"], u.tolist()), log)
+            self.command("destroy all", log)
+            self.analysis(line, log)
+            u = self.get(nodes, -1)
+            st["extensions"] += 1
+        st["tran_s"] = time.perf_counter() - t
+        if spec["method"] == "tran":
+            return {"u": u, **st}
+        t = time.perf_counter()
+        self.command("option " + spec["op_opts"], log)  # interactive options outlive a reload
+        u2 = self.op(dict(zip(nodes, u.tolist())), nodes, log)
+        st["op_s"] = time.perf_counter() - t
+        st["polish_change"] = float(np.abs(np.clip(u2, 0, 1) - np.clip(u, 0, 1)).max())
+        return {"u": u2, **st}
+
+    def probe(self, log: list) -> dict:
+        """What this libngspice is: its banner's version, whether it was built with KLU, and
+        whether it honours ``.options klu`` (the probe circuit's op says which solver it used).
+        Leaves no circuit loaded."""
+        self.command("version -f", log)
+        banner = _join(log)
+        self.load(KLU_PROBE, log)
+        start = len(log)
+        self.analysis("op", log)
+        used = solver_used(_join(log[start:]))
+        self.command("remcirc", log)
+        self.netlist, self.altered = None, {}
+        m = VERSION_RE.search(banner)
+        return {"version": m.group(1) if m else None, "klu_build": bool(KLU_BUILD_RE.search(banner)),
+                "klu": used == "klu", "solver_reported": used is not None}
+
     def analysis(self, cmd: str, log: list, paused_ok: bool = False) -> str:
         """Run an analysis and check it produced a new plot with data.
 
@@ -160,21 +279,30 @@ class _Engine:
 
     def run(self, ops: list) -> dict:
         log, results = [], []
+        cpu0 = time.process_time()
         try:
             for op in ops:
                 kind = op[0]
                 if kind == "hello":
                     results.append(os.getpid())
                 elif kind == "circ":
-                    results.append(self.circ(op[1], log))
+                    results.append(self.load(op[1], log))
                 elif kind == "cmd":
                     results.append(self.command(op[1], log))
                 elif kind == "analysis":
                     results.append(self.analysis(op[1], log, *op[2:]))
                 elif kind == "alter":
-                    for name, value in op[1]:
-                        self.command(alter_command(name, value), log)
-                    results.append(None)
+                    results.append(self.alter(op[1], log))
+                elif kind == "op":
+                    results.append(self.op(op[1], op[2], log))
+                elif kind == "equilibrium":
+                    try:
+                        results.append(self.equilibrium(op[1], log))
+                    except _Failure as f:
+                        f.message = f"{op[1].get('label', 'example')}: {f.message}"
+                        raise
+                elif kind == "probe":
+                    results.append(self.probe(log))
                 elif kind == "get":
                     results.append(self.get(op[1], op[2]))
                 elif kind == "plot":
@@ -182,8 +310,9 @@ class _Engine:
                 else:
                     raise _Failure("error", f"unknown worker operation {kind!r}", str(kind))
         except _Failure as f:
-            return {"ok": False, "kind": f.kind, "message": f.message, "command": f.command, "log": _join(log)}
-        return {"ok": True, "results": results, "log": _join(log)}
+            return {"ok": False, "kind": f.kind, "message": f.message, "command": f.command, "log": _join(log),
+                    "cpu": time.process_time() - cpu0}
+        return {"ok": True, "results": results, "log": _join(log), "cpu": time.process_time() - cpu0}
 
 
 class _Failure(Exception):

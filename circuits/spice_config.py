@@ -6,11 +6,13 @@ import math
 
 from netlist_gen import DEFAULT_OPTIONS
 
-from .devices import DeviceModel, load_preset
+from .devices import DeviceModel, load_device
+from .physical import PhysicalModel, load_physical
 
 METHODS = ("tran", "op", "tran+op")
-LEVELS = ("ideal", "crossbar")
+LEVELS = ("ideal", "crossbar", "physical")
 UPDATES = ("alter", "renetlist")
+MATRIX_SOLVERS = ("auto", "klu", "sparse")
 # Transient tolerances. "tran" must itself be within 1e-6 of the fixed point after the
 # settle time (reltol 1e-4 measured 2e-13 on 20-50-50-10); "tran+op" only needs the
 # basin, and ngspice's default-level tolerances are 3x faster there.
@@ -55,8 +57,14 @@ class SpiceConfig:
     method: "tran+op" (a loose transient picks the basin the dynamics reach, a warm .op
         polishes it to the exact fixed point; default), "tran" (the transient only) or "op"
         (.op warm-started by .nodeset from u0; cold without one).
-    level: "ideal" (behavioural transconductances) or "crossbar" (device pairs).
-    device: crossbar device, a preset name (spice_models/<name>.toml) or a DeviceModel.
+    level: "ideal" (behavioural transconductances), "crossbar" (device pairs) or "physical"
+        (device pairs plus the non-idealities of ``physical``).
+    physical: level "physical": a PhysicalModel or a preset name (spice_models/physical_<name>.toml;
+        "off": every non-ideality off, which equals the ideal level).
+    measure: record each transient's settling time (s, to settle_v) and the energy the sources
+        deliver (J) per example and phase (``SpiceSolver.report()``; circuits/physical_measure.py).
+    settle_v: the settling tolerance of ``measure``: max |rho(t) - rho(end)| (V).
+    device: crossbar device, a preset name (spice_models/<name>.toml), a device TOML path or a DeviceModel.
     device_seed: seed of the device instances (trial t: ``devices.instance_seed(seed, t)``).
     clamp: stiff penalty clamp gain keeping u in [0, 1] like the clipped Euler state (0: none).
     t_free, t_nudged: transient length in tau = c/g0 (t_nudged None: t_free; from u = 0 a
@@ -71,6 +79,11 @@ class SpiceConfig:
     workers: parallel ngspice processes (each trial gets max(1, workers // T)); recycle_after:
         solves after which a worker process is replaced by a fresh one (libngspice's memory
         grows ~0.9 MB per 1,000 solves and is never returned).
+    matrix_solver: ngspice's linear solver per circuit: "klu" (needs an ngspice built with KLU,
+        e.g. 46 from Debian's bookworm-backports), "sparse" (Sparse 1.3, every ngspice) or "auto"
+        (KLU when this ngspice honours it and a short measurement on the circuit finds it faster;
+        the choice is in ``SpiceSolver.report()`` and ``last_stats``; circuits beyond Sparse's size
+        limits take KLU unmeasured).
     timeout: seconds per ngspice call. g0 (S), c (F): unit conductance and node capacitance.
     fold_inputs: inputs as bias currents (40x fewer elements on 784-input nets) or as
         voltage sources with every input synapse. force: beyond the size guard.
@@ -80,6 +93,9 @@ class SpiceConfig:
     level: str = "ideal"
     device: str | DeviceModel = "ideal"
     device_seed: int = 0
+    physical: str | PhysicalModel = "off"
+    measure: bool = False
+    settle_v: float = 1e-3
     clamp: float = 1e3
     t_free: float = 300.0
     t_nudged: float | None = None
@@ -93,6 +109,7 @@ class SpiceConfig:
     update: str = "alter"
     workers: int = 1
     recycle_after: int = 5000
+    matrix_solver: str = "auto"
     timeout: float = 600.0
     g0: float = 1.0
     c: float = 1.0
@@ -107,15 +124,30 @@ class SpiceConfig:
             raise ValueError(f"{o}: level must be one of {LEVELS}, got {self.level!r}")
         if self.on_unsettled not in ("raise", "warn"):
             raise ValueError(f"{o}: on_unsettled must be 'raise' or 'warn', got {self.on_unsettled!r}")
+        if self.matrix_solver not in MATRIX_SOLVERS:
+            raise ValueError(f"{o}: matrix_solver must be one of {MATRIX_SOLVERS}, got {self.matrix_solver!r}")
+        if self.options is not None and any(str(k).lower() in ("klu", "sparse") for k in self.options):
+            raise ValueError(f"{o}: options: choose the matrix solver by matrix_solver (auto, klu, sparse), not by "
+                             f"a klu/sparse option")
         if self.update not in UPDATES:
             raise ValueError(f"{o}: update must be one of {UPDATES}, got {self.update!r}")
-        if isinstance(self.device, str):
-            object.__setattr__(self, "device", load_preset(self.device))
+        if isinstance(self.device, str):  # a preset name or a device TOML file (*.toml)
+            object.__setattr__(self, "device", load_device(self.device))
+        if isinstance(self.physical, str):
+            object.__setattr__(self, "physical", load_physical(self.physical))
+        elif isinstance(self.physical, dict):  # from a TOML [spice.physical] table or a config.json
+            object.__setattr__(self, "physical", PhysicalModel(**self.physical))
+        if not isinstance(self.physical, PhysicalModel):
+            raise ValueError(f"{o}: physical must be a preset name (spice_models/physical_*.toml, or 'off') or a "
+                             f"PhysicalModel, got {self.physical!r} (on the command line --physical-set FIELD=VALUE)")
+        if self.level != "physical" and not self.physical.is_off:
+            raise ValueError(f"{o}: physical non-idealities ({', '.join(self.physical.off_fields())}) need level "
+                             f"'physical', got level {self.level!r}")
         if not isinstance(self.device, DeviceModel):
             raise ValueError(f"{o}: device must be a preset name (spice_models/*.toml) or a DeviceModel, got "
                              f"{self.device!r} (to change a preset's fields: load_preset(name, field=value), on the "
                              f"command line --device-set field=value)")
-        for k in ("clip_weights", "fold_inputs", "force"):
+        for k in ("clip_weights", "fold_inputs", "force", "measure"):
             if not isinstance(getattr(self, k), bool):
                 raise ValueError(f"{o}: {k} must be true or false, got {getattr(self, k)!r}")
         if self.options is not None:  # None: no .options line
@@ -126,7 +158,7 @@ class SpiceConfig:
             # 100 tau was measured too short: on 1 of 30 random nets (spice-check seed 24,
             # 20-25-25-25-5) the .op polish then jumped to another nudged fixed point
             object.__setattr__(self, "t_nudged", self.t_free)
-        for k in ("t_free", "t_nudged", "tstep", "timeout", "g0", "c", "settle_tol"):
+        for k in ("t_free", "t_nudged", "tstep", "timeout", "g0", "c", "settle_tol", "settle_v"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"{o}: {k} must be a positive number, got {v!r}")
@@ -139,7 +171,13 @@ class SpiceConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"{o}: {k} must be an integer >= {low}, got {v!r}")
 
+    @property
+    def devices(self) -> bool:
+        """Whether this level's synapses are device pairs (one device instance per trial)."""
+        return self.level in ("crossbar", "physical")
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["device"] = dataclasses.asdict(self.device)
+        d["physical"] = self.physical.to_dict()
         return d

@@ -35,10 +35,10 @@ from netlist_gen import build_circuit, cap_ic_key, folded_input_currents
 
 from .devices import DeviceArray, instance_seed, symmetrise, weight_asymmetry
 from .errors import SimulationError
+from .matrix_solver import choose_matrix_solver, matrix_solver_report
 from .ngspice_runner import NgspiceSession
+from .spice_batching import SETTLE_WINDOW, example_spec, example_values
 from .spice_config import TRAN_OPTIONS, SpiceConfig
-
-SETTLE_WINDOW = 5.0  # tau over which the end-of-transient rate |du/dt| is measured
 
 
 class SpiceSolver:
@@ -48,6 +48,8 @@ class SpiceSolver:
     ``last_stats`` holds the time split of the last ``relax`` call; ``report()`` the device
     state (clipped weights, asymmetry of the realised weights).
     """
+
+    dynamics = "leaky"  # the neuron circuit (netlist_gen.build_circuit); circuits.deep_spice: "deep"
 
     def __init__(self, config: SpiceConfig | None = None, **settings):
         if config is not None and settings:
@@ -92,7 +94,7 @@ class SpiceSolver:
     def prepare(self, network: Network) -> None:
         """Crossbar level: program every trial's device instance from the network's weights;
         the network then holds what the devices hold (symmetrised nominal weights)."""
-        if self.config.level != "crossbar":
+        if not self.config.devices:
             return
         stack = network.as_stack()
         for t in range(stack.T):
@@ -102,13 +104,14 @@ class SpiceSolver:
         """Trial t's device pairs; programmed afresh when they were not programmed from (or updated
         to) net's weights. force (prepare): program, then let the network hold what the devices hold;
         otherwise relax leaves the caller's network as it is."""
-        if self.config.level != "crossbar":
+        if not self.config.devices:
             return None
         arr = self._arrays.get(t)
         topo = net.topology
         if arr is None or arr.mask.shape != topo.mask.shape or not np.array_equal(arr.mask, topo.mask):
             seed = instance_seed(self.config.device_seed, t)
-            arr = self._arrays[t] = DeviceArray(self.config.device, topo.mask, seed, clip=self.config.clip_weights)
+            arr = self._arrays[t] = DeviceArray(self.config.device, topo.mask, seed, clip=self.config.clip_weights,
+                                                topology=topo)
         W = _numpy(net.W)
         if force or arr.prog is None or not np.array_equal(self._source.get(t), W):
             arr.program(W)
@@ -126,11 +129,15 @@ class SpiceSolver:
 
     def report(self) -> dict:
         """Crossbar: weights saturated at the device range, and ||W - W^T|| / ||W|| of the weights the
-        devices realise (d2d mismatch and write noise make the two directions differ)."""
+        devices realise (d2d mismatch and write noise make the two directions differ). With
+        ``measure``: per trial the mean settling time (s) and energy (J) per example and phase
+        over the solves since the last report (then cleared)."""
+        out = {**self._measured_report(), **matrix_solver_report(self)}
         if not self._arrays:
-            return {}
-        return {"clipped_weights": [a.n_clipped for _, a in sorted(self._arrays.items())],
-                "realised_asymmetry": [weight_asymmetry(a.realised_weights()) for _, a in sorted(self._arrays.items())]}
+            return out
+        return {**out, "clipped_weights": [a.n_clipped for _, a in sorted(self._arrays.items())],
+                "realised_asymmetry": [weight_asymmetry(a.realised_weights()) for _, a in sorted(self._arrays.items())],
+                "lost_fraction": [a.lost_fraction() for _, a in sorted(self._arrays.items())]}
 
     def realised_weights(self, t: int = 0) -> np.ndarray:
         """The (N, N) weights trial t's devices realise (crossbar level)."""
@@ -157,7 +164,7 @@ class SpiceSolver:
         check_update(network, dW, db, lr_W, lr_b)  # nothing non-finite reaches the devices or ngspice
         cfg = self.config
         stack = network.as_stack()
-        if cfg.level == "crossbar":
+        if cfg.devices:
             step = (lr_W * dW).detach().cpu().double().numpy().reshape(stack.W.shape)
             with torch.no_grad():
                 stack.b.add_((lr_b * db).reshape(stack.b.shape))
@@ -202,6 +209,8 @@ class SpiceSolver:
         for t in range(T):
             net = stack.trial(t)
             prog = self._program(t, net)
+            if prog is not None:  # this solve's read of the devices (drift, read noise: one draw per trial)
+                prog = self._arrays[t].read()
             slots = self._trial_slots(t, min(per_trial, B))
             for slot in slots:
                 slot.session.timeout = cfg.timeout  # may have changed since the session started
@@ -223,6 +232,10 @@ class SpiceSolver:
                 slot.stats["recycled"] += 1
             self._sync(slot, net, t, prog)
             slot.solves += len(rows)
+            if self._batched():  # the worker's whole share in one round trip (circuits/spice_batching.py)
+                ys_t = None if ys is None else ys[t]
+                u[t, rows] = self._solve_batch(slot, cur, u0s, t, rows, float(betas[t]), ys_t)
+                return
             for b in rows:
                 u0b = np.zeros(topo.n - n_in) if u0s is None else u0s[t, b, n_in:]
                 u[t, b] = self._solve(slot, cur[b], u0b, float(betas[t]), None if ys is None else ys[t, b],
@@ -231,6 +244,7 @@ class SpiceSolver:
         _map(run, jobs)
         out = torch.as_tensor(np.concatenate([xs, u], axis=2), dtype=network.dtype, device=network.device)
         self.last_stats = {"examples": T * B, "trials": T, "method": cfg.method,
+                           **matrix_solver_report(self, times=True),
                            **_merge_stats([sl.stats for sl in all_slots]), "seconds": time.perf_counter() - t_start}
         return out if network.stacked else out[0]
 
@@ -240,11 +254,7 @@ class SpiceSolver:
         circ, ses, st = slot.circuit, slot.session, slot.stats
         neurons = circ.neurons
         nodes = [circ.u_node[i] for i in neurons]
-        inputs = circ.input_elements if cfg.fold_inputs else circ.input_sources
-        values = dict(zip(inputs.values(), cur.tolist()))
-        gains, currents = circ.nudge_values(beta, np.zeros(circ.sizes[-1]) if y is None else y)
-        for k, (gn, inn) in enumerate(circ.nudge_elements.values()):
-            values[gn], values[inn] = float(gains[k]), float(currents[0, k])
+        values = example_values(cfg, circ, cur, beta, y)
         phase = "free" if beta == 0 else "nudged"
         try:
             t = time.perf_counter()
@@ -265,6 +275,9 @@ class SpiceSolver:
             tstop = (cfg.t_free if beta == 0 else cfg.t_nudged) * tau
             ses.command("destroy all")  # earlier transients' plots would pile up in the worker
             u = ses.tran(cfg.tstep * tau, tstop, uic=True, nodes=nodes)
+            self._after_transient(slot, b, beta, nodes)
+            if cfg.measure:  # before any extension or polish replaces the plot
+                self._measure(slot, beta)
             for extension in range(cfg.max_extend + 1):
                 # a slow mode near a saddle can still be moving at tstop; an .op polish from
                 # there may reach another fixed point (wine spice-compare, epoch 2): go on.
@@ -304,6 +317,58 @@ class SpiceSolver:
             raise type(e)(f"example {b}, {phase} phase ({cfg.method}): {e.message}", netlist=e.netlist,
                           log=e.log, command=e.command, rundir=e.rundir) from None
 
+    def _batched(self) -> bool:
+        """Whole equilibria run in the worker unless something must read each example's first
+        transient in between (``measure``, or a subclass's ``_after_transient``)."""
+        return not self.config.measure and type(self)._after_transient is SpiceSolver._after_transient
+
+    def _solve_batch(self, slot, cur, u0s, t, rows, beta, ys_t) -> np.ndarray:
+        """A worker's examples (rows) of trial t, one ``equilibria`` round trip; the same recipe as _solve."""
+        cfg, circ, st = self.config, slot.circuit, slot.stats
+        n_in = circ.n_in
+        phase = "free" if beta == 0 else "nudged"
+        specs = [example_spec(cfg, circ, cur[b], np.zeros(len(circ.neurons)) if u0s is None else u0s[t, b, n_in:],
+                              beta, None if ys_t is None else ys_t[b], u0s is not None,
+                              f"example {b}, {phase} phase ({cfg.method})") for b in rows]
+        try:
+            res = slot.session.equilibria(specs)
+        except SimulationError:
+            if not slot.session.alive:
+                slot.circuit = None  # a fresh worker must load the circuit again
+            raise
+        for r in res:
+            for k in ("alter_s", "tran_s", "op_s", "extensions", "unsettled"):
+                st[k] += r[k]
+            st["polish_max_change"] = max(st["polish_max_change"], r["polish_change"])
+        return np.stack([r["u"] for r in res])
+
+    def _after_transient(self, slot, b: int, beta: float, nodes: list[str]) -> None:
+        """Called after each example's first transient (its plot still current); subclasses read
+        it there (circuits.deep_spice records DEEP's nudged trajectory)."""
+
+    def _measure(self, slot, beta: float) -> None:
+        """Settling time and energy of the example's first transient (circuits.physical_measure)."""
+        from .physical_measure import measure, passive_elements
+        if slot.passive is None or slot.passive[0] is not slot.circuit:
+            slot.passive = (slot.circuit, passive_elements(slot.circuit))
+        cfg = self.config
+        m = measure(slot.session, slot.circuit, slot.passive[1], cfg.settle_v, cfg.physical)
+        for k, v in m.items():
+            slot.measured.setdefault(f"{k}_{'free' if beta == 0 else 'nudged'}", []).append(v)
+
+    def _measured_report(self) -> dict:
+        if not self.config.measure or not self._slots:
+            return {}
+        T = max(self._slots) + 1
+        keys = sorted({k for slots in self._slots.values() for sl in slots for k in sl.measured})
+        out = {k: [float(np.mean(sum((sl.measured.get(k, []) for sl in self._slots.get(t, [])), [])))
+                   if any(sl.measured.get(k) for sl in self._slots.get(t, [])) else None for t in range(T)]
+               for k in keys}
+        for slots in self._slots.values():
+            for sl in slots:
+                sl.measured = {}
+        return out
+
     # -- circuits ------------------------------------------------------------------------
     def _trial_slots(self, t: int, n: int) -> list:
         slots = self._slots.setdefault(t, [])
@@ -311,15 +376,17 @@ class SpiceSolver:
             slots.append(_Slot(NgspiceSession(timeout=self.config.timeout)))
         return slots[:n]
 
-    def _build(self, network, prog):
+    def _build(self, network, prog, solver: str = "sparse"):
         cfg = self.config
+        options = cfg.options if solver == "sparse" else {**(cfg.options or {}), "klu": 1}
         return build_circuit(network, None, level=cfg.level, fold_inputs=cfg.fold_inputs, g0=cfg.g0, c=cfg.c,
                              clamp=cfg.clamp, device_arrays=None if prog is None else tuple(prog),
-                             options=cfg.options, force=cfg.force)
+                             options=options, force=cfg.force, dynamics=self.dynamics,
+                             physical=cfg.physical.to_netlist() if cfg.level == "physical" else None)
 
     def _load(self, slot, network, t, prog) -> None:
         t0 = time.perf_counter()
-        slot.circuit = self._build(network, prog)
+        slot.circuit = self._build(network, prog, choose_matrix_solver(self, slot, network, t, prog))
         slot.session.load(slot.circuit.to_spice())
         slot.mask = network.topology.mask.copy()
         slot.W, slot.b = _numpy(network.W), _numpy(network.b)
@@ -331,16 +398,18 @@ class SpiceSolver:
         topo = network.topology
         same = (slot.circuit is not None and slot.session.alive and slot.W is not None
                 and slot.mask.shape == topo.mask.shape and np.array_equal(slot.mask, topo.mask)
-                and np.array_equal(slot.W, _numpy(network.W)) and np.array_equal(slot.b, _numpy(network.b)))
+                and np.array_equal(slot.W, _numpy(network.W)) and np.array_equal(slot.b, _numpy(network.b))
+                and (prog is None or not self.config.device.read_varies))  # a noisy read: new conductances
         if not same:
             self._load(slot, network, t, prog)
 
     def _push(self, slot, network, t, changed: np.ndarray, b_changed: np.ndarray) -> None:
         """Alter the elements of the weights and biases an update changed (or reload the text)."""
         cfg = self.config
-        if slot.circuit is None or not slot.session.alive or slot.W is None:
-            return  # the next relax loads it
-        prog = self._arrays[t].prog if cfg.level == "crossbar" else None
+        if slot.circuit is None or not slot.session.alive or slot.W is None or (
+                cfg.devices and cfg.device.read_varies):
+            return  # the next relax loads it (with a varying read: with that solve's conductances)
+        prog = self._arrays[t].prog if cfg.devices else None
         if cfg.update == "renetlist" or cfg.method != "tran":
             # op and tran+op reload the netlist per example (nodeset), which would replay
             # every weight alter: a fresh text is cheaper
@@ -357,7 +426,8 @@ class SpiceSolver:
             if prog is None:
                 values[el[0]] = cfg.g0 * float(W[s, d])
             else:
-                values[el[0]], values[el[1]] = 1.0 / float(prog.Gp[s, d]), 1.0 / float(prog.Gm[s, d])
+                gp, gm = float(prog.Gp[s, d]), float(prog.Gm[s, d])  # physical: conductance elements
+                values[el[0]], values[el[1]] = (gp, gm) if cfg.level == "physical" else (1.0 / gp, 1.0 / gm)
         for i in np.nonzero(b_changed)[0]:
             if i >= network.topology.n_in:
                 values[slot.circuit.bias_elements[int(i)]] = cfg.g0 * float(b[i])
@@ -391,6 +461,8 @@ class _Slot:
     W: np.ndarray | None = None
     b: np.ndarray | None = None
     stats: dict = dataclasses.field(default_factory=dict)  # this worker's share of last_stats
+    measured: dict = dataclasses.field(default_factory=dict)  # settle_s_free: [...] etc. since the last report
+    passive: tuple | None = None  # (circuit, its physical_measure.PassiveElements)
     solves: int = 0  # since this worker's process started (it is recycled after SpiceConfig.recycle_after)
 
 

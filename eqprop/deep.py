@@ -33,7 +33,7 @@ import torch
 from .config import NUDGE_FORMS
 from .deep_rule import prune_
 from .deep_stability import deep_jacobian, equilibrium_stability, stability_summary
-from .dynamics import clip_, nudge_
+from .dynamics import clip_, nudge_, nudge_force
 from .learning import apply_update as exact_update
 from .network import Network
 from .solver import check_relax
@@ -53,6 +53,8 @@ class DeepConfig:
     temperature over each neuron's incoming weights; prune_seed: with the trial's seed
     (``DeepSolver(trial_seeds=...)``), the pruning stream. eig_max_neurons: eigenvalues are
     computed for nets with at most this many non-input neurons (the Gershgorin test always).
+    tol: 0 (the paper's fixed step counts) or > 0: a phase stops early once max |ds/dt| < tol, so
+    free_steps / nudged_steps become limits (the converged reference of spice-check).
     """
 
     dt: float = 0.05
@@ -65,6 +67,7 @@ class DeepConfig:
     temp: float = 5.0
     prune_seed: int = 0
     eig_max_neurons: int = 64
+    tol: float = 0.0
 
     def __post_init__(self):
         o = "deep config"
@@ -72,12 +75,14 @@ class DeepConfig:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{o}: {k} must be an integer >= 0, got {v!r}")
-        for k in ("dt", "tol_W", "temp"):
+        for k in ("dt", "tol_W", "temp", "tol"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"{o}: {k} must be a finite number, got {v!r}")
         if not 0 < self.dt <= 1:
             raise ValueError(f"{o}: dt must lie in (0, 1], got {self.dt}")
+        if self.tol < 0:
+            raise ValueError(f"{o}: tol must be >= 0, got {self.tol}")
         if self.tol_W < 0 or self.temp <= 0:
             raise ValueError(f"{o}: need tol_W >= 0 and temp > 0, got {self.tol_W}, {self.temp}")
         if self.nudge_form not in NUDGE_FORMS:
@@ -88,7 +93,10 @@ class DeepConfig:
             raise ValueError(f"{o}: prune must be true or false, got {self.prune!r}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not self.tol:
+            del d["tol"]  # fixed step counts: recorded as before tol existed (resume checks compare these)
+        return d
 
 
 def deep_init(topology: Topology, seed=0, std: float = 0.05, dtype=torch.float32, device="cpu") -> Network:
@@ -100,6 +108,20 @@ def deep_init(topology: Topology, seed=0, std: float = 0.05, dtype=torch.float32
     W = rng.normal(0.0, std, size=(topology.n, topology.n)) * topology.mask
     return Network(topology, torch.tensor(W, dtype=dtype, device=device),
                    torch.zeros(topology.n, dtype=dtype, device=device))
+
+
+def deep_residual(network: Network, u: torch.Tensor, beta: float = 0.0, target=None) -> float:
+    """max |clip(s + f(s)) - s| over the non-input neurons of one network's states u (B, N), s = clip(u),
+    f DEEP's vector field (+ the gradient nudge): 0 exactly at a fixed point of the clipped dynamics
+    (whatever the Euler step), independently of any solver run."""
+    topo = network.topology
+    n_in, n_out = topo.n_in, topo.n_out
+    W, b = network.W.to(u.dtype), network.b.to(u.dtype)
+    s = u.clamp(0, 1)
+    f = s @ W[:, n_in:] + b[n_in:] - s[:, n_in:] * W[n_in:].sum(-1)
+    if beta:
+        f[:, -n_out:] += nudge_force(s[:, -n_out:], torch.as_tensor(target, dtype=u.dtype), beta)
+    return float(((s[:, n_in:] + f).clamp(0, 1) - s[:, n_in:]).abs().max())
 
 
 class DeepSolver:
@@ -180,10 +202,16 @@ class DeepSolver:
                 clip_(new)
                 if nudged:
                     traj[t + 1, :, :, n_in:] = new
-                if t == steps - 1 and not nudged:
+                done = cfg.tol > 0 and float((new - s).abs().max()) < cfg.tol * cfg.dt
+                if (t == steps - 1 or done) and not nudged:
                     res = (new - s).abs().amax((-2, -1)) / cfg.dt
                     self._residual = res if self._residual is None else torch.maximum(self._residual, res)
                 s = new
+                if done:
+                    steps = t + 1
+                    if nudged:
+                        traj = traj[:steps + 1]
+                    break
             if not nudged:
                 self.free = s
         self.last_steps = steps

@@ -26,13 +26,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import LOCKSTEP_FIELDS, EulerConfig, RunConfig
+from .config import LATER_FIELDS, LOCKSTEP_FIELDS, EulerConfig, RunConfig
 from .dynamics import rho
 from .fast_relax import make_euler_solver
 from .learning import eqprop_update, rate_tensors
 from .metrics import BlockStats
 from .network import Network
 from .run_files import (
+    RUN_MAY_CHANGE,
     SOLVER_MAY_CHANGE,
     EpochResult,
     RunLock,
@@ -42,6 +43,7 @@ from .run_files import (
     write_json,
     write_run_outputs,
 )
+from .schedules import rate_factor, scaled_rate
 from .solver import Solver
 from .topology import mlff, small_world
 
@@ -50,6 +52,7 @@ EULER_ENGINES = {"EulerSolver", "FastEulerSolver"}
 PLOT_EVERY_EPOCH_S = 30.0  # epochs at least this long also refresh the plots (else only the run's end does)
 MAX_ABS_WEIGHT = 1e6  # EqProp weights stay O(1); beyond this a run has diverged (lr or beta too large)
 CHECK_EVERY_CUDA = 25  # batches between divergence checks on CUDA (each is a host sync); every batch on CPU
+RATE_FIELDS = ("lr", "schedule", "warmup")  # what a resume may change too: recorded with the epoch it changed at
 
 
 class TrainingDiverged(RuntimeError):
@@ -179,7 +182,13 @@ class Trainer:
             raise ValueError("a Trainer of several trials needs a checkpoint path for the group")
         self.checkpoint = Path(checkpoint) if checkpoint is not None else Path(c0.out) / CHECKPOINT
         self.mask = self.net.mask_tensor()
-        self.lr_W, self.lr_b = rate_tensors(self.net, [c.lr for c in cfgs])
+        self.lr_W, self.lr_b = rate_tensors(self.net, [c.lr for c in cfgs])  # the configured rates
+        # per trial: resumes that changed its rates ({"epoch": first epoch under the new ones, field: [old, new]}),
+        # and the rate each finished epoch used (metrics.json's epochs[k].lr)
+        self.rate_changes: list[list[dict]] = [[] for _ in cfgs]
+        self.lr_used: list[list] = [[] for _ in cfgs]
+        self.horizon = c0.epochs  # the epoch a schedule runs to (run(epochs) may set another)
+        self._set_epoch_rates(1)
         self.rngs = [np.random.default_rng(seed_streams(c.seed)[2]) for c in cfgs]
         bs = c0.batch_size or data.batch_size
         orders = [make_batches(len(data.x_train), bs, rng) for rng in self.rngs]
@@ -233,6 +242,25 @@ class Trainer:
             out.append(-b if c.random_beta_sign and rng.random() < 0.5 else b)
         return torch.tensor(out, dtype=torch.float64)
 
+    def rate_factors(self, epoch: int) -> list[float]:
+        """Each trial's schedule factor in epoch ``epoch`` (1-based), its schedule counted from the trial's
+        last rate change (else from epoch 1) to the horizon."""
+        out = []
+        for c, changes in zip(self.cfgs, self.rate_changes):
+            start = changes[-1]["epoch"] - 1 if changes else 0
+            out.append(rate_factor(c.schedule, epoch - start, self.horizon - start, c.warmup))
+        return out
+
+    def _set_epoch_rates(self, epoch: int) -> None:
+        """The rate tensors epoch ``epoch``'s updates use, and each trial's rate recorded for it."""
+        factors = self.rate_factors(epoch)
+        self._epoch_lr = [scaled_rate(c.lr, f) for c, f in zip(self.cfgs, factors)]
+        if all(f == 1.0 for f in factors):  # the configured tensors themselves: no copy, bitwise as before
+            self._rates = (self.lr_W, self.lr_b)
+        else:
+            f = torch.tensor(factors, dtype=self.lr_W.dtype, device=self.device)
+            self._rates = (self.lr_W * f[:, None, None], self.lr_b * f[:, None])
+
     def check_finite(self, where: str, *states: torch.Tensor) -> None:
         """Stop with a clear error when a trial's weights or states are non-finite or exploding."""
         W, b = self.net.W, self.net.b
@@ -266,7 +294,7 @@ class Trainer:
         beta_dev = beta.to(self.dtype).to(self.device, non_blocking=True)
         dW, db = self.rule(free, nudged, beta_dev, self.mask, self.net.topologies[0].directed, n_in, valid)
         self.stats.add(dW)
-        self.solver.apply_update(self.net, dW, db, self.lr_W, self.lr_b)
+        self.solver.apply_update(self.net, dW, db, *self._rates)
         if self.device.type != "cuda" or k % CHECK_EVERY_CUDA == CHECK_EVERY_CUDA - 1 or k == self.n_batches - 1:
             self.check_finite(f"epoch {len(self.history[0]) + 1}, batch {k + 1} of {self.n_batches}", free, nudged)
         return err
@@ -285,6 +313,7 @@ class Trainer:
 
     def run_epoch(self, progress: bool = False) -> list[EpochResult]:
         epoch = len(self.history[0]) + 1
+        self._set_epoch_rates(epoch)
         t0 = time.perf_counter()
         err = torch.zeros(self.T, dtype=torch.float64, device=self.device)
         desc = f"epoch {epoch}" + (f" ({self.T} trials)" if self.T > 1 else "")
@@ -298,6 +327,8 @@ class Trainer:
                            {k: v[t] for k, v in rep.items()}) for t in range(self.T)]
         for h, r in zip(self.history, res):
             h.append(r)
+        for used, lr in zip(self.lr_used, self._epoch_lr):
+            used.append(lr)
         return res
 
     # -- runs, outputs, checkpoints ---------------------------------------------------------
@@ -307,6 +338,7 @@ class Trainer:
         epochs = self.cfgs[0].epochs if epochs is None else epochs
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+        self.horizon = epochs
         folders = {Path(c.out) for c in self.cfgs} | {self.checkpoint.parent}
         locks = []
         try:  # refused before any work when another live run writes here
@@ -344,15 +376,22 @@ class Trainer:
         """Every trial's metrics.json content (the stats read back from the device once)."""
         rms, spread, absdw = self.stats.mean_rms(), self.stats.log_spread(), self.stats.mean_abs_dw()
         solver = self.solver.describe()
-        return [run_metrics(c.to_dict(), solver, self.net.topologies[t], self.history[t], rms[t], spread[t],
-                            absdw[t], self.data.task, self.network_given, t, self.T)
-                for t, c in enumerate(self.cfgs)]
+        out = [run_metrics(c.to_dict(), solver, self.net.topologies[t], self.history[t], rms[t], spread[t],
+                           absdw[t], self.data.task, self.network_given, t, self.T)
+               for t, c in enumerate(self.cfgs)]
+        for m, used, changes in zip(out, self.lr_used, self.rate_changes):
+            for e, lr in zip(m["epochs"], used):
+                e["lr"] = lr  # the rate this epoch's updates used (schedule applied)
+            if changes:
+                m["rate_changes"] = changes
+        return out
 
     def write_configs(self) -> None:
         solver = self.solver.describe()
         for t, c in enumerate(self.cfgs):
+            changes = {"rate_changes": self.rate_changes[t]} if self.rate_changes[t] else {}
             write_json(Path(c.out) / "config.json", {"run": c.to_dict(), "solver": solver, "trial": t,
-                                                     "trials": self.T})
+                                                     "trials": self.T, **changes})
 
     def write_outputs(self, plots: bool = True) -> None:
         full = self.stats.mean_abs_dw_matrix()
@@ -367,6 +406,7 @@ class Trainer:
             "train_particles": self.train_particles.cpu(), "test_particles": [p.cpu() for p in self.test_particles],
             "rngs": [r.bit_generator.state for r in self.rngs], "stats": self.stats.state_dict(),
             "history": [[dataclasses.asdict(h) for h in hs] for hs in self.history],
+            "lr_used": self.lr_used, "rate_changes": self.rate_changes,
             "configs": [c.to_dict() for c in self.cfgs], "solver": self.solver.describe(),
             "solver_state": self.solver.state_dict() if hasattr(self.solver, "state_dict") else None,
         }, buf)
@@ -385,7 +425,7 @@ class Trainer:
         if len(configs) != self.T:
             raise CheckpointMismatch(f"{path}: checkpoint holds {len(configs)} trials, this run has {self.T}")
         for t, (old, cfg) in enumerate(zip(configs, self.cfgs)):
-            diff = config_diff(old, cfg.to_dict())
+            diff = config_diff(old, cfg.to_dict(), RUN_MAY_CHANGE + RATE_FIELDS)
             if diff:
                 raise CheckpointMismatch(f"{path}: trial {t}'s checkpoint config differs from this run's: {diff}")
         diff = config_diff(solver, self.solver.describe(), SOLVER_MAY_CHANGE)
@@ -404,6 +444,15 @@ class Trainer:
             r.bit_generator.state = st
         self.stats.load_state_dict(ck["stats"])
         self.history = [[EpochResult(**h) for h in hs] for hs in ck["history"]]
+        # checkpoints from before schedules: every epoch ran at the configured rate, never changed
+        self.lr_used = ck.get("lr_used") or [[old.get("lr")] * len(hs) for old, hs in zip(configs, self.history)]
+        self.rate_changes = ck.get("rate_changes") or [[] for _ in configs]
+        for t, (old, cfg) in enumerate(zip(configs, self.cfgs)):
+            new = cfg.to_dict()
+            changed = {k: [old.get(k, LATER_FIELDS.get(k)), new.get(k, LATER_FIELDS.get(k))] for k in RATE_FIELDS
+                       if old.get(k, LATER_FIELDS.get(k)) != new.get(k, LATER_FIELDS.get(k))}
+            if changed:  # the new rate/schedule starts at the next epoch
+                self.rate_changes[t] = [*self.rate_changes[t], {"epoch": len(self.history[t]) + 1, **changed}]
         if ck.get("solver_state") is not None and hasattr(self.solver, "load_state_dict"):
             self.solver.load_state_dict(ck["solver_state"], self.net)
 

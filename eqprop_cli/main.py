@@ -11,7 +11,9 @@ import importlib
 import sys
 
 # name of the module in this package that defines register(subparsers)
-COMMAND_MODULES = ["train", "data", "reproduce", "netlist", "read-netlist", "spice", "spice-compare"]
+COMMAND_MODULES = [
+    "train", "data", "reproduce", "netlist", "read-netlist", "spice", "spice-compare", "variability", "device",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

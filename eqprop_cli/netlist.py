@@ -18,7 +18,8 @@ from circuits.devices import list_presets, load_preset, program_network
 from eqprop.network import Network
 from eqprop.run_files import write_atomic
 from eqprop.topology import mlff, small_world
-from netlist_gen import MAX_DENSE_WIDTH, MAX_ELEMENTS, NetlistTooLarge, build_circuit, check_size
+from netlist_gen import DEFAULT_OPTIONS, MAX_DENSE_WIDTH, MAX_ELEMENTS, NetlistTooLarge, build_circuit, check_size
+from netlist_gen.generator import KLU_MAX_DENSE_WIDTH, KLU_MAX_ELEMENTS
 
 from .checks import nonneg_int, nonzero_float, output_file, positive_float, probability
 
@@ -48,9 +49,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "netlist", help="write the SPICE netlist of a network (docs/netlist-format.md)",
         description="Write a network's circuit as a SPICE netlist (.cir) plus an .npz with W, b, x, the neuron "
-                    f"order and node names. Refuses circuits beyond Debian ngspice's practical size (coupled "
-                    f"non-input layers wider than {MAX_DENSE_WIDTH} neurons, or more than {MAX_ELEMENTS} "
-                    f"elements) unless --force.")
+                    f"order and node names. Refuses circuits beyond what the installed ngspice can solve in practice "
+                    f"(Sparse: coupled non-input layers wider than {MAX_DENSE_WIDTH} neurons, or more than "
+                    f"{MAX_ELEMENTS} elements; KLU: {KLU_MAX_DENSE_WIDTH} and {KLU_MAX_ELEMENTS}) unless --force.")
     src = p.add_argument_group("network (random unless --network)")
     src.add_argument("--network", type=Path, help="a saved network (Network.save: path.npz + path.topology.npz)")
     src.add_argument("--sizes", type=_sizes, help="layer sizes, input first (default 4,5,3)")
@@ -75,6 +76,9 @@ def register(subparsers) -> None:
     c.add_argument("--c", type=float, default=1.0, help="neuron capacitance, F (default 1.0)")
     p.add_argument("--out", "-o", type=Path, default=Path("netlist.cir"), help="output .cir (the .npz goes beside it)")
     p.add_argument("--force", action="store_true", help="write circuits beyond the size limits anyway")
+    p.add_argument("--matrix-solver", choices=["auto", "klu", "sparse"], default="auto",
+                   help="ngspice's linear solver the netlist is for: klu writes .options klu=1 and takes KLU's size "
+                        "limits; auto (default) takes klu when the installed ngspice honours it, else sparse")
     p.set_defaults(func=run)
 
 
@@ -83,8 +87,16 @@ def _network(args) -> Network:
         return Network.load(args.network).to(dtype=torch.float64)
     topo = mlff(args.sizes) if args.topology == "mlff" else small_world(args.sizes, args.p, args.seed)
     # refuse before drawing weights: a too-large net should fail fast
-    check_size(topo, not args.unfolded, args.level, args.clamp > 0, args.force)
+    check_size(topo, not args.unfolded, args.level, args.clamp > 0, args.force, _solver(args))
     return Network.init(topo, seed=args.seed, dtype=torch.float64)
+
+
+def _solver(args) -> str:
+    """The matrix solver the netlist is written for; auto asks the installed ngspice (its own output)."""
+    if args.matrix_solver == "auto":
+        from circuits.ngspice_runner import klu_available
+        args.matrix_solver = "klu" if klu_available() else "sparse"
+    return args.matrix_solver
 
 
 def run(args) -> int:
@@ -114,7 +126,8 @@ def run(args) -> int:
             device = dataclasses.replace(device, w_max=w_max)
             arrays = program_network(net, device, rng=args.seed)
         circuit = build_circuit(net, x, beta=beta, target=target, level=args.level, fold_inputs=not args.unfolded,
-                                g0=args.g0, c=args.c, clamp=args.clamp, device_arrays=arrays, force=args.force)
+                                g0=args.g0, c=args.c, clamp=args.clamp, device_arrays=arrays, force=args.force,
+                                options={**DEFAULT_OPTIONS, **({"klu": 1} if _solver(args) == "klu" else {})})
     except ValueError as e:  # NetlistTooLarge included: its message names the limit
         print(f"eqprop netlist: error: {e}", file=sys.stderr)
         return 2

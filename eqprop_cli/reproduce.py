@@ -16,13 +16,15 @@ EXPERIMENTS = {
     "fig4": "Fig 4: 784-100x5-10 MNIST, error and log-spread vs p (p = 0 and 29 values of logspace(-4, 0, 30))",
     "deep": "DEEP (Farinha et al. 2020) vs asymmetric EqProp on AND/OR/XOR/NOT/identity, pruning, stability "
             "(use --seeds 10; --only tasks and/or methods)",
+    "deep-mismatch": "Hopfield EqProp vs DEEP on XOR with device-to-device mismatch g_dtod 0-0.8, the device model "
+                     "in the loop (use --seeds 10; --only methods eqprop,deep and/or g_dtod values)",
 }
 
 
 def cmd_reproduce(args) -> int:
     if args.name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {args.name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
-    mod = importlib.import_module(f"experiments.{args.name}")
+    mod = importlib.import_module(f"experiments.{args.name.replace('-', '_')}")
     seeds = list(range(args.seed0, args.seed0 + args.seeds))
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")

@@ -24,7 +24,8 @@ from .checks import (
 SPICE_FLAGS = {"method": "method", "level": "level", "device_preset": "device", "device_seed": "device_seed",
                "clamp": "clamp", "t_free": "t_free", "t_nudged": "t_nudged", "on_unsettled": "on_unsettled",
                "update": "update",
-               "workers": "workers", "timeout": "timeout", "force": "force", "clip_weights": "clip_weights"}
+               "workers": "workers", "timeout": "timeout", "force": "force", "clip_weights": "clip_weights",
+               "physical": "physical", "g0": "g0", "c": "c", "measure": "measure", "settle_v": "settle_v"}
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -43,7 +44,18 @@ def add_solver_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--method", choices=["tran+op", "tran", "op"],
                    help="tran+op: transient picks the basin, warm .op polishes (default); tran: transient only; "
                         "op: .op warm-started by .nodeset from the start state (cold without one)")
-    g.add_argument("--level", choices=["ideal", "crossbar"], help="circuit level (default ideal)")
+    g.add_argument("--level", choices=["ideal", "crossbar", "physical"],
+                   help="circuit level (default ideal; physical: docs/physical.md)")
+    g.add_argument("--physical", help="physical level: a preset of non-idealities (spice_models/physical_<name>.toml; "
+                                      "default off = all ideal); its g0 and c apply unless --g0/--c are given")
+    g.add_argument("--physical-set", action="append", type=_setting, metavar="FIELD=VALUE",
+                   help="override a non-ideality, e.g. --physical-set tia_gain=1e4 --physical-set activation=diode "
+                        "(repeatable; fields and units of circuits.physical.PhysicalModel)")
+    g.add_argument("--g0", type=float, help="unit conductance, S (default 1: normalised units)")
+    g.add_argument("--c", type=float, help="neuron node capacitance, F (default 1: normalised units)")
+    g.add_argument("--measure", action="store_true", default=None,
+                   help="record settling time (s) and energy (J) per example and phase from each transient")
+    g.add_argument("--settle-v", type=float, help="settling tolerance of --measure, V (default 1e-3)")
     g.add_argument("--device-preset", help="crossbar device preset (default ideal: continuous, noiseless)")
     g.add_argument("--device-set", action="append", type=_setting, metavar="FIELD=VALUE",
                    help="override a field of the device preset, e.g. --device-set bits=4 --device-set asymmetry=0.4 "
@@ -77,16 +89,33 @@ def _setting(text: str) -> tuple[str, object]:
 
 
 def spice_config(args, toml: dict | None = None):
-    from circuits.devices import load_preset
+    from circuits.devices import load_device
     from circuits.spice_config import SpiceConfig
     flags = {field: getattr(args, dest) for dest, field in SPICE_FLAGS.items() if getattr(args, dest, None) is not None}
     settings = {**(toml or {}), **flags}
     if getattr(args, "device_set", None):
         device = settings.get("device", "ideal")
         if not isinstance(device, str):
-            raise ValueError("--device-set needs a preset name as the device")
-        settings["device"] = load_preset(device, **dict(args.device_set))
+            raise ValueError("--device-set needs a preset name or a device .toml file as the device")
+        settings["device"] = load_device(device, **dict(args.device_set))
+    _physical_settings(args, settings)
     return SpiceConfig(**settings)
+
+
+def _physical_settings(args, settings: dict) -> None:
+    """--physical and --physical-set into settings; a preset's g0/c unless given explicitly."""
+    from circuits.physical import load_physical, preset_units
+    name = settings.get("physical", "off")
+    if isinstance(name, str):
+        for k, v in preset_units(name).items():
+            settings.setdefault(k, v)
+        if name != "off":
+            settings.setdefault("level", "physical")
+    if getattr(args, "physical_set", None):
+        if not isinstance(name, str):
+            raise ValueError("--physical-set needs a preset name as the physical model")
+        settings["physical"] = load_physical(name, **dict(args.physical_set))
+        settings.setdefault("level", "physical")
 
 
 def register(subparsers) -> None:
@@ -97,8 +126,14 @@ def register(subparsers) -> None:
                     "network and phase. Exit code 1 if the worst difference exceeds --tol.")
     n = p.add_argument_group("networks")
     n.add_argument("--network", type=Path, help="a saved network (Network.save) instead of random ones")
-    n.add_argument("--sizes", type=_sizes, nargs="+", default=[(6, 12, 12, 4), (8, 16, 16, 16, 4)],
-                   help="one or more layer-size lists, cycled over the networks (default 6,12,12,4 8,16,16,16,4)")
+    n.add_argument("--sizes", type=_sizes, nargs="+",
+                   help="one or more layer-size lists, cycled over the networks (default 6,12,12,4 8,16,16,16,4; "
+                        "--directed: 2,5,2 4,8,3, the hidden layers summed into one, plus a bias neuron)")
+    n.add_argument("--directed", action="store_true",
+                   help="random directed nets with DEEP's dynamics (complete_directed with a bias neuron; every "
+                        "second one with a random mask of density 0.5; weights N(0, (0.3 * weight-scale)^2)), "
+                        "solved by the DEEP circuit (circuits.deep_spice) against eqprop.deep.DeepSolver run to "
+                        "convergence at step --deep-dt; --network: a saved directed network, the same way")
     n.add_argument("--topology", choices=["mlff", "sw", "both"], default="both",
                    help="layered, small-world or alternating (default both)")
     n.add_argument("--p", type=probability, default=0.2, help="small-world replacement probability (default 0.2)")
@@ -116,6 +151,9 @@ def register(subparsers) -> None:
                    help="on a mismatch, compare again with Euler at this step, closer to the continuous dynamics "
                         "the circuit follows (default 0.05; 0 = off)")
     c.add_argument("--tol", type=positive_float, default=1e-6, help="pass threshold on max |rho diff| (default 1e-6)")
+    c.add_argument("--deep-dt", type=positive_float, default=0.01,
+                   help="--directed: Euler step of the DeepSolver reference (default 0.01; --fine-eps below it is "
+                        "the fallback on a mismatch)")
     add_solver_flags(p)
     p.add_argument("--out", "-o", type=Path, help="write the JSON report here")
     p.add_argument("--json", action="store_true", help="print the whole JSON report instead of a summary")
@@ -135,6 +173,44 @@ def register(subparsers) -> None:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
+    q = subparsers.add_parser(
+        "physical-check", help="physical level: equilibrium error vs the ideal level and the surrogate",
+        description="For each non-ideality of the physical level (one at a time) and growing values, solve random "
+                    "networks' free and nudged equilibria with ngspice and report max |activation error| (V) against "
+                    "the ideal level and the digital surrogate (circuits.physical_surrogate); writes report.json, "
+                    "table.md and errors.png to --out. docs/physical.md.")
+    q.add_argument("--sizes", type=_sizes, nargs="+", default=[(4, 8, 3), (6, 10, 10, 3)],
+                   help="layer sizes, cycled over the networks (default 4,8,3 6,10,10,3)")
+    q.add_argument("--count", type=positive_int, default=2, help="random networks (default 2)")
+    q.add_argument("--examples", type=positive_int, default=2, help="inputs per network (default 2)")
+    q.add_argument("--seed", type=nonneg_int, default=0, help="seed of network k is seed+k (default 0)")
+    q.add_argument("--beta", type=nonzero_float, default=0.5, help="nudge strength (default 0.5)")
+    q.add_argument("--fields", nargs="+", help="sweeps to run (default all: diode_is diode_n tia_gain tia_offset "
+                                                "tia_swing r_wire read_v0 nudge)")
+    q.add_argument("--g0", type=positive_float, default=1e-5, help="unit conductance, S (default 1e-5)")
+    q.add_argument("--c", type=positive_float, default=1e-13, help="node capacitance, F (default 1e-13)")
+    q.add_argument("--clamp", type=nonneg_float, default=0.0, help="stiff behavioural clamp gain (default 0: none)")
+    q.add_argument("--measure", action="store_true", help="also settling time and energy per example")
+    q.add_argument("--out", "-o", type=Path, default=Path("results/physical_check"),
+                   help="output folder (default results/physical_check)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_physical_check)
+
+
+def cmd_physical_check(args) -> int:
+    from experiments.physical_check import physical_check, table, write
+
+    from .checks import results_folder
+    results_folder(args.out)  # checked before any work
+    spice = {"g0": args.g0, "c": args.c, "clamp": args.clamp, "measure": args.measure}
+    report = physical_check(args.sizes, args.count, args.examples, args.seed, args.beta, args.fields, spice=spice,
+                            progress=not args.quiet)
+    report = {"command": " ".join(["eqprop"] + sys.argv[1:]), **report}
+    paths = write(report, args.out)
+    print(table(report))
+    print(f"{report['seconds']} s; " + ", ".join(f"{k}: {v}" for k, v in paths.items()))
+    return 0
+
 
 def cmd_check(args) -> int:
     import torch
@@ -142,21 +218,27 @@ def cmd_check(args) -> int:
     from circuits.spice_solver import SpiceSolver
     from eqprop.network import Network
     from eqprop.run_files import write_json
-    from experiments.spice_check import random_networks, spice_check, summary_lines
+    from experiments.spice_check import random_directed_networks, random_networks, spice_check, summary_lines
 
     cfg = spice_config(args)
     if args.out is not None:
         output_file(args.out)  # checked before any work: a bad --out must not lose the report at the end
     if args.network is not None:
         nets, total = [(0, Network.load(args.network).to(dtype=torch.float64), "saved")], 1
+    elif args.directed:
+        nets, total = random_directed_networks(args.sizes or [(2, 5, 2), (4, 8, 3)], args.count, args.seed,
+                                               0.3 * args.weight_scale), args.count
     else:
-        nets, total = random_networks(args.sizes, args.topology, args.p, args.count, args.seed,
-                                      args.weight_scale), args.count
-    with SpiceSolver(cfg) as solver:
+        nets, total = random_networks(args.sizes or [(6, 12, 12, 4), (8, 16, 16, 16, 4)], args.topology, args.p,
+                                      args.count, args.seed, args.weight_scale), args.count
+    if args.directed:
+        from circuits.deep_spice import DeepSpiceSolver  # SpiceSolver with DEEP's neuron circuit
+    with (DeepSpiceSolver(cfg) if args.directed else SpiceSolver(cfg)) as solver:
         report = spice_check(nets, solver, total=total, examples=args.examples, beta=args.beta, seed=args.seed,
                              euler_eps=args.euler_eps, euler_tol=args.euler_tol,
                              euler_max_steps=args.euler_max_steps, fine_eps=args.fine_eps, tol=args.tol,
-                             progress=not args.quiet)
+                             progress=not args.quiet, reference="deep" if args.directed else "euler",
+                             deep_dt=args.deep_dt)
     report = {"command": " ".join(["eqprop"] + sys.argv[1:]), **report}
     if args.out:
         write_json(args.out, report)

@@ -37,7 +37,9 @@ def register(sub) -> None:
                                    "(gradient nudge) from one seed; the weights compared after every epoch.")
     add_config_flags(p, euler=False)
     add_solver_flags(p)
-    p.add_argument("--euler-eps", type=positive_float, default=0.5)
+    p.add_argument("--euler-eps", type=positive_float, default=0.1,
+                   help="Euler step of the reference (default 0.1: 0.5 can reach another fixed point than the "
+                        "circuit's continuous dynamics; docs/devices.md)")
     p.add_argument("--euler-tol", type=positive_float, default=1e-12, help="Euler phases stop once max |ds| < this")
     p.add_argument("--euler-max-steps", type=positive_int, default=200000)
     p.add_argument("--tol", type=positive_float, default=1e-4, help="exit 1 if epoch 1's max |dW| exceeds this")

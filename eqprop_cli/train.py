@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from eqprop.config import EulerConfig, RunConfig, read_toml
+from eqprop.config import EulerConfig, RunConfig, dataset_defaults, read_toml
 
 from .checks import results_folder
 
@@ -45,7 +45,8 @@ def _seeds(text: str) -> list[int]:
     return vals
 
 
-RUN_FLAGS = ("dataset", "hidden", "topology", "p", "sw_mode", "intralayer", "lr", "beta", "random_beta_sign",
+RUN_FLAGS = ("dataset", "hidden", "topology", "p", "sw_mode", "intralayer", "lr", "schedule", "warmup", "beta",
+             "random_beta_sign",
              "batch_size", "epochs", "seed", "device", "dtype", "train_limit", "test_limit", "out")
 EULER_FLAGS = ("eps", "free_steps", "nudged_steps", "nudge_form", "coupling", "engine")
 
@@ -62,6 +63,9 @@ def add_config_flags(p: argparse.ArgumentParser, euler: bool = True) -> None:
     g.add_argument("--sw-mode", choices=["replace", "add"])
     g.add_argument("--intralayer", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--lr", type=_rates, help="global rate, or one per adjacent block (input side first)")
+    g.add_argument("--schedule", help="the rates' course over the epochs: constant, cosine[:FLOOR] (down to FLOOR x "
+                                      "the rate) or step:EVERY[:GAMMA] (x GAMMA every EVERY epochs); docs/training.md")
+    g.add_argument("--warmup", type=int, help="epochs of linear warm-up to the rate before the schedule")
     g.add_argument("--beta", type=float)
     g.add_argument("--random-beta-sign", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--batch-size", type=int)
@@ -96,7 +100,13 @@ def configs_from_args(args, command: str = "train", run_defaults: dict | None = 
     then flags). A table the command does not use is an unknown key of its --config."""
     tables = {"euler": EulerConfig} if tables is None else dict(tables)
     toml = read_toml(args.config, {"run": RunConfig, **tables}) if args.config is not None else {}
-    run = {**(run_defaults or {}), **toml.get("run", {}), **_from_args(args, RUN_FLAGS)}
+    given = {**toml.get("run", {}), **_from_args(args, RUN_FLAGS)}
+    dataset = given.get("dataset", (run_defaults or {}).get("dataset", RunConfig.dataset))
+    chosen = {k: v for k, v in dataset_defaults(command, dataset).items() if k not in given}
+    if chosen:  # said, so nobody mistakes a tuned default for RunConfig's
+        print(f"{command} defaults for {dataset} (docs/training.md; a flag overrides): "
+              + ", ".join(f"{k}={v}" for k, v in chosen.items()), file=sys.stderr)
+    run = {**(run_defaults or {}), **chosen, **given}
     # flags of the euler table here; other tables' flags are their command's to merge
     settings = {name: {**toml.get(name, {}), **(_from_args(args, EULER_FLAGS) if name == "euler" else {})}
                 for name in tables}

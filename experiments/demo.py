@@ -1,24 +1,32 @@
 """The quick-start job (``make demo``): the three things the toolkit does, on bundled data, in
 about a minute: EqProp with the Euler reference on scikit-learn's digits (a small-world
 net), ngspice's equilibria checked against the Euler reference, and EqProp with ngspice in
-the loop on XOR. Returns a short readable summary."""
+the loop on XOR at `eqprop spice-train --dataset xor`'s defaults (docs/training.md: 100 % on
+5 of 5 seeds). Returns a short readable summary."""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from eqprop.config import EulerConfig, RunConfig
+from eqprop.config import EulerConfig, RunConfig, dataset_defaults
 from eqprop.datasets import load_dataset
 from eqprop.run_files import write_json
 from eqprop.trainer import Trainer
 
-EULER_RUN = RunConfig(dataset="digits", hidden=(32, 32), topology="sw", p=0.1, lr=0.05, batch_size=20, epochs=5,
+# 2 epochs (~13 s CPU each here): room in the minute for the 60 epochs of the ngspice step
+EULER_RUN = RunConfig(dataset="digits", hidden=(32, 32), topology="sw", p=0.1, lr=0.05, batch_size=20, epochs=2,
                       seed=0)
 EULER_SOLVER = EulerConfig(free_steps=100, nudged_steps=12)
-# XOR: the smallest task no linear circuit can do; 4 of 6 seeds reach 100 % within 10 epochs at
-# these settings (Euler sweep in docs/results.md), seed 0 among them. Iris defaults: issue 11.
-SPICE_RUN = RunConfig(dataset="xor", hidden=(4,), topology="mlff", lr=0.2, beta=0.5, random_beta_sign=False,
-                      epochs=10, dtype="float64")
+
+
+SPICE_DATASET = "xor"  # the smallest task no linear circuit can do
+
+
+def spice_run(dataset: str = SPICE_DATASET) -> RunConfig:
+    """The dataset through ngspice exactly as `eqprop spice-train --dataset D` runs it (seed 0)."""
+    from .spice_train import SPICE_TRAIN_DEFAULTS
+    return RunConfig.from_dict({**SPICE_TRAIN_DEFAULTS, **dataset_defaults("spice-train", dataset),
+                                "dataset": dataset})
 
 
 def demo(out: str | Path = "results/demo", progress: bool = True, log=print) -> list[str]:
@@ -51,10 +59,14 @@ def demo(out: str | Path = "results/demo", progress: bool = True, log=print) -> 
     lines.append(f"2. ngspice vs Euler equilibria, 6 nets: worst max |rho_spice - s_euler| "
                  f"{report['worst']['overall']:.1e} ({'passed' if report['passed'] else 'FAILED'}, tol 1e-6)  "
                  f"[{out / 'spice-check.json'}]")
-    run = dataclasses.replace(SPICE_RUN, out=str(out / "spice-xor"))
-    log(f"[demo 3/3] EqProp with ngspice in the loop: XOR 2-4-2, {run.epochs} epochs")
-    sm = spice_train(run, SpiceConfig(), load_dataset(run.dataset), progress=progress)[0]
+    run = dataclasses.replace(spice_run(), out=str(out / f"spice-{SPICE_DATASET}"))
+    data = load_dataset(run.dataset)
+    net = "-".join(map(str, (data.n_in, *run.hidden, data.n_out)))
+    log(f"[demo 3/3] EqProp with ngspice in the loop: {run.dataset} {net} at the spice-train defaults "
+        f"({run.epochs} epochs, lr {run.lr}, {run.schedule})")
+    sm = spice_train(run, SpiceConfig(), data, progress=progress)[0]
     e0, e1 = sm["epochs"][0], sm["epochs"][-1]
-    lines.append(f"3. EqProp with ngspice in the loop, XOR 2-4-2: accuracy {1 - e0['test_error']:.0%} after "
-                 f"epoch 1 -> {1 - e1['test_error']:.0%} after epoch {e1['epoch']}  [{run.out}]")
+    lines.append(f"3. EqProp with ngspice in the loop, {run.dataset} {net}: test accuracy "
+                 f"{1 - e0['test_error']:.0%} after epoch 1 -> {1 - e1['test_error']:.0%} after epoch {e1['epoch']} "
+                 f"(every equilibrium an ngspice solve; {sum(e['seconds'] for e in sm['epochs']):.0f} s)  [{run.out}]")
     return lines

@@ -4,6 +4,9 @@ Random layered / small-world networks (or given ones) are solved in the free and
 nudged phase by a ``SpiceSolver`` and by the Euler reference (gradient nudge, the
 circuit's fixed point, run to convergence); the report holds max |rho(u_spice) - s_euler|
 per network and phase, and the fixed-point residual of the ngspice states.
+``reference="deep"``: random directed networks (``random_directed_networks``) with DEEP's
+dynamics, solved by ``circuits.deep_spice.DeepSpiceSolver`` against ``eqprop.deep.DeepSolver``
+run to convergence (its Euler step ``deep_dt``), the residual that of DEEP's clipped dynamics.
 """
 from __future__ import annotations
 
@@ -18,10 +21,11 @@ from tqdm.auto import tqdm
 from circuits.errors import SimulationError
 from eqprop.config import EulerConfig
 from eqprop.couplings import input_constant
+from eqprop.deep import DeepConfig, DeepSolver, deep_init, deep_residual
 from eqprop.dynamics import fixed_point_residual, rho
 from eqprop.network import Network
 from eqprop.solver import EulerSolver
-from eqprop.topology import mlff, small_world
+from eqprop.topology import Topology, complete_directed, mlff, small_world
 
 
 def random_networks(sizes: list[tuple[int, ...]], topology: str = "both", p: float = 0.2, count: int = 4,
@@ -36,6 +40,23 @@ def random_networks(sizes: list[tuple[int, ...]], topology: str = "both", p: flo
         if weight_scale != 1.0:
             net = Network(topo, net.W * weight_scale, net.b)
         yield k, net, kind
+
+
+def random_directed_networks(sizes: list[tuple[int, ...]], count: int = 10, seed: int = 0, std: float = 0.3,
+                             density: float = 0.5) -> Iterator[tuple[int, Network, str]]:
+    """(index, network, kind): DEEP nets, ``complete_directed(n_in, sum(hidden), n_out, bias=True)`` of
+    sizes[k % len(sizes)] (n_in without the bias neuron); odd k keep each connection with probability
+    ``density`` (a random directed mask, "sparse"), even k all ("complete"). Weights N(0, std^2) per
+    direction (``deep_init``), seed seed + k, float64."""
+    for k in range(count):
+        sz = sizes[k % len(sizes)]
+        topo = complete_directed(sz[0], sum(sz[1:-1]), sz[-1], bias=True)
+        kind = "complete"
+        if k % 2:
+            keep = np.random.default_rng([seed + k, 1]).random(topo.mask.shape) < density
+            topo = Topology(topo.sizes, topo.mask & keep, directed=True, info={**topo.info, "density": density})
+            kind = "sparse"
+        yield k, deep_init(topo, seed=seed + k, std=std, dtype=torch.float64), kind
 
 
 def residual(net: Network, u, beta: float = 0.0, target=None) -> float:
@@ -54,7 +75,7 @@ def _reference(euler: EulerSolver, net, x, target, beta):
 
 
 def check_network(net: Network, solver, x, target, beta: float, euler: EulerSolver,
-                  fine: EulerSolver | None = None, tol: float = 1e-6) -> dict:
+                  fine: EulerSolver | None = None, tol: float = 1e-6, residual_fn=residual) -> dict:
     """Max |rho diff| between ngspice and the converged Euler reference, free and nudged.
 
     The energy is non-convex: Euler at eps 0.5 can step into another basin than the
@@ -70,31 +91,48 @@ def check_network(net: Network, solver, x, target, beta: float, euler: EulerSolv
     nudged = solver.relax(net, x, free, beta=beta, target=target)
     t2 = time.perf_counter()
     diff = lambda u, s: float((rho(u) - s).abs().max())  # noqa: E731  (compare rho(V), not V)
+    states = rho(torch.cat([free, nudged]))[:, net.topology.n_in:]
     row = {"free": diff(free, ref_free), "nudged": diff(nudged, ref_nudged),
-           "residual": max(residual(net, free), residual(net, nudged, beta, target)),
-           "reference": f"euler eps {euler.config.eps}", "euler_converged": conv}
+           "residual": max(residual_fn(net, free), residual_fn(net, nudged, beta, target)),
+           "reference": _ref_name(euler), "euler_converged": conv,
+           # the fraction of states inside (0, 1): saturated ones agree trivially once in the same basin
+           "interior": float(((states > 1e-9) & (states < 1 - 1e-9)).double().mean())}
     if fine is not None and max(row["free"], row["nudged"]) > tol:
         f_free, f_nudged, f_conv = _reference(fine, net, x, target, beta)
         d = {"free": diff(free, f_free), "nudged": diff(nudged, f_nudged)}
-        row[f"eps{euler.config.eps}"] = {"free": row["free"], "nudged": row["nudged"]}
+        key = f"dt{euler.config.dt}" if isinstance(euler, DeepSolver) else f"eps{euler.config.eps}"
+        row[key] = {"free": row["free"], "nudged": row["nudged"]}
         if max(d.values()) < max(row["free"], row["nudged"]):
-            row.update(d, reference=f"euler eps {fine.config.eps}", coarse_euler_elsewhere=True,
+            row.update(d, reference=_ref_name(fine), coarse_euler_elsewhere=True,
                        euler_converged=f_conv)
     row.update(euler_seconds=round(t1 - t0 + time.perf_counter() - t2, 4), spice_seconds=round(t2 - t1, 4))
+    if getattr(getattr(solver, "config", None), "measure", False):  # settling time (s), energy (J) per example
+        row["physical"] = {k: v[0] for k, v in solver.report().items() if k.startswith(("settle_s", "energy_j",
+                                                                                           "power_w"))}
     return row
 
 
 def spice_check(networks: Iterable[tuple[int, Network, str]], solver, total: int | None = None, examples: int = 2,
                 beta: float = 0.5, seed: int = 0, euler_eps: float = 0.5, euler_tol: float = 1e-12,
                 euler_max_steps: int = 500_000, fine_eps: float = 0.05, tol: float = 1e-6,
-                progress: bool = True) -> dict:
+                progress: bool = True, reference: str = "euler", deep_dt: float = 0.01) -> dict:
     """Check every network; the report (JSON-able) with per-network rows, the worst differences
-    and ``passed`` (every network solved, worst difference and residual <= tol)."""
-    euler = EulerSolver(EulerConfig(eps=euler_eps, free_steps=euler_max_steps, nudged_steps=euler_max_steps,
-                                    nudge_form="gradient", tol=euler_tol))
-    fine = None if not fine_eps else EulerSolver(EulerConfig(
-        eps=fine_eps, free_steps=20 * euler_max_steps, nudged_steps=20 * euler_max_steps, nudge_form="gradient",
-        tol=euler_tol))
+    and ``passed`` (every network solved, worst difference and residual <= tol). reference
+    "deep": DEEP's dynamics (DeepSolver at step deep_dt, then fine_eps on a mismatch)."""
+    if reference not in ("euler", "deep"):
+        raise ValueError(f"reference must be 'euler' or 'deep', got {reference!r}")
+    if reference == "deep":
+        make = lambda dt, steps: DeepSolver(DeepConfig(dt=dt, free_steps=steps, nudged_steps=steps,  # noqa: E731
+                                                       init="zero", tol=euler_tol))
+        euler = make(deep_dt, euler_max_steps)
+        fine = None if not fine_eps or fine_eps >= deep_dt else make(fine_eps, 20 * euler_max_steps)
+    else:
+        euler = EulerSolver(EulerConfig(eps=euler_eps, free_steps=euler_max_steps, nudged_steps=euler_max_steps,
+                                        nudge_form="gradient", tol=euler_tol))
+        fine = None if not fine_eps else EulerSolver(EulerConfig(
+            eps=fine_eps, free_steps=20 * euler_max_steps, nudged_steps=20 * euler_max_steps, nudge_form="gradient",
+            tol=euler_tol))
+    residual_fn = deep_residual if reference == "deep" else residual
     rows, t_start = [], time.perf_counter()
     bar = tqdm(networks, total=total, desc="spice-check", unit="net", disable=not progress)
     for k, net, kind in bar:
@@ -105,7 +143,9 @@ def spice_check(networks: Iterable[tuple[int, Network, str]], solver, total: int
         row = {"index": k, "sizes": list(topo.sizes), "topology": kind, "seed": seed + k,
                "actual_p": topo.info.get("actual_p", 0.0), "connections": topo.n_connections}
         try:
-            row.update(check_network(net, solver, x, target, beta, euler, fine, tol))
+            if reference == "deep" and topo.info.get("bias_input") is not None:
+                x[:, topo.info["bias_input"]] = 1.0  # the bias neuron is clamped to 1
+            row.update(check_network(net, solver, x, target, beta, euler, fine, tol, residual_fn))
         except SimulationError as e:
             row.update({"error": str(e).splitlines()[0], "command": e.command,
                         "log_tail": (e.log or "").splitlines()[-20:], "free": None, "nudged": None})
@@ -120,7 +160,7 @@ def spice_check(networks: Iterable[tuple[int, Network, str]], solver, total: int
     passed = bool(ok) and len(ok) == len(rows) and overall <= tol and all(r["residual"] <= tol for r in ok)
     return {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
                        f"python {platform.python_version()}",
-            "solver": solver.describe(), "beta": beta, "tol": tol, "networks": rows,
+            "solver": solver.describe(), "reference": reference, "beta": beta, "tol": tol, "networks": rows,
             "worst": {**worst, "overall": overall, "network": worst_net,
                       "residual": max((r["residual"] for r in ok), default=None)},
             "other_fixed_point_at_euler_eps": [r["index"] for r in ok if r.get("coarse_euler_elsewhere")],
@@ -135,6 +175,13 @@ def summary_lines(report: dict) -> list[str]:
     lines = [f"{n} network(s), {len(report['failed'])} failed; worst max |rho_spice - s_euler|: "
              f"free {_fmt(w['free'])}, nudged {_fmt(w['nudged'])}; worst fixed-point residual {_fmt(w['residual'])}"]
     for r in report["networks"]:
+        if r.get("physical"):  # --measure: per example, mean over the network's examples
+            p = r["physical"]
+            lines.append(f"network {r['index']} ({'-'.join(map(str, r['sizes']))}): settling time free "
+                         f"{_fmt(p.get('settle_s_free'))} s, nudged {_fmt(p.get('settle_s_nudged'))} s; energy "
+                         f"to equilibrium free {_fmt(p.get('energy_j_free'))} J, nudged "
+                         f"{_fmt(p.get('energy_j_nudged'))} J; "
+                         f"static power {_fmt(p.get('power_w_free'))} W")
         if r.get("error"):  # a network ngspice could not solve: say why, not only that it failed
             lines.append(f"network {r['index']} ({'-'.join(map(str, r['sizes']))} {r['topology']}): {r['error']}")
     if report["other_fixed_point_at_euler_eps"]:
@@ -142,6 +189,12 @@ def summary_lines(report: dict) -> list[str]:
                      f"{report['other_fixed_point_at_euler_eps']}")
     lines.append(f"{'PASSED' if report['passed'] else 'FAILED'} (tol {report['tol']:g}) in {report['seconds']} s")
     return lines
+
+
+def _ref_name(solver) -> str:
+    if isinstance(solver, DeepSolver):
+        return f"deep dt {solver.config.dt}"
+    return f"euler eps {solver.config.eps}"
 
 
 def _fmt(v) -> str:

@@ -19,12 +19,14 @@ import numpy as np
 from eqprop.dynamics import nudge_current, nudge_force, nudge_gain
 from eqprop.network import Network
 
-from . import blocks_crossbar, blocks_ideal
+from . import blocks_crossbar, blocks_deep, blocks_ideal, blocks_physical
 from . import netlist_format as nf
 from .blocks_ideal import Element, fmt
 from .netlist_format import FORMAT_VERSION
 
-LEVELS = {"ideal": blocks_ideal, "crossbar": blocks_crossbar}
+LEVELS = {"ideal": blocks_ideal, "crossbar": blocks_crossbar, "physical": blocks_physical}
+DEVICE_LEVELS = ("crossbar", "physical")  # levels whose synapses are device pairs (need device_arrays)
+DYNAMICS = ("leaky", "deep")  # the neuron: EqProp's leaky integrator or DEEP's (blocks_deep)
 # Tight enough for rho agreement <= 1e-6 V in normalised units (g0 = 1 S, c = 1 F);
 # docs/netlist-format.md section 1 says why these units.
 DEFAULT_OPTIONS = {"reltol": 1e-9, "abstol": 1e-15, "vntol": 1e-12}
@@ -33,6 +35,18 @@ DEFAULT_OPTIONS = {"reltol": 1e-9, "abstol": 1e-15, "vntol": 1e-12}
 # 784-500x3-10 unfinished after 25 min); 784-500-10 unfolded (402,010 G) loads in ~2 s.
 MAX_DENSE_WIDTH = 400
 MAX_ELEMENTS = 500_000
+# With KLU (ngspice >= 41 built with it, e.g. Debian's bookworm-backports 46, asked for by
+# ``.options klu=1``) there is little fill-in: 784-500x3-10 (4,531 equations, 1.02 M elements)
+# solves at ~1.8 s CPU and 942 MB per Newton iteration (ngspice-notes.md); nothing larger was measured.
+KLU_MAX_DENSE_WIDTH = 500
+KLU_MAX_ELEMENTS = 1_100_000
+MATRIX_SOLVERS = ("sparse", "klu")
+
+
+def solver_of(options: dict | None) -> str:
+    """The matrix solver a netlist's .options ask ngspice for ("klu" when klu is set and not 0/false)."""
+    v = next((v for k, v in (options or {}).items() if k.lower() == "klu"), None)
+    return "klu" if v not in (None, 0, False, "0", "false", "False") else "sparse"
 
 
 class NetlistTooLarge(ValueError):
@@ -53,11 +67,16 @@ class SizeEstimate:
 
 
 def estimate_size(network: Network, fold_inputs: bool = True, level: str = "ideal",
-                  clamp: bool = False) -> SizeEstimate:
+                  clamp: bool = False, solver: str = "sparse") -> SizeEstimate:
     """Count elements and find the widest dense coupling, without building anything.
 
     ``network`` may be a Network or just its Topology (sizes and mask are all it needs).
+    solver: the matrix solver ngspice will use ("sparse" or "klu"): the limits differ.
     """
+    if solver not in MATRIX_SOLVERS:
+        raise ValueError(f"solver must be one of {MATRIX_SOLVERS}, got {solver!r}")
+    max_width, max_elements = ((KLU_MAX_DENSE_WIDTH, KLU_MAX_ELEMENTS) if solver == "klu"
+                               else (MAX_DENSE_WIDTH, MAX_ELEMENTS))
     blocks = _level(level)
     topo = getattr(network, "topology", network)
     n_in, sizes = topo.n_in, topo.sizes
@@ -77,26 +96,34 @@ def estimate_size(network: Network, fold_inputs: bool = True, level: str = "idea
         if w > width:
             width, pair = w, (blk.src, blk.dst)
     problems = []
-    if width > MAX_DENSE_WIDTH:
+    if width > max_width and solver == "klu":
+        problems.append(
+            f"layers {pair[0]} and {pair[1]} ({sizes[pair[0]]} and {sizes[pair[1]]} neurons) are coupled; with "
+            f"KLU the widest measured was 500 (784-500x3-10: ~1.8 s CPU and 942 MB per Newton iteration): limit "
+            f"KLU_MAX_DENSE_WIDTH={max_width} neurons per coupled pair of non-input layers")
+    elif width > max_width:
         problems.append(
             f"layers {pair[0]} and {pair[1]} ({sizes[pair[0]]} and {sizes[pair[1]]} neurons) are coupled; "
-            f"Debian's ngspice (Sparse 1.3, no KLU) fills such dense blocks in and one factorisation grows "
+            f"ngspice's Sparse 1.3 solver fills such dense blocks in and one factorisation grows "
             f"~h^3.3 (h=300: 0.47 s; 784-500x3-10 did not finish in 25 min): limit MAX_DENSE_WIDTH="
-            f"{MAX_DENSE_WIDTH} neurons per coupled pair of non-input layers")
-    if total > MAX_ELEMENTS:
-        problems.append(f"{total} elements exceed MAX_ELEMENTS={MAX_ELEMENTS} "
-                        f"(784-500-10 unfolded, 402,010 G elements, already needs ~2 s and 519 MB to load)")
+            f"{max_width} neurons per coupled pair of non-input layers (an ngspice built with KLU, e.g. 46 from "
+            f"Debian's bookworm-backports, allows {KLU_MAX_DENSE_WIDTH})")
+    if total > max_elements:
+        problems.append(f"{total} elements exceed {'KLU_' if solver == 'klu' else ''}MAX_ELEMENTS={max_elements} "
+                        + ("(1.02 M measured with KLU: 49 MB of netlist, 10-15 s to parse)" if solver == "klu" else
+                           "(784-500-10 unfolded, 402,010 G elements, already needs ~2 s and 519 MB to load with "
+                           "Sparse)"))
     return SizeEstimate(total, syn, width, pair, tuple(problems))
 
 
 def check_size(network: Network, fold_inputs: bool = True, level: str = "ideal", clamp: bool = False,
-               force: bool = False) -> SizeEstimate:
+               force: bool = False, solver: str = "sparse") -> SizeEstimate:
     """``estimate_size`` that raises ``NetlistTooLarge`` past the limits unless ``force``."""
-    est = estimate_size(network, fold_inputs, level, clamp)
+    est = estimate_size(network, fold_inputs, level, clamp, solver)
     if not est.ok and not force:
         sizes = "-".join(map(str, getattr(network, "topology", network).sizes))
         raise NetlistTooLarge(f"netlist for {sizes} ({'folded' if fold_inputs else 'unfolded'} inputs, "
-                              f"{level}) refused: " + "; ".join(est.problems)
+                              f"{level}, {solver}) refused: " + "; ".join(est.problems)
                               + ". Pass force=True (CLI: --force) to write it anyway.")
     return est
 
@@ -276,7 +303,8 @@ def _device_arrays(device_arrays, network: Network):
 def build_circuit(network: Network, x=None, *, beta: float = 0.0, target=None, level: str = "ideal",
                   fold_inputs: bool = True, g0: float = 1.0, c: float = 1.0, clamp: float = 0.0,
                   state0=None, use: str | None = "nodeset", device_arrays=None,
-                  options: dict | None = DEFAULT_OPTIONS, force: bool = False) -> Circuit:
+                  options: dict | None = DEFAULT_OPTIONS, force: bool = False, dynamics: str = "leaky",
+                  physical: dict | None = None) -> Circuit:
     """The circuit of ``network`` for one example ``x`` (n_in,) (None: all inputs 0).
 
     beta, target (n_out,): output nudge (beta = 0: the free phase, nudge elements at 0).
@@ -284,9 +312,19 @@ def build_circuit(network: Network, x=None, *, beta: float = 0.0, target=None, l
     written as ``.nodeset`` (use="nodeset") or ``.ic`` (use="ic") lines. device_arrays:
     (Gp, Gm, g_unit) for level="crossbar" (N x N conductances in S, G per direction
     src -> dst). options: the ``.options`` line (None: none). Raises ``NetlistTooLarge``
-    past the size limits unless ``force``.
+    past the size limits unless ``force``. dynamics: "leaky" (EqProp's neuron) or "deep"
+    (DEEP's: no leak, the self term g0 sum_k W_jk of ``blocks_deep``; needs clamp > 0).
+    physical: level="physical" only, its non-idealities as a plain dict
+    (``circuits.physical.PhysicalModel.to_netlist()``; None: all off).
     """
     blocks = _level(level)
+    if physical is not None and level != "physical":
+        raise ValueError(f"physical non-idealities need level='physical', got level={level!r}")
+    if hasattr(blocks, "bind"):  # a level whose templates take parameters (blocks_physical)
+        blocks = blocks.bind(physical, network.topology, fold_inputs)
+    if dynamics not in DYNAMICS:
+        raise ValueError(f"dynamics must be one of {DYNAMICS}, got {dynamics!r}")
+    deep = dynamics == "deep"
     topo = network.topology
     n, n_in, n_out = topo.n, topo.n_in, topo.n_out
     g0, c, clamp, beta = (_finite(v, k) for v, k in ((g0, "g0"), (c, "c"), (clamp, "clamp"), (beta, "beta")))
@@ -303,8 +341,8 @@ def build_circuit(network: Network, x=None, *, beta: float = 0.0, target=None, l
         raise ValueError(f"use must be 'nodeset', 'ic' or None, got {use!r}")
     W = network.W.detach().cpu().double().numpy()
     b = network.b.detach().cpu().double().numpy()
-    arrays = _device_arrays(device_arrays, network) if level == "crossbar" else None
-    check_size(network, fold_inputs, level, clamp > 0, force)
+    arrays = _device_arrays(device_arrays, network) if level in DEVICE_LEVELS else None
+    check_size(network, fold_inputs, level, clamp > 0, force, solver_of(options))
 
     mask = topo.mask
     rx = np.clip(xv, 0.0, 1.0)
@@ -316,13 +354,17 @@ def build_circuit(network: Network, x=None, *, beta: float = 0.0, target=None, l
     first_src = n_in if fold_inputs else 0
     outputs = set(range(n - n_out, n))
     gain, nudge_cur = nudge_gain(beta, g0), nudge_current(beta, y_d, g0)
+    out_sum = blocks_deep.outgoing_sums(W_eff) if deep else None
 
     els: list[Element] = []
     if not fold_inputs:
         els.extend(blocks.input_source(k, float(rx[k])) for k in range(n_in))
     pairs: list[tuple[int, list[int]]] = []
     for i in range(n_in, n):
-        els.extend(blocks.neuron(i, g0, c, float(b[i]) * g0, clamp))
+        if deep:
+            els.extend(blocks_deep.neuron(i, g0, c, float(b[i]) * g0, clamp, g0 * float(out_sum[i])))
+        else:
+            els.extend(blocks.neuron(i, g0, c, float(b[i]) * g0, clamp))
         if i in fold_cur:
             els.append(blocks.folded_input(i, fold_cur[i]))
         srcs = (np.nonzero(mask[first_src:, i])[0] + first_src).tolist()
@@ -333,7 +375,10 @@ def build_circuit(network: Network, x=None, *, beta: float = 0.0, target=None, l
 
     state_lines = []
     if s0 is not None and use is not None:
-        u0 = s0 if use == "ic" else _leaky_state(s0, rx, W_eff, b, n_in, outputs, beta, y_d, clamp)
+        if deep:
+            u0 = blocks_deep.nodeset_state(s0, rx, n_in)
+        else:
+            u0 = s0 if use == "ic" else _leaky_state(s0, rx, W_eff, b, n_in, outputs, beta, y_d, clamp)
         for i in range(n_in, n):
             state_lines.append(f".{use} v({nf.u_node(i)})={fmt(u0[i])}")
             if use == "nodeset":  # rho nodes too: Newton then starts at the fixed point
@@ -343,6 +388,8 @@ def build_circuit(network: Network, x=None, *, beta: float = 0.0, target=None, l
                                        "folded" if fold_inputs else "unfolded", int(topo.directed),
                                        fmt(g0), fmt(c), fmt(clamp)), strict=True))
     header.update(blocks.synapse_header(arrays))
+    if deep:
+        header["dynamics"] = blocks_deep.DYNAMICS
     return Circuit(header, els, None if options is None else dict(options), state_lines, tuple(topo.sizes),
                    level, fold_inputs, g0, list(range(n_in, n)), fold_neurons.tolist(), fold_w, pairs)
 

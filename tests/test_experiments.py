@@ -152,3 +152,43 @@ def test_reproduce_mode_default_follows_device_and_size():
     assert choose_mode(ns(device="cuda"), big)[0] is True
     assert choose_mode(ns(batched=True), big) == (True, "--batched")
     assert choose_mode(ns(sequential=True), small) == (False, "--sequential")
+
+
+def test_defaults_sweep_trains_candidates_over_seeds_and_merges_its_table(tmp_path):
+    import json
+
+    from experiments import defaults_sweep as ds
+    rows = ds.sweep("train", "xor", seeds=(0, 1), out=tmp_path, only=["h4-e10-fixed-sign"], progress=False,
+                    log=lambda s: None)
+    (r,) = rows
+    runs = [json.loads((tmp_path / "train" / "xor" / "h4-e10-fixed-sign" / f"s{s}" / "metrics.json").read_text())
+            for s in (0, 1)]
+    acc = [1 - m["epochs"][-1]["test_error"] for m in runs]
+    assert r["seeds"] == [0, 1] and r["accuracy"] == acc and r["worst"] == min(acc) and r["epochs"] == 10
+    assert runs[1]["config"]["random_beta_sign"] is False and runs[1]["config"]["seed"] == 1
+    ds.write_table(rows, "train", "xor", tmp_path)
+    ds.write_table([{**r, "candidate": "other"}], "train", "xor", tmp_path)  # a second invocation adds its row
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert [t["candidate"] for t in table] == ["h4-e10-fixed-sign", "other"]
+    assert f"| {r['mean']:.1%} | {r['worst']:.1%} |" in (tmp_path / "table.md").read_text()
+    (again,) = ds.sweep("train", "xor", seeds=(0, 1), out=tmp_path, only=["h4-e10-fixed-sign"], progress=False,
+                        log=lambda s: None)  # finished: resumed from the group's checkpoint, nothing retrained
+    assert {**again, "seconds": 0} == {**r, "seconds": 0}
+    with pytest.raises(ValueError, match="no candidate"):
+        ds.sweep("train", "xor", only=["nosuch"])
+
+
+def test_demo_trains_at_the_spice_train_defaults():
+    """The demo's ngspice step is what `eqprop spice-train --dataset D` runs with no other flag."""
+    import argparse
+
+    from circuits.spice_config import SpiceConfig
+    from eqprop_cli.spice import register
+    from eqprop_cli.train import configs_from_args
+    from experiments.demo import SPICE_DATASET, spice_run
+    from experiments.spice_train import SPICE_TRAIN_DEFAULTS
+    p = argparse.ArgumentParser()
+    register(p.add_subparsers())
+    args = p.parse_args(["spice-train", "--dataset", SPICE_DATASET])
+    (cli,), _, _ = configs_from_args(args, "spice-train", SPICE_TRAIN_DEFAULTS, {"spice": SpiceConfig})
+    assert spice_run() == dataclasses.replace(cli, out=spice_run().out)

@@ -186,7 +186,8 @@ def test_cli_writes_and_refuses(tmp_path, capsys):
     z = np.load(tmp_path / "n.npz")
     assert z["W"].shape == (9, 9) and list(z["u_nodes"])[3] == "u3" and list(z["r_nodes"])[0] == "r0"
     assert out.read_text().startswith("* eqprop-spice format=1 sizes=3,4,2 level=crossbar inputs=unfolded")
-    args = parser.parse_args(["netlist", "--sizes", "784,500,500,500,10", "-o", str(tmp_path / "big.cir")])
+    args = parser.parse_args(["netlist", "--sizes", "784,500,500,500,10", "--matrix-solver", "sparse",
+                              "-o", str(tmp_path / "big.cir")])
     assert args.func(args) == 2
     assert "MAX_DENSE_WIDTH=400" in capsys.readouterr().err and not (tmp_path / "big.cir").exists()
 

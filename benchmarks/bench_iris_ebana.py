@@ -1,0 +1,194 @@
+"""Iris with ngspice in the loop, side by side with EBANA's figures and our previous default.
+
+    .venv/bin/python benchmarks/bench_iris_ebana.py                  # ~5-10 min on one busy core
+    .venv/bin/python benchmarks/bench_iris_ebana.py --epochs 20 --seeds 0 1 2
+
+The task of EBANA's iris example (mawatfa/ebana examples/simple/iris/iris.py: 4 features,
+3 classes, one hidden layer of 10, outputs folded): here the layered Hopfield net
+4-10-3 with inputs folded into bias currents, trained by the one Trainer with SpiceSolver
+(every equilibrium an ngspice solve; one worker process). Throughput is per core: CPU
+seconds of this process plus its ngspice worker (``NgspiceSession.cpu_seconds``; the
+previous code, which has no such counter, is read from /proc/<pid>/stat of its worker)
+over the examples of the training batches (free + nudged phase + update) and of the
+evaluations (one free phase each), measured by wrapping ``Trainer.train_batch`` and
+``Trainer.evaluate``.
+
+Rows, all in this run:
+* ``previous default``: the code of git revision --baseline-rev (before issue 11; extracted
+  with `git archive` into a temporary folder, run in a child process), SpiceConfig
+  defaults, --baseline-epochs epochs; throughput only.
+* ``new, defaults``: this tree, SpiceConfig defaults (whole equilibria per worker round
+  trip, matrix solver "auto"), --baseline-epochs epochs; throughput only.
+* ``new, tuned``: this tree with --tstep (transient print step in tau; ngspice's maximum
+  step is min(tstep, t_free/50)), the full run of --epochs per seed: throughput and test
+  accuracy (best and last epoch) on the dataset's held-out split.
+EBANA's figures (measured on this project's machines, one core, ngspice-notes.md): 21-27
+training and 35-41 evaluation examples/s. Not a test: prints a table, writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EBANA_TRAIN = (21.0, 27.0)  # examples/s, one core (ngspice-notes.md)
+EBANA_EVAL = (35.0, 41.0)
+BASELINE_REV = "4be75e9"  # the last revision before issue 11's ngspice work
+
+
+def worker_cpu(solver) -> float:
+    """CPU seconds of the solver's ngspice workers: the session's counter, else /proc/<pid>/stat."""
+    total = 0.0
+    for slots in solver._slots.values():
+        for sl in slots:
+            ses = sl.session
+            if hasattr(ses, "cpu_seconds"):
+                total += ses.cpu_seconds
+            elif ses.pid is not None:
+                fields = Path(f"/proc/{ses.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def measure(run: dict) -> dict:
+    """Train one configuration; CPU per training and evaluation example (main + worker)."""
+    import torch
+    torch.set_num_threads(1)  # one core: torch's intra-op threads only spin against the worker on small nets
+    from circuits.spice_config import SpiceConfig
+    from circuits.spice_solver import SpiceSolver
+    from eqprop.config import RunConfig
+    from eqprop.datasets import load_dataset
+    from eqprop.trainer import Trainer
+
+    fields = RunConfig.__dataclass_fields__
+    cfg = RunConfig(**{k: v for k, v in run["run"].items() if k in fields})
+    data = load_dataset(cfg.dataset)
+    spice = SpiceConfig(**run["spice"])
+    acc = {"train_cpu": 0.0, "eval_cpu": 0.0, "train_n": 0, "eval_n": 0}
+    with SpiceSolver(spice) as solver:
+        tr = Trainer(cfg, data, solver=solver)
+
+        def cpu():
+            return time.process_time() + worker_cpu(solver)
+
+        def timed(fn, key, n):
+            def wrapped(*a):
+                c0 = cpu()
+                out = fn(*a)
+                acc[key + "_cpu"] += cpu() - c0
+                acc[key + "_n"] += n(*a)
+                return out
+            return wrapped
+
+        tr.train_batch = timed(tr.train_batch, "train", lambda k: int(tr.idx.shape[-1] if tr.common_len[k] is None
+                                                                       else tr.common_len[k]))
+        tr.evaluate = timed(tr.evaluate, "eval", lambda: len(data.x_test))
+        t0 = time.perf_counter()
+        metrics = tr.run(progress=False)[0]
+        wall = time.perf_counter() - t0
+        stats = dict(solver.last_stats)
+    errors = [e["test_error"] for e in metrics["epochs"]]
+    return {**acc, "wall_s": wall, "train_ex_s": acc["train_n"] / acc["train_cpu"],
+            "eval_ex_s": acc["eval_n"] / acc["eval_cpu"], "test_acc_last": 1 - errors[-1],
+            "test_acc_best": 1 - min(errors), "epochs": len(errors), "n_test": len(data.x_test),
+            "n_train": len(data.x_train), "matrix_solver": stats.get("matrix_solver")}
+
+
+def baseline(rev: str, run: dict) -> dict:
+    """``measure`` on the code of git revision rev, in a child process (its own imports)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=tree, check=True)
+        out = subprocess.run([sys.executable, __file__, "--child", json.dumps(run), "--root", tmp],
+                             check=True, capture_output=True, text=True, cwd=tmp)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def iris_defaults() -> dict:
+    """spice-train's per-dataset iris defaults (eqprop.config.dataset_defaults) where this tree has them."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from eqprop.config import dataset_defaults
+    except ImportError:
+        return {}
+    return dataset_defaults("spice-train", "iris")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    d = iris_defaults()
+    ap.add_argument("--hidden", type=int, default=10, help="hidden neurons (default 10: EBANA's iris net)")
+    ap.add_argument("--epochs", type=int, default=d.get("epochs", 20))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--lr", type=float, default=d.get("lr", 0.2))
+    ap.add_argument("--beta", type=float, default=d.get("beta", 0.5))
+    ap.add_argument("--batch-size", type=int, default=d.get("batch_size", 5))
+    ap.add_argument("--schedule", default=d.get("schedule", "cosine"),
+                    help="learning-rate schedule where RunConfig has one")
+    ap.add_argument("--tstep", type=float, default=10.0, help="'new, tuned': transient print step (tau)")
+    ap.add_argument("--baseline-rev", default=BASELINE_REV)
+    ap.add_argument("--baseline-epochs", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=Path("results/bench_iris_ebana.json"))
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--root", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:  # a measurement on another tree (the baseline revision)
+        sys.path.insert(0, args.root)
+        print(json.dumps(measure(json.loads(args.child))))
+        return
+    sys.path.insert(0, str(ROOT))
+    from circuits.ngspice_runner import ngspice_info
+    info = ngspice_info()
+    run = {"dataset": "iris", "hidden": [args.hidden], "lr": args.lr, "beta": args.beta,
+           "batch_size": args.batch_size, "dtype": "float64", "schedule": args.schedule, "random_beta_sign": False}
+    short = {**run, "epochs": args.baseline_epochs}
+    rows = []
+    res = baseline(args.baseline_rev, {"run": {**short, "out": tempfile.mkdtemp(prefix="bench_iris_old_")},
+                                       "spice": {}})
+    rows.append((f"previous default (rev {args.baseline_rev})", res))
+    res = measure({"run": {**short, "out": tempfile.mkdtemp(prefix="bench_iris_new_")}, "spice": {}})
+    rows.append(("new, defaults", res))
+    tuned = []
+    for seed in args.seeds:
+        res = measure({"run": {**run, "epochs": args.epochs, "seed": seed,
+                               "out": tempfile.mkdtemp(prefix=f"bench_iris_s{seed}_")},
+                       "spice": {"tstep": args.tstep}})
+        tuned.append(res)
+        rows.append((f"new, tstep {args.tstep:g}, seed {seed}", res))
+    old = rows[0][1]
+    klu = "yes" if info["klu"] else "no"
+    print(f"ngspice-{info['version']} (KLU {klu}), {platform.node()}; iris 4-{args.hidden}-3, "
+          f"batch {args.batch_size}, lr {args.lr:g}, beta {args.beta:g}, schedule {args.schedule}; "
+          f"examples/s per core (CPU incl. the ngspice worker)")
+    print(f"{'run':<34} {'train ex/s':>10} {'x EBANA':>9} {'x prev':>7} {'eval ex/s':>10} {'x EBANA':>9} "
+          f"{'x prev':>7} {'test acc last/best':>19}")
+    for name, r in rows:
+        tx = f"{r['train_ex_s'] / EBANA_TRAIN[1]:.1f}-{r['train_ex_s'] / EBANA_TRAIN[0]:.1f}"
+        ex = f"{r['eval_ex_s'] / EBANA_EVAL[1]:.1f}-{r['eval_ex_s'] / EBANA_EVAL[0]:.1f}"
+        accs = f"{r['test_acc_last']:.3f}/{r['test_acc_best']:.3f} ({r['epochs']} ep)"
+        print(f"{name:<34} {r['train_ex_s']:>10.1f} {tx:>9} {r['train_ex_s'] / old['train_ex_s']:>6.1f}x "
+              f"{r['eval_ex_s']:>10.1f} {ex:>9} {r['eval_ex_s'] / old['eval_ex_s']:>6.1f}x {accs:>19}")
+    print(f"EBANA (ngspice-notes.md): training {EBANA_TRAIN[0]:g}-{EBANA_TRAIN[1]:g} ex/s, evaluation "
+          f"{EBANA_EVAL[0]:g}-{EBANA_EVAL[1]:g} ex/s, one core")
+    if tuned:
+        med = statistics.median(r["train_ex_s"] for r in tuned)
+        mean = statistics.mean(r["test_acc_last"] for r in tuned)
+        worst = min(r["test_acc_last"] for r in tuned)
+        print(f"tuned over {len(tuned)} seed(s): train ex/s median {med:.1f}, test accuracy last epoch mean "
+              f"{mean:.3f} worst {worst:.3f} (of {tuned[0]['n_test']} held-out examples)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"ngspice": info, "args": {k: v for k, v in vars(args).items() if k != "out"},
+                                    "rows": [{"run": n, **r} for n, r in rows]}, indent=1, default=str))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

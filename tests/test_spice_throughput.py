@@ -1,0 +1,126 @@
+"""Issue 11: whole equilibria per worker round trip, and KLU/Sparse detected and chosen at run time.
+
+The batched path (circuits/spice_batching.py: a worker's share of a batch in one request)
+must give exactly the equilibria of the per-example path it replaces; the matrix solver is
+read from ngspice's own output and recorded; the size guard follows the solver.
+"""
+import numpy as np
+import pytest
+import torch
+
+from circuits.errors import NgspiceUnavailable, SimulationError
+from circuits.ngspice_protocol import solver_used
+from circuits.ngspice_runner import klu_available, library_available, ngspice_info
+from circuits.spice_solver import SpiceSolver
+from eqprop.network import Network
+from eqprop.topology import mlff
+from netlist_gen import NetlistTooLarge, build_circuit, check_size
+from netlist_gen.generator import estimate_size, solver_of
+
+pytestmark = [pytest.mark.ngspice,
+              pytest.mark.skipif(not library_available(), reason="libngspice not found (make install)")]
+
+
+def net_and_data(sizes=(4, 6, 3), batch=3, seed=0):
+    net = Network.init(mlff(sizes), seed=seed, dtype=torch.float64)
+    rng = np.random.default_rng(seed)
+    x = torch.tensor(rng.random((batch, sizes[0])))
+    y = torch.eye(sizes[-1], dtype=torch.float64)[torch.arange(batch) % sizes[-1]]
+    return net, x, y
+
+
+def calls(solver) -> int:
+    return sum(sl.session.calls for slots in solver._slots.values() for sl in slots)
+
+
+@pytest.mark.parametrize("method", ["tran+op", "tran", "op"])
+def test_batched_equals_per_example_in_one_round_trip(method):
+    net, x, y = net_and_data()
+    out = {}
+    for batched in (True, False):
+        with SpiceSolver(method=method, matrix_solver="sparse") as s:
+            if not batched:
+                s._batched = lambda: False  # the per-example path (what measure and subclasses use)
+            s.relax(net, x[:1])  # start and load
+            c0 = calls(s)
+            free = s.relax(net, x, None if method != "op" else torch.zeros(3, 13, dtype=torch.float64))
+            n_free = calls(s) - c0
+            nudged = s.relax(net, x, free, 0.5, y)
+            out[batched] = (free, nudged, n_free, calls(s) - c0 - n_free)
+            assert s.last_stats["examples"] == 3
+    (fb, nb, cf, cn), (fp, np_, cfp, cnp) = out[True], out[False]
+    assert torch.equal(fb, fp) and torch.equal(nb, np_)  # bit for bit: the same commands in the same order
+    assert (cf, cn) == (1, 1)  # one round trip for the worker's whole share of the batch
+    assert cfp >= 3 and cnp >= 3
+
+
+def test_worker_cpu_is_counted_and_recycling_keeps_the_equilibria():
+    net, x, _ = net_and_data(batch=3)
+    with SpiceSolver(matrix_solver="sparse") as plain:
+        ref = plain.relax(net, x)
+        assert plain._slots[0][0].session.cpu_seconds > 0
+    with SpiceSolver(matrix_solver="sparse", recycle_after=2) as s:
+        first = s.relax(net, x)  # 3 solves: the next relax starts a fresh worker
+        pid = s._slots[0][0].session.pid
+        second = s.relax(net, x)
+        assert s.last_stats["recycled"] == 1 and s._slots[0][0].session.pid != pid
+    assert torch.equal(first, ref) and torch.equal(second, ref)
+
+
+def test_failure_in_a_batch_names_the_example_and_phase():
+    net, x, _ = net_and_data(sizes=(4, 20, 20, 3))
+    with SpiceSolver(t_free=1.0, max_extend=0, matrix_solver="sparse") as s:
+        with pytest.raises(SimulationError, match=r"example 0, free phase \(tran\+op\): the transient had not settled"):
+            s.relax(net, x)
+
+
+def test_solver_detected_from_ngspice_output():
+    info = ngspice_info()
+    assert set(info) >= {"version", "klu", "klu_build", "solver_reported", "library"}
+    assert info["klu"] == klu_available() and (not info["klu"] or info["klu_build"])
+    assert solver_used("x\nUsing KLU as Direct Linear Solver\n") == "klu"
+    assert solver_used("Using SPARSE 1.3 as Direct Linear Solver") == "sparse"
+    assert solver_used("ngspice-39 says nothing") is None
+
+
+def test_klu_and_sparse_give_the_same_equilibria_and_the_choice_is_recorded():
+    net, x, y = net_and_data(sizes=(6, 12, 12, 3), batch=2)
+    with SpiceSolver(matrix_solver="sparse") as s:
+        ref = s.relax(net, x)
+        assert s.last_stats["matrix_solver"] == ["sparse"] and "klu" not in s._slots[0][0].session.netlist
+    with SpiceSolver() as auto:  # "auto": measured where KLU is there, else Sparse
+        u = auto.relax(net, x)
+        rep = auto.report()
+        assert rep["matrix_solver"] == auto.last_stats["matrix_solver"]
+        assert "matrix_solver_cpu_s" not in rep  # timings stay out of the per-epoch metrics
+        if klu_available():
+            assert set(auto.last_stats["matrix_solver_cpu_s"][0]) == {"klu", "sparse"}
+        else:
+            assert rep["matrix_solver"] == ["sparse"]
+    assert float((u - ref).abs().max()) < 1e-10
+    if not klu_available():
+        with pytest.raises(NgspiceUnavailable, match="does not use KLU"):
+            SpiceSolver(matrix_solver="klu").relax(net, x)
+        return
+    with SpiceSolver(matrix_solver="klu") as k:
+        uk = k.relax(net, x)
+        assert k.last_stats["matrix_solver"] == ["klu"] and "klu=1" in k._slots[0][0].session.netlist
+        assert "Using KLU" in k._slots[0][0].session.command("op")
+    assert float((uk - ref).abs().max()) < 1e-10
+
+
+def test_size_guard_follows_the_matrix_solver():
+    big = mlff((784, 500, 500, 500, 10))
+    with pytest.raises(NetlistTooLarge, match="MAX_DENSE_WIDTH=400"):
+        check_size(big)
+    assert estimate_size(big, solver="klu").ok
+    assert not estimate_size(mlff((784, 600, 600, 10)), solver="klu").ok
+    assert solver_of({"klu": 1}) == "klu" and solver_of({"KLU": "0"}) == "sparse" and solver_of(None) == "sparse"
+    with pytest.raises(ValueError, match="solver must be one of"):
+        estimate_size(big, solver="umfpack")
+    net = Network.init(mlff((3, 4, 2)), seed=0, dtype=torch.float64)
+    assert ".options" in build_circuit(net, options={"reltol": 1e-9, "klu": 1}).to_spice()
+    with pytest.raises(ValueError, match="matrix_solver"):
+        SpiceSolver(matrix_solver="umfpack")
+    with pytest.raises(ValueError, match="not by a klu/sparse option"):
+        SpiceSolver(options={"klu": 1})

@@ -1,0 +1,83 @@
+"""Sweeps through an Executor: each point's result written once, re-runs skip finished points, a
+killed point resumes to the same numbers, and local processes and a real Dask cluster (LocalCluster
+on loopback) give bit-identical results."""
+import dataclasses
+import json
+
+import pytest
+
+from circuits.devices import load_preset
+from experiments.sweep import make_executor, run_sweep
+from experiments.variability import Point, finished_result, point_folder, run_point
+
+
+def points(seeds=(0,), bits=(3, None), epochs=2):
+    dev = dataclasses.asdict(load_preset("ideal"))
+    return [Point(dataset="iris", hidden=(3, 3), scheme="sw", device=dev, overrides={"bits": b}, seeds=seeds,
+                  epochs=epochs, free_steps=20, nudged_steps=4, train_limit=10, test_limit=5) for b in bits]
+
+
+def numbers(result: dict) -> str:
+    """A result without its timing (CPU seconds differ run to run; everything else must not), as
+    JSON text: NaN (e.g. the spread of one seed's infinite log-spread) then equals NaN."""
+    return json.dumps({k: v for k, v in result.items() if k != "cpu_seconds_this_call"}, sort_keys=True)
+
+
+def test_a_sweep_writes_each_point_once_and_a_rerun_skips_it(tmp_path, capsys):
+    pts = points()
+    first = run_sweep(pts, run_point, tmp_path, None, is_done=finished_result, progress=False)
+    files = [point_folder(p, tmp_path) / "result.json" for p in pts]
+    stamps = [f.stat().st_mtime_ns for f in files]
+    assert [r["name"] for r in first] == [p.name for p in pts]
+    assert first[0]["test_error"] == json.loads(files[0].read_text())["test_error"]
+
+    def must_not_run(point, out):
+        raise AssertionError(f"{point.name} is finished and must not run again")
+
+    again = run_sweep(pts, must_not_run, tmp_path, None, is_done=finished_result)
+    assert "2 already done, 0 to run" in capsys.readouterr().out
+    assert [f.stat().st_mtime_ns for f in files] == stamps and list(map(numbers, again)) == list(map(numbers, first))
+
+
+def test_a_killed_point_resumes_from_its_checkpoint_to_the_same_numbers(tmp_path):
+    p = points(seeds=(0, 1), bits=(4,))[0]  # two trials: each resumes its own device instance
+    whole = run_point(p, tmp_path / "whole")
+    assert run_point(p, tmp_path / "cut", until_epoch=1) is None  # stopped (as if killed) after epoch 1
+    assert not (point_folder(p, tmp_path / "cut") / "result.json").exists()
+    assert numbers(run_point(p, tmp_path / "cut")) == numbers(whole)
+
+
+def test_a_folder_holding_another_point_is_refused(tmp_path):
+    p = points(bits=(4,), epochs=1)[0]
+    run_point(p, tmp_path)
+    other = dataclasses.replace(p, lr=0.02)
+    assert other.name == p.name
+    with pytest.raises(ValueError, match="holds another point .*lr"):
+        run_point(other, tmp_path)
+
+
+def test_local_processes_and_a_dask_cluster_give_identical_numbers(tmp_path):
+    distributed = pytest.importorskip("distributed", reason="Dask is the optional extra [cluster]")
+    pts = points(epochs=1)
+    with make_executor(workers=1) as ex:
+        local = run_sweep(pts, run_point, tmp_path / "local", ex, is_done=finished_result, progress=False)
+    # a real scheduler and worker talking TCP on loopback (in this process: no second torch import)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        with make_executor(scheduler=cluster.scheduler_address) as ex:
+            dask = run_sweep(pts, run_point, tmp_path / "dask", ex, is_done=finished_result, progress=False)
+    assert [numbers(r) for r in dask] == [numbers(r) for r in local]
+    assert 0 <= local[0]["test_error"] <= 1
+    assert local[0]["seeds"][0]["mean_rms"] != local[1]["seeds"][0]["mean_rms"]  # two points, two results
+    assert (tmp_path / "dask" / pts[0].name / "s0" / "metrics.json").exists()  # the worker wrote the point's folder
+
+
+def test_executor_choices_fail_clearly():
+    with pytest.raises(ValueError, match="--workers must be an integer >= 0"):
+        with make_executor(workers=-1):
+            pass
+    with make_executor(workers=0) as ex:
+        assert ex is None  # run_sweep then runs the points in this process
+    with pytest.raises(ValueError, match="--scheduler must be a Dask scheduler address"):
+        with make_executor(scheduler=" "):
+            pass
