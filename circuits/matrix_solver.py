@@ -49,12 +49,11 @@ def choose_matrix_solver(solver, slot, network, t: int, prog) -> str:
         return _record(solver, t, "sparse", None, None)
     if cfg.matrix_solver == "klu":
         return _record(solver, t, "klu", None, None)
-    topo = network.topology
-    key = (topo.mask.shape, hash(topo.mask.tobytes()))
+    key = topology_key(network.topology)
     known = getattr(solver, "_matrix_choice", {}).get(t)
     if known is not None and known["key"] == key:
         return known["solver"]
-    if not estimate_size(topo, cfg.fold_inputs, cfg.level, cfg.clamp > 0, "sparse").ok:
+    if not estimate_size(network.topology, cfg.fold_inputs, cfg.level, cfg.clamp > 0, "sparse").ok:
         return _record(solver, t, "klu", None, key)
     short = dataclasses.replace(cfg, t_free=min(cfg.t_free, MEASURE_TAU), on_unsettled="warn", max_extend=0)
     times = {}
@@ -71,6 +70,27 @@ def choose_matrix_solver(solver, slot, network, t: int, prog) -> str:
     slot.circuit = None
     choice = "klu" if times["klu"] * KLU_MARGIN < times["sparse"] else "sparse"
     return _record(solver, t, choice, times, key)
+
+
+def topology_key(topo) -> tuple:
+    """What a measured choice holds for: the circuit's connectivity (hash: within one process)."""
+    return (topo.mask.shape, hash(topo.mask.tobytes()))
+
+
+def saved_choices(solver) -> dict[int, str]:
+    """Per trial the solver in use, for a checkpoint: a resumed run must not measure again (a
+    different choice would move the equilibria in their last bits and break bit-identical resume)."""
+    return {t: c["solver"] for t, c in getattr(solver, "_matrix_choice", {}).items()}
+
+
+def restore_choices(solver, saved: dict, network) -> None:
+    """The choices of a checkpoint for the trials of ``network`` (what saved_choices gave)."""
+    for t, name in saved.items():
+        if name not in ("klu", "sparse"):
+            raise ValueError(f"checkpoint: matrix solver of trial {t} is {name!r}, expected 'klu' or 'sparse'")
+        if name == "klu" and solver.config.matrix_solver == "sparse":
+            continue  # the user asked for Sparse on resume: that wins (a setting, not a measurement)
+        _record(solver, int(t), name, None, topology_key(network.topologies[int(t)]))
 
 
 def _record(solver, t, name, times, key) -> str:

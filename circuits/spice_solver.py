@@ -35,7 +35,7 @@ from netlist_gen import build_circuit, cap_ic_key, folded_input_currents
 
 from .devices import DeviceArray, instance_seed, symmetrise, weight_asymmetry
 from .errors import SimulationError
-from .matrix_solver import choose_matrix_solver, matrix_solver_report
+from .matrix_solver import choose_matrix_solver, matrix_solver_report, restore_choices, saved_choices
 from .ngspice_runner import NgspiceSession
 from .spice_batching import SETTLE_WINDOW, example_spec, example_values
 from .spice_config import TRAN_OPTIONS, SpiceConfig
@@ -144,10 +144,12 @@ class SpiceSolver:
         return self._arrays[t].realised_weights()
 
     def state_dict(self) -> dict:
-        return {"arrays": {t: a.state_dict() for t, a in self._arrays.items()}}
+        return {"arrays": {t: a.state_dict() for t, a in self._arrays.items()},
+                "matrix_solver": saved_choices(self)}
 
     def load_state_dict(self, state: dict, network: Network) -> None:
         stack = network.as_stack()
+        restore_choices(self, state.get("matrix_solver", {}), network)
         for t, d in state.get("arrays", {}).items():
             self._program(t, stack.trial(t))  # creates the instance (its d2d draw) ...
             self._arrays[t].load_state_dict(d)  # ... then its saved conductances and stream

@@ -124,3 +124,19 @@ def test_size_guard_follows_the_matrix_solver():
         SpiceSolver(matrix_solver="umfpack")
     with pytest.raises(ValueError, match="not by a klu/sparse option"):
         SpiceSolver(options={"klu": 1})
+
+
+@pytest.mark.skipif(not klu_available(), reason="this ngspice has no KLU: the choice is always Sparse")
+def test_a_resumed_solver_keeps_the_checkpointed_matrix_solver():
+    """'auto' measures once per circuit; a resume must not measure again (another choice would move
+    the equilibria in their last bits). 20-50-50-10 measures as KLU (2x, docs/results.md), so a
+    restored 'sparse' that took effect shows that the checkpoint, not a new measurement, decided."""
+    net, x, _ = net_and_data((20, 50, 50, 10), batch=1)
+    with SpiceSolver(matrix_solver="auto", method="op") as s:
+        s.load_state_dict({"matrix_solver": {0: "sparse"}}, net)
+        s.relax(net, x)
+        assert s.report()["matrix_solver"] == ["sparse"]
+        assert s.state_dict()["matrix_solver"] == {0: "sparse"}
+    with SpiceSolver(matrix_solver="auto", method="op") as s:
+        with pytest.raises(ValueError, match="matrix solver of trial 0 is 'umfpack'"):
+            s.load_state_dict({"matrix_solver": {0: "umfpack"}}, net)
