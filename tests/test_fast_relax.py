@@ -73,7 +73,10 @@ def test_faithful_mode_matches_euler_solver(kind, coupling, form):
 def test_float64_agrees_to_rounding_and_u0_is_used():
     net = make_net("sw", dtype=torch.float64)
     x, yd = batch(net)
-    s0 = torch.rand(x.shape[0], net.topology.n, dtype=torch.float64) * 1.4 - 0.2  # clamped like the reference
+    # a seeded start: with the global stream it depended on the tests run before, and some starts
+    # relax to within 1e-4 of the run from zero in 40 steps (then the last check cannot tell)
+    g = torch.Generator().manual_seed(0)
+    s0 = torch.rand(x.shape[0], net.topology.n, dtype=torch.float64, generator=g) * 1.4 - 0.2  # clamped like the ref
     kw = dict(free_steps=40, nudged_steps=5, nudge_form="gradient")
     a = ref_solver(**kw).relax(net, x, s0)
     b = fast_solver(**kw).relax(net, x, s0)
