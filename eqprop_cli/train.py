@@ -103,6 +103,10 @@ def configs_from_args(args, command: str = "train", run_defaults: dict | None = 
     given = {**toml.get("run", {}), **_from_args(args, RUN_FLAGS)}
     dataset = given.get("dataset", (run_defaults or {}).get("dataset", RunConfig.dataset))
     chosen = {k: v for k, v in dataset_defaults(command, dataset).items() if k not in given}
+    epochs = given.get("epochs")
+    if chosen.get("warmup") and isinstance(epochs, int) and not isinstance(epochs, bool) and epochs <= chosen["warmup"]:
+        # the tuned warm-up belongs to the tuned run length; a shorter run the user asked for goes without
+        chosen["warmup"] = 0
     if chosen:  # said, so nobody mistakes a tuned default for RunConfig's
         print(f"{command} defaults for {dataset} (docs/training.md; a flag overrides): "
               + ", ".join(f"{k}={v}" for k, v in chosen.items()), file=sys.stderr)
