@@ -110,13 +110,8 @@ class DeepSpiceSolver(SpiceSolver):
         samples = np.stack([np.interp(grid, time_s, v) for v in volts], axis=1)
         slot.__dict__.setdefault("traj", {})[b] = np.clip(samples, 0.0, 1.0)  # slots are made lazily: no field
 
-    def take_trajectory(self) -> torch.Tensor:
-        """The last nudged phase's s(0..S), (S + 1, T, B, N) (or (S + 1, B, N)), handed over once."""
-        if self.trajectory is None:
-            raise RuntimeError("no nudged trajectory: DEEP's rule needs a nudged relaxation of this solver first "
-                               "(each trajectory is used by one update)")
-        traj, self.trajectory = self.trajectory, None
-        return traj
+    # the last nudged phase's s(0..S), sampled on the record grid, handed over once (as DeepSolver's)
+    take_trajectory = DeepSolver.take_trajectory
 
     # -- updates: the self terms follow their rows --------------------------------------------
     def _push(self, slot, network, t, changed: np.ndarray, b_changed: np.ndarray) -> None:

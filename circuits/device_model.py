@@ -223,16 +223,20 @@ def device_from_dict(data: dict, where: str, **overrides) -> DeviceModel:
         raise ValueError(f"{where}: {e}") from None
 
 
+def _read_toml(path: Path, where: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{where}: not valid TOML ({e})") from None
+
+
 def load_device_file(path: str | Path, **overrides) -> DeviceModel:
     """The device of a TOML file (a preset's format); its stem is the default name."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"device file {path}: no such file")
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"device file {path}: not valid TOML ({e})") from None
+    data = _read_toml(path, f"device file {path}")
     data.setdefault("name", path.stem)
     return device_from_dict(data, f"device file {path}", **overrides)
 
@@ -245,10 +249,6 @@ def load_preset(name: str, **overrides) -> DeviceModel:
     path = PRESET_DIR / f"{name}.toml"
     if not path.is_file() or name.startswith(NOT_DEVICE_PREFIXES):
         raise ValueError(f"no device preset {name!r}; available: {', '.join(list_presets())}")
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"device preset {path}: not valid TOML ({e})") from None
+    data = _read_toml(path, f"device preset {path}")
     data.setdefault("name", name)
     return device_from_dict(data, f"preset {name} ({path})", **overrides)

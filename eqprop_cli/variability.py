@@ -69,23 +69,14 @@ def base_device(preset: str | None, device_toml: str | None, table: dict) -> dic
     """The base device's fields: a preset, a device TOML file, or the sweep file's [device] table."""
     import circuits.devices as dv
 
-    fields = {f.name for f in dataclasses.fields(dv.DeviceModel)}
     if device_toml:
         p = Path(device_toml)
         if not p.is_file():
             raise FileNotFoundError(f"--device-toml: no such file: {p}")
         try:
-            data = tomllib.loads(p.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"--device-toml {p}: not valid TOML ({e})") from None
-        unknown = sorted(set(data) - fields)
-        if unknown:
-            raise ValueError(f"--device-toml {p}: unknown device fields {unknown}; known: {sorted(fields)}")
-        data.setdefault("name", p.stem)
-        try:
-            return dataclasses.asdict(dv.DeviceModel(**data))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"--device-toml {p}: {e}") from None
+            return dataclasses.asdict(dv.load_device_file(p))
+        except ValueError as e:  # the message names the file and the field
+            raise ValueError(f"--device-toml: {e}") from None
     table = dict(table)
     name = preset or table.pop("preset", None) or "ideal"
     return dataclasses.asdict(dv.load_preset(name, **table))
