@@ -21,6 +21,7 @@ from .schedules import parse_schedule
 TOPOLOGIES = ("mlff", "sw")
 ENGINES = ("auto", "reference", "fast")
 COUPLINGS = ("auto", "dense", "blocks")
+FREE_METHODS = ("fixed", "per-example", "hybrid")  # how the free phase ends (EulerConfig.free_method)
 NUDGE_FORMS = ("sequential", "gradient")
 # what trials of one lockstep Trainer must share (the rest, e.g. seed, topology, p, lr, beta, may differ)
 LOCKSTEP_FIELDS = ("dataset", "epochs", "hidden", "batch_size", "device", "dtype", "train_limit", "test_limit")
@@ -30,6 +31,7 @@ MAX_BETA = 1e3
 # RunConfig fields added after runs were first recorded, written to config.json only when not at
 # their default: a folder recorded before they existed compares equal to the run it holds
 LATER_FIELDS = {"schedule": "constant", "warmup": 0}
+EULER_LATER_FIELDS = {"free_method": "fixed", "prefix_steps": 50, "omega": 1.5, "max_sweeps": 1000}
 
 # Per-dataset defaults of the training commands: the RunConfig keys `eqprop train --dataset D` and
 # `eqprop spice-train --dataset D` use where neither a flag nor the --config file sets them (a flag
@@ -195,6 +197,18 @@ class EulerConfig:
     < tol, checked every check_every steps (never the default: the paper uses fixed step
     counts). coupling: how W rho(s) is computed (eqprop.couplings). engine: the reference
     EulerSolver, the fast engine, or auto (fast on CUDA, reference on CPU).
+
+    free_method, how the free phase ends (docs/free-phase.md; the nudged
+    phase always runs its nudged_steps, and tol then applies to it only with "fixed"):
+    * "fixed": free_steps Euler steps (the reference; the reproductions), or with tol the
+      whole batch of a trial stops once every example's max |ds| < tol;
+    * "per-example": each example stops at the first check where its own max |ds| < tol,
+      exactly as it would relaxing alone; finished examples cost nothing further;
+    * "hybrid": prefix_steps Euler steps, then layer-wise projected sweeps
+      s_l <- clip(s_l + w (h_l - s_l)), w = 1 (Gauss-Seidel) until a sweep moves the example
+      < 1e-3, then w = omega (SOR), until a sweep moves it < tol (at most max_sweeps): the
+      fixed point a long Euler run reaches, in fewer operations.
+    The last two need tol and the fast engine (engine auto picks it for them).
     """
 
     eps: float = 0.5
@@ -205,12 +219,16 @@ class EulerConfig:
     check_every: int = 10
     coupling: str = "auto"
     engine: str = "auto"
+    free_method: str = "fixed"
+    prefix_steps: int = 50
+    omega: float = 1.5
+    max_sweeps: int = 1000
 
     def __post_init__(self):
         o = "euler config"
         if not 0 < _finite(o, "eps", self.eps) <= 1:
             raise ValueError(f"{o}: eps must lie in (0, 1], got {self.eps}")
-        for k in ("free_steps", "nudged_steps", "check_every"):
+        for k in ("free_steps", "nudged_steps", "check_every", "prefix_steps", "max_sweeps"):
             _check_type(o, k, getattr(self, k), (int,), "an integer")
         if self.free_steps < 0 or self.nudged_steps < 0:
             raise ValueError(f"{o}: step counts must be >= 0, got {self.free_steps}, {self.nudged_steps}")
@@ -224,9 +242,28 @@ class EulerConfig:
             raise ValueError(f"{o}: coupling must be one of {COUPLINGS}, got {self.coupling!r}")
         if self.engine not in ENGINES:
             raise ValueError(f"{o}: engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.free_method not in FREE_METHODS:
+            raise ValueError(f"{o}: free_method must be one of {FREE_METHODS}, got {self.free_method!r}")
+        if self.prefix_steps < 0 or self.max_sweeps < 1:
+            raise ValueError(f"{o}: prefix_steps must be >= 0 and max_sweeps >= 1, got {self.prefix_steps}, "
+                             f"{self.max_sweeps}")
+        # SOR on a box-constrained fixed point converges for 0 < omega < 2 (and diverges from 2 on)
+        if not 0 < _finite(o, "omega", self.omega) < 2:
+            raise ValueError(f"{o}: omega must lie in (0, 2), got {self.omega}")
+        if self.free_method != "fixed":
+            if self.tol is None:
+                raise ValueError(f"{o}: free_method {self.free_method!r} stops each example at a tolerance: set "
+                                 f"tol (e.g. 1e-6)")
+            if self.engine == "reference":
+                raise ValueError(f"{o}: free_method {self.free_method!r} runs on the fast engine (engine 'fast' or "
+                                 f"'auto'), not the reference")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        for k, default in EULER_LATER_FIELDS.items():  # runs recorded before these existed still compare equal
+            if d[k] == default:
+                del d[k]
+        return d
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "EulerConfig":

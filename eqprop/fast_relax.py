@@ -30,6 +30,7 @@ import torch
 from .config import EulerConfig
 from .couplings import coupling_mode, free_layer_pairs, free_offsets
 from .dynamics import clip_, nudge_
+from .free_phase import FreePhaseLog, LayerDrive, hybrid_sor, per_example
 from .learning import apply_update as exact_update
 from .network import Network
 from .solver import EulerSolver, check_relax
@@ -74,25 +75,33 @@ class _Kernel:
         self.graphs: dict = {}
 
     # -- the computation ------------------------------------------------------
+    def input_drive(self) -> torch.Tensor:
+        """b + rho(x) W[in, free] per trial: the clamped inputs' constant drive, (T, B, Nf)."""
+        n_in, W = self.n_in, self.W
+        return torch.baddbmm(self.b[:, n_in:].unsqueeze(1), self.x.clamp(0, 1).expand(W.shape[0], -1, -1),
+                             W[:, :n_in, n_in:])
+
     def prologue(self):
-        n_in, eps, W = self.n_in, self.eps, self.W
-        const = torch.baddbmm(self.b[:, n_in:].unsqueeze(1), self.x.clamp(0, 1).expand(W.shape[0], -1, -1),
-                              W[:, :n_in, n_in:])
-        torch.mul(const, eps, out=self.c)
+        eps, W = self.eps, self.W
+        torch.mul(self.input_drive(), eps, out=self.c)
         if self.Wp is not None:
-            torch.mul(W[:, n_in:, n_in:], eps, out=self.Wp)
+            torch.mul(W[:, self.n_in:, self.n_in:], eps, out=self.Wp)
             self.Wp.diagonal(dim1=1, dim2=2).add_(1.0 - eps)
 
-    def _step(self, s, nxt):
+    def free_step(self, s, c, nxt):
+        """nxt = c + s Wp, the free step before the clip, for any rows s (T, A, Nf) with their c."""
         # the drive with the leak folded in: c + s Wp = s + eps (W rho(s) + b - s) for s in [0, 1]
         if self.Wp is not None:
-            torch.baddbmm(self.c, s, self.Wp, out=nxt)
+            torch.baddbmm(c, s, self.Wp, out=nxt)
         else:
-            torch.add(self.c, s, alpha=1.0 - self.eps, out=nxt)
+            torch.add(c, s, alpha=1.0 - self.eps, out=nxt)
             W, n = self.W, self.n_in
             for src, dst in self.blocks:  # free-packed slices of two connected layers
                 nxt[..., dst].baddbmm_(s[..., src], W[:, src.start + n:src.stop + n, dst.start + n:dst.stop + n],
                                        alpha=self.eps)
+
+    def _step(self, s, nxt):
+        self.free_step(s, self.c, nxt)
         if self.nudged:
             nudge_(nxt[..., -self.n_out:], s[..., -self.n_out:], self.yd, self.coef, self.form)
         clip_(nxt)
@@ -154,6 +163,7 @@ class FastEulerSolver:
         self.captures = 0  # graphs captured so far (diagnostics)
         self._kernels: collections.OrderedDict = collections.OrderedDict()
         self._modes: dict = {}
+        self._free = FreePhaseLog()
 
     def describe(self) -> dict:
         return {"solver": type(self).__name__, **self.config.to_dict(), "cuda_graph": self.cuda_graph,
@@ -161,6 +171,11 @@ class FastEulerSolver:
 
     def close(self) -> None:
         self._kernels.clear()
+
+    def report(self) -> dict:
+        """Per-example and hybrid free phases: per trial, the steps, sweeps, cap hits and largest residual
+        since the last report (eqprop.free_phase.FreePhaseLog); nothing for the fixed step count."""
+        return self._free.report() if self.config.free_method != "fixed" else {}
 
     def prepare(self, network) -> None:
         pass  # weights act exactly as the network holds them
@@ -181,7 +196,9 @@ class FastEulerSolver:
         if graphed and W.device.type != "cuda":
             raise ValueError("cuda_graph=True needs CUDA tensors")
         # the graph pieces this call replays: (steps, check max |ds| after the last one)
-        if cfg.tol is None:
+        if not nudged and cfg.free_method != "fixed":
+            pieces = []  # eager: examples drop out as they finish
+        elif cfg.tol is None or nudged and cfg.free_method != "fixed":  # other methods: the nudged phase is fixed
             pieces = [(steps, False)] if steps else []
         else:
             pieces = [(cfg.check_every, True)] if steps >= cfg.check_every else []
@@ -205,7 +222,10 @@ class FastEulerSolver:
                 k.coef.copy_(to_device_async((cfg.eps * betas).to(W.dtype), W.device).view(T, 1, 1))
                 k.yd.copy_(target)
             k.call(("prologue",), graphed)
-            free = self._loop(k, steps, graphed, pieces)
+            if nudged or cfg.free_method == "fixed":
+                free = self._loop(k, steps, graphed, pieces)
+            else:
+                free = self._free_phase(k, topo.sizes, topologies)
             out = torch.empty(T, B, topo.n, dtype=W.dtype, device=W.device)
             out[..., :n_in] = x
             out[..., n_in:] = free
@@ -216,10 +236,25 @@ class FastEulerSolver:
         return len(self._kernels)
 
     # -- internals ----------------------------------------------------------------------
+    def _free_phase(self, k: _Kernel, sizes, topologies) -> torch.Tensor:
+        """The free phase by per-example stopping or the hybrid (eager: examples drop out as they finish)."""
+        cfg, T, B = self.config, k.s[0].shape[0], k.s[0].shape[1]
+        drive, c0 = LayerDrive(k, sizes, topologies), k.input_drive()
+        if cfg.free_method == "per-example":
+            s, steps, converged = per_example(k, k.s[0], cfg.free_steps, cfg.tol, cfg.check_every)
+            sweeps = torch.zeros(T, B, dtype=torch.long)
+        else:
+            k.run(cfg.prefix_steps, False)
+            steps = torch.full((T, B), cfg.prefix_steps, dtype=torch.long)
+            s, sweeps, converged = hybrid_sor(drive, k.s[0], c0, cfg.omega, cfg.tol, cfg.max_sweeps, cfg.check_every)
+        self._free.add(steps, sweeps, converged, drive.residual(s, c0).cpu())
+        self._report(steps.amax(1))
+        return s
+
     def _loop(self, k: _Kernel, steps: int, graphed: bool, pieces) -> torch.Tensor:
         T = k.s[0].shape[0]
         tol, every = self.config.tol, self.config.check_every
-        if tol is None:
+        if tol is None or (k.nudged and self.config.free_method != "fixed"):
             for p in pieces:
                 k.call(p, graphed)
             self._report(torch.full((T,), steps, dtype=torch.long))
@@ -278,8 +313,8 @@ def make_euler_solver(config: EulerConfig, device="cpu", check_values: bool = Tr
     fp32 rounding; CUDA graphs on a GPU, where the eager reference is launch-bound).
     engine auto: fast on CUDA, the reference on CPU."""
     engine = config.engine
-    if engine == "auto":
-        engine = "fast" if torch.device(device).type == "cuda" else "reference"
+    if engine == "auto":  # per-example and hybrid free phases exist in the fast engine only
+        engine = "fast" if torch.device(device).type == "cuda" or config.free_method != "fixed" else "reference"
     if engine == "fast":
         return FastEulerSolver(config, check_values=check_values)
     return EulerSolver(config)

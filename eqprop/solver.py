@@ -132,6 +132,9 @@ class EulerSolver:
 
     def __init__(self, config: EulerConfig | None = None):
         self.config = config or EulerConfig()
+        if self.config.free_method != "fixed":
+            raise ValueError(f"EulerSolver runs the fixed-step reference; free_method {self.config.free_method!r} "
+                             f"is the fast engine's (eqprop.fast_relax.make_euler_solver picks it)")
         self.last_steps = 0
         self.last_steps_per_trial: list[int] = []
 

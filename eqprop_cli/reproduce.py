@@ -24,6 +24,13 @@ EXPERIMENTS = {
 def cmd_reproduce(args) -> int:
     if args.name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {args.name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers and args.batched:
+        raise ValueError("--workers runs independent runs side by side; --batched stacks them in one process: "
+                         "choose one")
+    if (args.free_method or "fixed") != "fixed" and args.tol is None:
+        raise ValueError(f"--free-method {args.free_method} needs --tol (e.g. 1e-6)")
     mod = importlib.import_module(f"experiments.{args.name.replace('-', '_')}")
     seeds = list(range(args.seed0, args.seed0 + args.seeds))
     if args.seeds < 1:
@@ -45,15 +52,18 @@ def _reproduce(args, mod, seeds: list[int], out) -> int:
     from experiments.common import compare_table, place, run_all, run_batched
     runs = place(mod.runs(epochs=args.epochs, seeds=seeds, only=args.only), out, args.device,
                  train_limit=args.train_limit, test_limit=args.test_limit)
+    runs = with_free_method(runs, args.free_method, args.tol)
     reduced = [f"{k} {v}" for k, v in (("train_limit", args.train_limit), ("test_limit", args.test_limit)) if v]
     out.mkdir(parents=True, exist_ok=True)
     batched, why = choose_mode(args, runs)
     if not args.quiet:
-        print(f"mode: {'lockstep trials' if batched else 'one run after another'} ({why})", file=sys.stderr)
+        how = f"{args.workers} worker processes" if args.workers else "one run after another"
+        print(f"mode: {'lockstep trials' if batched else how} ({why})", file=sys.stderr)
     if batched:
         summary, results = run_batched(args.name, runs, out, resume=not args.restart, progress=not args.quiet)
     else:
-        summary, results = run_all(args.name, runs, out, resume=not args.restart, progress=not args.quiet)
+        summary, results = run_all(args.name, runs, out, resume=not args.restart, progress=not args.quiet,
+                                   workers=args.workers)
     if hasattr(mod, "plot"):
         for path in mod.plot(summary, results, out):
             print(f"plot: {path}", file=sys.stderr)
@@ -82,12 +92,23 @@ def _reproduce(args, mod, seeds: list[int], out) -> int:
 SMALL_NET_HIDDEN = 256
 
 
+def with_free_method(runs, method: str | None, tol: float | None):
+    """The runs with their free phase ended by ``method`` at ``tol`` (None: as each experiment defines)."""
+    import dataclasses
+    if method is None and tol is None:
+        return runs
+    kw = {"tol": tol} if tol is not None else {}
+    if method is not None:
+        kw["free_method"] = method
+    return [dataclasses.replace(r, euler=dataclasses.replace(r.euler, **kw)) for r in runs]
+
+
 def choose_mode(args, runs) -> tuple[bool, str]:
     """Lockstep trials or one run after another: the flag if given, else by device and size."""
     if args.batched:
         return True, "--batched"
-    if args.sequential:
-        return False, "--sequential"
+    if args.sequential or args.workers:
+        return False, "--sequential" if args.sequential else "--workers"
     cfg = runs[0].run
     if (args.device or cfg.device).startswith("cuda"):
         return True, "default on CUDA"
@@ -119,6 +140,14 @@ def register(sub) -> None:
     p.add_argument("--train-limit", type=int,
                    help="reduced scale: only the first N training examples (reported as such)")
     p.add_argument("--test-limit", type=int, help="reduced scale: only the first N test examples")
+    p.add_argument("--workers", type=int,
+                   help="--sequential runs as N independent single-threaded processes (one per core; each resumes "
+                        "from its own checkpoint). Default: one after another in this process")
+    e = p.add_argument_group("free phase (default: each experiment's fixed step count, the paper's)")
+    e.add_argument("--free-method", choices=["fixed", "per-example", "hybrid"],
+                   help="per-example stopping or the hybrid (Euler prefix + layer-wise Gauss-Seidel/SOR) for every "
+                        "run's free phase; needs --tol (docs/free-phase.md)")
+    e.add_argument("--tol", type=float, help="stop tolerance of --free-method (e.g. 1e-6)")
     p.add_argument("--out", help="default results/NAME")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_reproduce)

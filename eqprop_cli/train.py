@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from eqprop.config import EulerConfig, RunConfig, dataset_defaults, read_toml
+from eqprop.config import FREE_METHODS, EulerConfig, RunConfig, dataset_defaults, read_toml
 
 from .checks import results_folder
 
@@ -48,7 +48,8 @@ def _seeds(text: str) -> list[int]:
 RUN_FLAGS = ("dataset", "hidden", "topology", "p", "sw_mode", "intralayer", "lr", "schedule", "warmup", "beta",
              "random_beta_sign",
              "batch_size", "epochs", "seed", "device", "dtype", "train_limit", "test_limit", "out")
-EULER_FLAGS = ("eps", "free_steps", "nudged_steps", "nudge_form", "coupling", "engine")
+EULER_FLAGS = ("eps", "free_steps", "nudged_steps", "nudge_form", "coupling", "engine", "tol", "free_method",
+               "prefix_steps", "omega", "max_sweeps")
 
 
 def add_config_flags(p: argparse.ArgumentParser, euler: bool = True) -> None:
@@ -86,7 +87,17 @@ def add_config_flags(p: argparse.ArgumentParser, euler: bool = True) -> None:
         e.add_argument("--nudge-form", choices=["sequential", "gradient"])
         e.add_argument("--coupling", choices=["auto", "blocks", "dense"])
         e.add_argument("--engine", choices=["auto", "reference", "fast"],
-                       help="reference EulerSolver or the fast engine (auto: fast on CUDA)")
+                       help="reference EulerSolver or the fast engine (auto: fast on CUDA or for a free method "
+                            "other than fixed)")
+        e.add_argument("--free-method", choices=list(FREE_METHODS),
+                       help="how the free phase ends: fixed step count (default, the reproductions), per-example "
+                            "stop at --tol, or hybrid (--prefix-steps Euler steps, then layer-wise Gauss-Seidel to "
+                            "--tol); docs/free-phase.md")
+        e.add_argument("--tol", type=float, help="stop tolerance on max |ds| (per-example, hybrid; with fixed: the "
+                                                 "whole batch)")
+        e.add_argument("--prefix-steps", type=int, help="hybrid: Euler steps before the sweeps (default 50)")
+        e.add_argument("--omega", type=float, help="hybrid: over-relaxation once in the basin (default 1: none)")
+        e.add_argument("--max-sweeps", type=int, help="hybrid: sweep limit per example (default 1000)")
 
 
 def _from_args(args, names) -> dict:

@@ -28,6 +28,10 @@ class Run:
     run: RunConfig
     euler: EulerConfig
 
+    @property
+    def name(self) -> str:  # how a sweep names it
+        return f"{self.label}/s{self.run.seed}"
+
 
 def place(runs: list[Run], out: Path, device: str | None = None, **run_overrides) -> list[Run]:
     """The runs with their results folders under ``out`` (<label>/s<seed>), the device and any
@@ -51,23 +55,48 @@ def _load_data(runs: list[Run]) -> dict:
 
 
 def run_all(name: str, runs: list[Run], out: Path, resume: bool = True, progress: bool = True,
-            ) -> tuple[dict, dict[str, list[dict]]]:
-    """Train every run one after another (skipping finished ones when resuming); returns
-    (summary by label, every run's metrics by label)."""
+            workers: int | None = None) -> tuple[dict, dict[str, list[dict]]]:
+    """Train every run (skipping finished ones when resuming): one after another in this process, or
+    with ``workers`` >= 1 as independent single-threaded processes, one per core (each run resumes
+    from its own checkpoint after a kill). Returns (summary by label, every run's metrics by label)."""
     runs = place(runs, out)
-    data = _load_data(runs)
+    data = _load_data(runs)  # every dataset and limit checked before any run starts
+    if workers:
+        from .sweep import make_executor, run_sweep
+        with make_executor(workers) as ex:
+            run_sweep(runs, train_one if resume else train_afresh, out, ex,
+                      is_done=(lambda r, _out: {} if finished(r) else None) if resume else None, progress=progress)
+        return _collect(runs, out)
     for i, r in enumerate(runs):
         done = resume and finished(r)
         if progress:
             print(f"[{name} {i + 1}/{len(runs)}] {r.label} seed {r.run.seed}" + (" (done)" if done else ""),
                   flush=True)
         if not done:
-            tr = Trainer(r.run, data[r.run.dataset], euler=r.euler)
-            try:
-                tr.run(resume=resume and tr.checkpoint.exists(), progress=progress)
-            except CheckpointMismatch as e:
-                raise CheckpointMismatch(f"{e}; {RESTART_HINT}") from None
+            _train(r, data[r.run.dataset], resume, progress)
     return _collect(runs, out)
+
+
+def _train(r: Run, dataset, resume: bool, progress: bool) -> None:
+    tr = Trainer(r.run, dataset, euler=r.euler)
+    try:
+        tr.run(resume=resume and tr.checkpoint.exists(), progress=progress)
+    except CheckpointMismatch as e:
+        raise CheckpointMismatch(f"{e}; {RESTART_HINT}") from None
+
+
+def train_one(r: Run, out) -> dict:
+    """A sweep task (a worker process): train one run into its folder, resuming its checkpoint."""
+    from eqprop.datasets import load_dataset
+    _train(r, load_dataset(r.run.dataset), resume=True, progress=False)
+    return {}
+
+
+def train_afresh(r: Run, out) -> dict:
+    """As train_one, ignoring a checkpoint (--restart)."""
+    from eqprop.datasets import load_dataset
+    _train(r, load_dataset(r.run.dataset), resume=False, progress=False)
+    return {}
 
 
 def run_batched(name: str, runs: list[Run], out: Path, resume: bool = True, progress: bool = True,

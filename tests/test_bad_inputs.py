@@ -109,6 +109,12 @@ CLI_CASES = [
      {"c/mnist/manifest.json": "{garbage"}, False),
     # reproduce
     (RP + ["--only", ""], r"--only: empty", None, True),
+    (RP + ["--workers", "0"], r"--workers must be >= 1", None, True),
+    (RP + ["--workers", "2", "--batched"], r"--batched stacks them in one process", None, True),
+    (RP + ["--free-method", "hybrid"], r"--free-method hybrid needs --tol", None, True),
+    (TR + ["--free-method", "per-example"], r"stops each example at a tolerance: set tol", None, True),
+    (TR + ["--free-method", "hybrid", "--tol", "1e-6", "--omega", "2.5"], r"omega must lie in \(0, 2\)", None,
+     True),
     (RP + ["--out", ""], r"--out: empty path", None, True),
     (RP + ["--out", "afile/sub"], r"--out afile/sub: afile is a file, not a folder", None, True),
     (["reproduce", "fig4", "--only", "abc", "--out", "o"], r"fig4: --only must be comma-separated p values", None,

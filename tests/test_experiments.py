@@ -26,6 +26,17 @@ def test_batched_trials_give_the_sequential_results(tmp_path):
     assert (tmp_path / "bat" / "wine-5-sw" / "s1" / "metrics.json").exists()
 
 
+def test_worker_processes_give_the_in_process_results_and_skip_finished_runs(tmp_path, capsys):
+    seq, _ = run_all("t", tiny_runs([0]), tmp_path / "seq", progress=False)
+    par, _ = run_all("t", tiny_runs([0]), tmp_path / "par", progress=True, workers=2)
+    for label in seq:  # float64, one thread each: the same arithmetic in another process
+        assert par[label]["test_error_all"] == seq[label]["test_error_all"]
+        assert par[label]["log_spread_all"] == seq[label]["log_spread_all"]
+    capsys.readouterr()
+    again, _ = run_all("t", tiny_runs([0]), tmp_path / "par", progress=True, workers=2)
+    assert "2 already done, 0 to run" in capsys.readouterr().out and again == par
+
+
 def test_named_experiment_configs():
     assert [r.label for r in fig2.runs()] == ["mlff-global", "mlff-per-layer", "sw"]
     assert fig2.runs()[1].run.lr == (0.128, 0.032, 0.008, 0.002)
@@ -146,12 +157,14 @@ def test_reproduce_mode_default_follows_device_and_size():
 
     from eqprop_cli.reproduce import choose_mode
     small, big = tiny_runs([0]), fig4.runs(epochs=1)
-    ns = lambda **k: argparse.Namespace(**{"batched": False, "sequential": False, "device": None, **k})  # noqa: E731
+    ns = lambda **k: argparse.Namespace(**{"batched": False, "sequential": False, "device": None, "workers": None,  # noqa: E731
+                                           **k})
     assert choose_mode(ns(), small)[0] is True  # 10x5 hidden: stacking pays on CPU
     assert choose_mode(ns(), big)[0] is False  # 784-100x5-10 on CPU: one after another
     assert choose_mode(ns(device="cuda"), big)[0] is True
     assert choose_mode(ns(batched=True), big) == (True, "--batched")
     assert choose_mode(ns(sequential=True), small) == (False, "--sequential")
+    assert choose_mode(ns(workers=2), small) == (False, "--workers")  # worker processes run runs one by one
 
 
 def test_defaults_sweep_trains_candidates_over_seeds_and_merges_its_table(tmp_path):

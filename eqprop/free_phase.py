@@ -1,0 +1,194 @@
+"""The fast engine's free-phase methods beyond the fixed step count (EulerConfig.free_method).
+
+Measured on MNIST nets (issue 15, docs/free-phase.md): the free phase's examples converge at very
+different speeds (median 460-490 Euler steps to |ds| < 1e-6, p90 920-1000, some never), so a
+fixed count or a stop on the worst example of a batch wastes most of the work.
+
+* ``per_example``: the reference Euler steps, each example stopping at the first check where
+  its own max |ds| < tol, exactly as it would relaxing alone; finished examples drop out of
+  the products (the batch is compacted), so they cost nothing further.
+* ``hybrid``: after a prefix of the reference's own Euler steps (which picks the basin the
+  reference would reach), layer-wise projected SOR, s_l <- clip(s_l + omega (h_l - s_l)) layer
+  after layer with the newest activities of the others. Its fixed points are the Euler map's
+  (s = clip(h) either way); it reaches them in tens of sweeps instead of hundreds of steps.
+  SOR alone from the particles lands in another local minimum for 3-26 % of the examples;
+  the prefix is what keeps it faithful.
+
+Both return, per (trial, example), the Euler steps and SOR sweeps used, and the fixed-point
+residual max_i |s_i - clip(h_i)| reached (one extra drive per call).
+"""
+from __future__ import annotations
+
+import torch
+
+from .couplings import free_layer_pairs, free_offsets
+from .dynamics import clip_
+
+OMEGA_FROM = 1e-3  # hybrid_sor over-relaxes an example once a sweep moves it less than this (it is in its basin)
+
+
+class ActiveRows:
+    """The examples still relaxing, per trial: (T, A) batch indices, live first, compacted as they finish.
+
+    Trials finish different examples; a trial with fewer live rows than another is padded
+    with its finished rows (computed again, never read back).
+    """
+
+    def __init__(self, T: int, B: int, device):
+        self.idx = torch.arange(B, device=device).expand(T, B).clone()
+        self.live = torch.ones(T, B, dtype=torch.bool, device=device)
+        self._tt = torch.arange(T, device=device)[:, None]
+
+    @property
+    def A(self) -> int:
+        return self.idx.shape[1]
+
+    def coords(self, rows: torch.Tensor):
+        """(trial, batch row) of the marked active rows (T, A)."""
+        return self._tt.expand_as(self.idx)[rows], self.idx[rows]
+
+    def finish(self, done: torch.Tensor, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        """Mark ``done`` rows finished; drop rows no trial needs; the tensors (T, A, ...) gathered alike."""
+        self.live &= ~done
+        keep = int(self.live.sum(1).max())
+        if keep == self.A:
+            return list(tensors)
+        order = torch.argsort((~self.live).to(torch.int8), dim=1, stable=True)[:, :keep]
+        self.idx, self.live = self.idx.gather(1, order), self.live.gather(1, order)
+        return [t.gather(1, order[..., None].expand(-1, -1, t.shape[-1])) for t in tensors]
+
+
+class LayerDrive:
+    """h_l = b_l + rho(x) W[in, l] + sum_m rho(s_m) W[m, l], one free layer at a time (for SOR and residuals).
+
+    One product per layer against the rows of W that can reach it: the span from its first to
+    its last connected free layer (for a layered net the two neighbours and itself), copied
+    contiguous once per call, so a sweep reads about what an Euler step reads in a few
+    launches (at batch 20 the launches, not the flops, are what a sweep costs).
+    """
+
+    def __init__(self, kernel, sizes, topologies):
+        off, n, W = free_offsets(sizes), kernel.n_in, kernel.W
+        L = len(off) - 1
+        self.layers = [slice(off[i], off[i + 1]) for i in range(L)]
+        src = {l: {l} for l in range(L)}
+        for a, c in free_layer_pairs(topologies):
+            src[c].add(a)
+        self.spans = [slice(off[min(src[l])], off[max(src[l]) + 1]) for l in range(L)]
+        self.W = [W[:, n + r.start:n + r.stop, n + c.start:n + c.stop].contiguous()
+                  for r, c in zip(self.spans, self.layers)]
+
+    def __call__(self, s: torch.Tensor, c0: torch.Tensor, l: int) -> torch.Tensor:
+        return torch.baddbmm(c0[..., self.layers[l]], s[..., self.spans[l]], self.W[l])
+
+    def residual(self, s: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
+        """max_i |s_i - clip(h_i)| per (trial, example): 0 exactly at a fixed point of the clipped dynamics."""
+        r = torch.zeros(s.shape[:-1], dtype=s.dtype, device=s.device)
+        for l, cols in enumerate(self.layers):
+            torch.maximum(r, (s[..., cols] - self(s, c0, l).clamp_(0, 1)).abs().amax(-1), out=r)
+        return r
+
+
+def per_example(kernel, s0: torch.Tensor, steps: int, tol: float, every: int):
+    """Euler steps from s0 (T, B, Nf), each example stopping on its own.
+    Returns (s, steps used (T, B), converged (T, B): stopped by tol rather than by the step count)."""
+    T, B, _ = s0.shape
+    rows = ActiveRows(T, B, s0.device)
+    result, used = s0.clone(), torch.full((T, B), steps, dtype=torch.long)
+    cur, nxt, c, t = s0.clone(), torch.empty_like(s0), kernel.c, 0
+    while t < steps and rows.A:
+        n = min(every, steps - t)
+        for _ in range(n):
+            kernel.free_step(cur, c, nxt)
+            clip_(nxt)
+            cur, nxt = nxt, cur
+        t += n
+        if n < every:
+            break  # the remainder is never checked, as in the reference
+        done = ((cur - nxt).abs().amax(-1) < tol) & rows.live  # nxt: the state one step before
+        if bool(done.any()):
+            tt, bb = rows.coords(done)
+            result[tt, bb], used[tt.cpu(), bb.cpu()] = cur[done], t
+            cur, c = rows.finish(done, cur, c)
+            nxt = torch.empty_like(cur)
+    converged = torch.ones(T, B, dtype=torch.bool)
+    tt, bb = rows.coords(rows.live)
+    result[tt, bb] = cur[rows.live]
+    converged[tt.cpu(), bb.cpu()] = False
+    return result, used, converged
+
+
+def hybrid_sor(drive: LayerDrive, s0: torch.Tensor, c0: torch.Tensor, omega: float, tol: float, max_sweeps: int,
+               every: int = 1):
+    """Layer-wise projected SOR from s0 (T, B, Nf) until a sweep moves an example < tol (checked every
+    ``every`` sweeps). Returns (s, sweeps used (T, B), converged (T, B)).
+
+    Each example sweeps as projected Gauss-Seidel (omega 1: each layer's exact minimiser when it
+    has no intralayer couplings) until a sweep moves it less than OMEGA_FROM, i.e. it is in
+    the basin it will settle in; only then is it over-relaxed with ``omega``. Over-relaxing
+    from the start sends some examples into another local minimum (measured on MNIST nets).
+    """
+    T, B, _ = s0.shape
+    rows = ActiveRows(T, B, s0.device)
+    result, sweeps = s0.clone(), torch.full((T, B), max_sweeps, dtype=torch.long)
+    cur, prev = s0.clone(), torch.empty_like(s0)
+    om = torch.ones(T, B, 1, dtype=s0.dtype, device=s0.device) if omega != 1 else None
+    for k in range(1, max_sweeps + 1):
+        check = k % every == 0 or k == max_sweeps
+        if check:
+            prev.copy_(cur)
+        for l, cols in enumerate(drive.layers):
+            h = drive(cur, c0, l)
+            if om is not None:
+                h = torch.lerp(cur[..., cols], h, om)
+            cur[..., cols] = clip_(h)
+        if not check:
+            continue
+        moved = (cur - prev).abs_().amax(-1)
+        if om is not None:
+            om.masked_fill_((moved < OMEGA_FROM).unsqueeze(-1), omega)
+        done = (moved < tol) & rows.live
+        if bool(done.any()):
+            tt, bb = rows.coords(done)
+            result[tt, bb], sweeps[tt.cpu(), bb.cpu()] = cur[done], k
+            cur, c0, *o = rows.finish(done, cur, c0, *([om] if om is not None else []))
+            om, prev = (o[0] if o else None), torch.empty_like(cur)
+            if not rows.A:
+                break
+    converged = torch.ones(T, B, dtype=torch.bool)
+    if bool(rows.live.any()):
+        tt, bb = rows.coords(rows.live)
+        result[tt, bb] = cur[rows.live]
+        converged[tt.cpu(), bb.cpu()] = False
+    return result, sweeps, converged
+
+
+class FreePhaseLog:
+    """Per-trial totals of the free phases since the last report (one epoch's lines in metrics.json)."""
+
+    def __init__(self):
+        self._t: dict | None = None
+
+    def add(self, steps, sweeps, converged, residual) -> None:
+        """One relaxation's (T, B) steps, sweeps, converged flags and residuals (host tensors)."""
+        new = {"examples": torch.full((steps.shape[0],), steps.shape[1], dtype=torch.long),
+               "steps": steps.sum(1), "sweeps": sweeps.sum(1), "unconverged": (~converged).sum(1)}
+        peaks = {"steps_max": steps.amax(1), "sweeps_max": sweeps.amax(1), "residual_max": residual.double().amax(1)}
+        if self._t is None or len(self._t["examples"]) != steps.shape[0]:
+            self._t = {**new, **peaks}
+            return
+        for k, v in new.items():
+            self._t[k] += v
+        for k, v in peaks.items():
+            self._t[k] = torch.maximum(self._t[k], v)
+
+    def report(self) -> dict:
+        """Per trial: mean and max Euler steps and SOR sweeps per example, examples that hit the step or sweep
+        cap, and the largest fixed-point residual reached; then cleared."""
+        t, self._t = self._t, None
+        if t is None:
+            return {}
+        n = t["examples"].double()
+        return {"free_steps_mean": (t["steps"] / n).tolist(), "free_steps_max": t["steps_max"].tolist(),
+                "free_sweeps_mean": (t["sweeps"] / n).tolist(), "free_sweeps_max": t["sweeps_max"].tolist(),
+                "free_unconverged": t["unconverged"].tolist(), "free_residual_max": t["residual_max"].tolist()}

@@ -1,0 +1,137 @@
+"""The fast engine's free-phase methods (EulerConfig.free_method): per-example stopping is the
+reference run example by example; the hybrid reaches the reference trajectory's own limit."""
+import json
+
+import pytest
+import torch
+
+from eqprop.config import EulerConfig, RunConfig
+from eqprop.datasets import load_dataset
+from eqprop.fast_relax import FastEulerSolver, make_euler_solver
+from eqprop.free_phase import ActiveRows
+from eqprop.network import Network
+from eqprop.solver import EulerSolver
+from eqprop.topology import mlff, small_world
+from eqprop.trainer import Trainer
+
+TOPOLOGIES = {
+    "mlff": lambda: mlff([6, 5, 4, 3]),
+    "sw": lambda: small_world([6, 5, 4, 4, 3], p=0.3, seed=1),
+    "sw_intra": lambda: small_world([5, 6, 6, 3], p=0.2, seed=2, intralayer=True),
+}
+
+
+def net_and_batch(kind, seed=3, B=9, T=None):
+    """float64 nets with random biases (so neurons settle at different speeds) and a batch."""
+    g = torch.Generator().manual_seed(seed)
+    nets = []
+    for t in range(T or 1):
+        topo = TOPOLOGIES[kind]()
+        n = Network.init(topo, seed=seed + t, dtype=torch.float64)
+        n.b[topo.n_in:] = 0.3 * torch.randn(topo.n - topo.n_in, generator=g, dtype=torch.float64)
+        nets.append(n)
+    x = torch.rand(B, nets[0].topology.n_in, generator=g, dtype=torch.float64)
+    return (nets[0] if T is None else nets), x
+
+
+@pytest.mark.parametrize("kind", sorted(TOPOLOGIES))
+@pytest.mark.parametrize("coupling", ["dense", "blocks"])
+def test_per_example_equals_the_reference_relaxing_each_example_alone(kind, coupling):
+    nets, x = net_and_batch(kind, T=2)
+    kw = dict(free_steps=400, tol=1e-7, check_every=5)
+    fast = FastEulerSolver(EulerConfig(free_method="per-example", coupling=coupling, engine="fast", **kw))
+    out = fast.relax(Network.stack(nets), x)
+    report = fast.report()
+    steps = []
+    for t, net in enumerate(nets):
+        for i in range(x.shape[0]):
+            ref = EulerSolver(EulerConfig(**kw))
+            alone = ref.relax(net, x[i:i + 1])
+            assert (alone[0] - out[t, i]).abs().max() <= 1e-12
+            steps.append(ref.last_steps)
+    assert len(set(steps)) > 2, "the examples settle at different steps (else the test shows nothing)"
+    assert report["free_steps_max"] == [max(steps[:9]), max(steps[9:])]
+    assert report["free_steps_mean"][0] == pytest.approx(sum(steps[:9]) / 9)
+    assert report["free_unconverged"] == [0, 0] and max(report["free_residual_max"]) < 1e-6
+    assert fast.report() == {}, "report() clears what it reported"
+
+
+def test_per_example_without_convergence_runs_all_steps_and_says_so():
+    net, x = net_and_batch("mlff")
+    kw = dict(free_steps=23, tol=1e-14, check_every=5)  # 23: a remainder of 3 unchecked steps, as the reference
+    fast = FastEulerSolver(EulerConfig(free_method="per-example", engine="fast", **kw))
+    out = fast.relax(net, x)
+    ref = EulerSolver(EulerConfig(free_steps=23))
+    assert (ref.relax(net, x) - out).abs().max() <= 1e-12
+    assert fast.report()["free_unconverged"] == [x.shape[0]]
+
+
+@pytest.mark.parametrize("kind", sorted(TOPOLOGIES))
+@pytest.mark.parametrize("omega", [1.0, 1.5])
+def test_hybrid_reaches_the_reference_trajectorys_limit(kind, omega):
+    net, x = net_and_batch(kind, seed=5, B=12)
+    star = EulerSolver(EulerConfig(free_steps=200_000, tol=1e-13)).relax(net, x)
+    hy = FastEulerSolver(EulerConfig(free_method="hybrid", tol=1e-10, prefix_steps=20, omega=omega, engine="fast"))
+    out = hy.relax(net, x)
+    r = hy.report()
+    assert (out - star).abs().max() <= 1e-7
+    assert r["free_unconverged"] == [0] and r["free_residual_max"][0] < 1e-8
+    assert r["free_steps_max"] == [20] and 0 < r["free_sweeps_mean"][0] < 1000
+    fixed = EulerSolver(EulerConfig(free_steps=20)).relax(net, x)  # the prefix alone is far from it
+    assert (fixed - star).abs().max() > 1e-3
+
+
+def test_the_nudged_phase_stays_the_fixed_step_reference():
+    net, x = net_and_batch("sw")
+    y = torch.rand(x.shape[0], net.topology.n_out, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    free = EulerSolver(EulerConfig(free_steps=300)).relax(net, x)
+    ref = EulerSolver(EulerConfig(nudged_steps=12)).relax(net, x, free, 0.5, y)
+    for method in ("per-example", "hybrid"):
+        got = FastEulerSolver(EulerConfig(free_method=method, tol=1e-6, nudged_steps=12, engine="fast")).relax(
+            net, x, free, 0.5, y)
+        assert (got - ref).abs().max() <= 1e-12
+
+
+def test_active_rows_compact_per_trial_and_keep_coordinates():
+    rows = ActiveRows(2, 4, "cpu")
+    s = torch.arange(8.0).reshape(2, 4, 1)
+    done = torch.tensor([[True, False, True, False], [True, True, True, False]])
+    (s2,) = rows.finish(done, s)
+    assert rows.A == 2 and rows.live.tolist() == [[True, True], [True, False]]
+    assert rows.idx[0].tolist() == [1, 3] and rows.idx[1, 0] == 3
+    assert s2[0, :, 0].tolist() == [1.0, 3.0] and s2[1, 0, 0] == 7.0
+    tt, bb = rows.coords(rows.live)
+    assert tt.tolist() == [0, 0, 1] and bb.tolist() == [1, 3, 3]
+
+
+def test_config_errors_and_engine_choice():
+    with pytest.raises(ValueError, match="set tol"):
+        EulerConfig(free_method="hybrid")
+    with pytest.raises(ValueError, match="fast engine"):
+        EulerConfig(free_method="per-example", tol=1e-6, engine="reference")
+    with pytest.raises(ValueError, match="omega must lie in"):
+        EulerConfig(free_method="hybrid", tol=1e-6, omega=2.0)
+    with pytest.raises(ValueError, match="free_method must be one of"):
+        EulerConfig(free_method="sor")
+    with pytest.raises(ValueError, match="max_sweeps"):
+        EulerConfig(max_sweeps=0)
+    with pytest.raises(ValueError, match="fixed-step reference"):
+        EulerSolver(EulerConfig(free_method="hybrid", tol=1e-6))
+    assert isinstance(make_euler_solver(EulerConfig(free_method="hybrid", tol=1e-6)), FastEulerSolver)
+    assert isinstance(make_euler_solver(EulerConfig()), EulerSolver)
+    # runs recorded before these fields existed compare equal: defaults are not written
+    assert "free_method" not in EulerConfig().to_dict()
+    assert EulerConfig(free_method="hybrid", tol=1e-6).to_dict()["free_method"] == "hybrid"
+
+
+def test_training_with_the_hybrid_records_its_steps_and_learns(tmp_path):
+    run = RunConfig(dataset="iris", hidden=(8,), lr=[0.3, 0.075], beta=0.5, random_beta_sign=False, batch_size=5,
+                    epochs=3, seed=0, out=str(tmp_path / "run"))
+    euler = EulerConfig(free_method="hybrid", tol=1e-6, free_steps=200, nudged_steps=20)
+    tr = Trainer(run, load_dataset("iris"), euler=euler)
+    tr.run(progress=False)
+    tr.write_outputs(plots=False)
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    ep = m["epochs"]
+    assert all(e["solver"]["free_sweeps_mean"] > 0 and e["solver"]["free_residual_max"] < 1e-4 for e in ep), ep[-1]
+    assert ep[-1]["test_error"] < 0.5, "3 epochs of iris learn well past chance (0.67)"
