@@ -35,6 +35,9 @@ def cmd_read(args) -> int:
     info = {"file": args.netlist, "sizes": list(net.topology.sizes), "level": res.level, "inputs": res.inputs,
             "connections": net.topology.n_connections, "directed": net.topology.directed, "g0": res.g0,
             "beta": res.beta, "notes": res.notes}
+    if getattr(res, "physical", None):  # the physical level's non-idealities as read (inf: absent/ideal)
+        info["physical"] = {k: ("inf" if isinstance(v, float) and v == float("inf") else v)
+                            for k, v in res.physical.items()} if isinstance(res.physical, dict) else res.physical
     if args.out:
         net.save(args.out)
         info["saved"] = args.out

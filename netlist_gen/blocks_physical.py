@@ -181,7 +181,8 @@ class PhysicalBlocks:
                         "pm".index(sign)]
                     els.append(Element(f"Ry{sign}{dst}_{src}", f"{col} {nxt}", float(m["r_col"])))
                 if m["c_wire"] > 0:
-                    for node in {row, col} - {nf.r_node(src), *nf.column_nodes(dst)}:
+                    # row tap, then column tap (a set's order would change with the string hash seed)
+                    for node in [n for n in (row, col) if n not in (nf.r_node(src), *nf.column_nodes(dst))]:
                         els.append(Element(f"C{node}", f"{node} 0", float(m["c_wire"])))
                 g = float(G[src, dst])
                 if math.isinf(m["read_v0"]):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from . import blocks_physical
 from . import netlist_format as nf
 from .netlist_format import FORMAT_VERSION
 from .spice_errors import NetworkReadError, UnsupportedNetlistError, quoted
@@ -18,6 +19,8 @@ from .spice_parse import Netlist, Pos
 # neurons take 0.8 GB each. Far above what ngspice can solve (docs/netlist-format.md section 9),
 # and it keeps an edited header (sizes=2,2,100000000) from asking for terabytes.
 MAX_NEURONS = 10_000
+# the format's choices, and the physical level (docs/physical.md): its netlists share the header
+HEADER_CHOICES = {**nf.HEADER_CHOICES, "level": (*nf.HEADER_CHOICES["level"], blocks_physical.LEVEL)}
 
 
 @dataclasses.dataclass
@@ -74,7 +77,10 @@ def read_header(net: Netlist, sizes=None, directed: bool | None = None) -> Heade
     is_directed = header.get("directed", "0") == "1"
     if directed is not None and bool(directed) != is_directed:
         _fail(net, f"directed={directed} given, but the header says directed={int(is_directed)}", where.get("directed"))
-    for key, allowed in nf.HEADER_CHOICES.items():
+    if "dynamics" in header:  # blocks_deep's neuron (no leak, a self term): not a network this reader maps
+        _fail(net, f"header dynamics={quoted(header['dynamics'])}: this reader reads the leaky neuron of "
+                   "docs/netlist-format.md only", where["dynamics"], UnsupportedNetlistError)
+    for key, allowed in HEADER_CHOICES.items():
         if header.get(key) not in allowed:
             _fail(net, f"header {key}={header.get(key)!r}, expected one of {allowed}", where.get(key))
     return Header(header, where, written, is_directed)

@@ -19,6 +19,7 @@ from eqprop.dynamics import beta_from_gain
 from eqprop.network import Network
 from eqprop.topology import Topology
 
+from . import blocks_physical
 from . import netlist_format as nf
 from .netlist_header import MAX_NEURONS, read_header
 from .spice_errors import NetworkReadError
@@ -32,6 +33,8 @@ _CN, _RL, _BR, _IB, _GC, _IX, _GW = (k.key for k in (nf.CAPACITOR, nf.LEAK, nf.A
                                                      nf.FOLDED_INPUT, nf.SYNAPSE))
 _RP, _RM, _FP, _FM = (k.key for k in (nf.DEVICE_P, nf.DEVICE_M, nf.COLUMN_GAIN_P, nf.COLUMN_GAIN_M))
 _GN, _IN, _VX = nf.NUDGE_G.key, nf.NUDGE_I.key, nf.INPUT_SOURCE.key
+_GP = blocks_physical.DEVICE_P.key  # the physical level's G+ device (reader_physical)
+_PHYSICAL_NAME = re.compile(r"g[pm]\d+_\d+|xn\d+|gt\d+|d[hl]\d+|rs\d+|er\d+|vr[hl]|vos")  # names only that level writes
 
 
 @dataclasses.dataclass(eq=False)
@@ -47,13 +50,13 @@ class ReadResult:
 
     network: Network
     W_circuit: np.ndarray
-    level: str  # "ideal" | "crossbar"
+    level: str  # "ideal" | "crossbar" | "physical"
     inputs: str  # "unfolded" | "folded"
     g0: float
     c: float
     clamp: float
-    g_unit: float | None  # crossbar only
-    conductances: tuple[np.ndarray, np.ndarray] | None  # crossbar: (Gp, Gm)[src, dst] in S, 0 where absent
+    g_unit: float | None  # crossbar and physical only
+    conductances: tuple[np.ndarray, np.ndarray] | None  # crossbar, physical: (Gp, Gm)[src, dst] in S, 0 where absent
     x: np.ndarray | None  # unfolded: rho(x) held by the Vx sources (x clipped to [0, 1])
     input_drive: np.ndarray | None  # folded: (N,) Ix/g0, 0 where no Ix
     beta: float  # 0.0 for a free-phase netlist
@@ -64,6 +67,9 @@ class ReadResult:
     header: dict[str, str]  # as written ({} when there was none)
     notes: list[str]  # what could not be recovered or was changed on the way
     netlist: Netlist  # every parsed record (options, analyses, positions)
+    # physical level: the non-idealities found, as the plain dict build_circuit(physical=...) takes
+    # (blocks_physical.OFF's keys; a user neuron's neuron_lib is the file its .subckt was read from)
+    physical: dict | None = None
 
     @property
     def folded(self) -> bool:
@@ -112,6 +118,8 @@ class _Reader:
                 hint = {"G": f"a G element here is a synapse {nf.SYNAPSE.name('<dst>', '<src>')}, a clamp "
                              f"{nf.CLAMP.name('<i>')} or a nudge {nf.NUDGE_G.name('<o>')}"}.get(
                     e.kind, "docs/netlist-format.md section 4 lists the elements")
+                if not self.header and _PHYSICAL_NAME.fullmatch(e.name.lower()):
+                    hint = f"it looks {blocks_physical.LEVEL}-level: such netlists are read with their header line"
                 self.fail(f"element '{e.name}' is not part of the {nf.HEADER_TAG} format ({hint})", e.pos)
             key, idx = parsed
             nodes, what = nf.ELEMENTS[key].nodes, nf.ELEMENTS[key].what
@@ -166,10 +174,10 @@ class _Reader:
                 self.fail(f"'{e.name}' connects neuron {key[1]} to itself", e.pos)
 
     def build(self, els: dict, asymmetric: str, dtype) -> ReadResult:
-        sizes, n_in, n = self.sizes, self.sizes[0], sum(self.sizes)
+        n_in, n = self.sizes[0], sum(self.sizes)
         kinds = {k[0] for k in els}
         level = self.header.get("level") or ("crossbar" if kinds & {_RP, _RM, _FP, _FM} else "ideal")
-        inputs = self.header.get("inputs") or ("unfolded" if _VX in kinds else "folded")
+        inputs = self.inputs_form(kinds)
         for key, e in els.items():
             if key[0] in ({k.key for k in nf.CROSSBAR_KINDS} if level == "ideal" else {_GW}):
                 self.fail(f"'{e.name}' is a {level == 'ideal' and 'crossbar' or 'ideal'}-level synapse element "
@@ -189,10 +197,21 @@ class _Reader:
         if clamp is None:
             gc = els.get((_GC, first))
             clamp = 0.0 if gc is None else self.scaled(gc, gc.value / g0, "clamp = gain/g0")
-
-        b = np.zeros(n)
         for i in range(n_in, n):
             self.neuron(els, i, g0, c, clamp)
+        b, x, drive = self.biases_and_inputs(els, inputs, g0)
+        W, mask, conductances, g_unit = self.weights(els, level, n, g0)
+        return self.result(els, level, inputs, (g0, c, clamp, g_unit), b, x, drive, W, mask, conductances,
+                           asymmetric, dtype)
+
+    def inputs_form(self, kinds) -> str:
+        return self.header.get("inputs") or ("unfolded" if _VX in kinds else "folded")
+
+    def biases_and_inputs(self, els, inputs: str, g0: float):
+        """(b, x, input_drive) from the Ib, Vx and Ix elements (every neuron's Ib is known to be there)."""
+        n_in, n = self.sizes[0], sum(self.sizes)
+        b = np.zeros(n)
+        for i in range(n_in, n):
             b[i] = self.scaled(els[_IB, i], els[_IB, i].value / g0, f"b[{i}] (bias/g0)")
         x = drive = None
         if inputs == "unfolded":  # before the (N, N) matrices: every input must be there
@@ -209,18 +228,24 @@ class _Reader:
             self.notes.append("inputs are folded: the input weights are not in the netlist (rows 0.."
                               f"{n_in - 1} of W and mask are zero/False); input_drive holds their summed "
                               "effect Ix/g0 per neuron")
-        W, mask, conductances, g_unit = self.weights(els, level, n, g0)
+        return b, x, drive
+
+    def result(self, els, level, inputs, units, b, x, drive, W, mask, conductances, asymmetric, dtype,
+               physical: dict | None = None) -> ReadResult:
+        """The nudge, the symmetry and the initial state, then the network: what every level shares."""
+        g0, c, clamp, g_unit = units
+        n_in, n = self.sizes[0], sum(self.sizes)
         beta, target = self.nudge(els, n, g0)
         W_circuit = W.copy()
         W, mask, directed = self.symmetry(els, W, mask, n_in, inputs, asymmetric, level)
         try:
-            topo = Topology(sizes, mask, directed, info={"kind": "netlist", "file": self.net.file})
+            topo = Topology(self.sizes, mask, directed, info={"kind": "netlist", "file": self.net.file})
             network = Network(topo, torch.tensor(W, dtype=dtype), torch.tensor(b, dtype=dtype))
         except ValueError as e:  # e.g. float32 overflow of a float64 weight
             self.fail(f"the netlist's values do not make a network: {e}")
         use, u0, rho0 = self.initial(n, n_in)
         return ReadResult(network, W_circuit, level, inputs, g0, c, clamp, g_unit, conductances, x, drive, beta,
-                          target, use, u0, rho0, dict(self.header), self.notes, self.net)
+                          target, use, u0, rho0, dict(self.header), self.notes, self.net, physical)
 
     def neuron(self, els, i: int, g0: float, c: float, clamp: float) -> None:
         """Neuron i's block is complete and holds the values the header implies."""
@@ -337,7 +362,7 @@ class _Reader:
         return W, mask, True
 
     def synapse(self, els, src, dst, level) -> Element:
-        key = (_GW if level == "ideal" else _RP, dst, src)
+        key = ({"ideal": _GW, "crossbar": _RP}.get(level, _GP), dst, src)
         if key not in els:  # a direction restored by symmetry (into an input): name the written one
             key = (key[0], src, dst)
         return els[key]
@@ -362,6 +387,9 @@ def network_from_netlist(netlist: Netlist, *, sizes=None, directed: bool | None 
     if asymmetric not in ("directed", "average", "error"):
         raise ValueError(f"asymmetric must be 'directed', 'average' or 'error', got {asymmetric!r}")
     reader = _Reader(netlist, sizes, directed)
+    if reader.header.get("level") == blocks_physical.LEVEL:
+        from .reader_physical import read_physical  # it builds on _Reader
+        return read_physical(reader, asymmetric, dtype)
     return reader.build(reader.classify(), asymmetric, dtype)
 
 

@@ -24,14 +24,14 @@ class Element:
     """One element line. ``value``: R ohms, C farads, G/E/F gain, V/I DC value, D area."""
 
     name: str  # as written; SPICE compares names case-insensitively
-    kind: str  # its letter, upper case: R C G E F B V I D X
+    kind: str  # its letter, upper case: R C G E F B V I D X (and M Q J inside a .subckt: kept as text, no nodes)
     nodes: tuple[str, ...]
     value: float | None
     pos: Pos
     params: dict[str, float] = dataclasses.field(default_factory=dict)  # key=value, keys lower case
     ref: str | None = None  # F: controlling V source, D (and R, C if given): model, X: subcircuit
     expr: str | None = None  # B: the v=/i= expression, G/E: the value=/cur=/vol= expression (text)
-    expr_kind: str | None = None  # "v" | "i" (B), "value" | "cur" | "vol" (G/E)
+    expr_kind: str | None = None  # "v" | "i" (B), "value" | "cur" | "vol" (G/E), "text" (M Q J: all after the name)
     ac: tuple[float, ...] | None = None  # V/I: (magnitude[, phase]); a bare "ac" is (1.0,), as in ngspice
     waveform: tuple[str, tuple[float, ...]] | None = None  # V/I: e.g. ("pulse", args)
     flags: tuple[str, ...] = ()  # D: "off"

@@ -71,6 +71,7 @@ class Raw:
 _KIND_NAMES = {"M": "MOSFET", "Q": "BJT", "J": "JFET", "Z": "MESFET", "L": "inductor", "K": "coupled inductor",
                "T": "transmission line", "O": "lossy line", "U": "RC line", "S": "switch", "W": "switch",
                "H": "CCVS", "A": "XSPICE code model", "P": "coupled line", "N": "OSDI device", "Y": "line"}
+_KEPT_IN_SUBCKT = "MQJ"  # MOSFET, BJT, JFET: inside a .subckt only, as text (Element.expr, expr_kind "text")
 _VALUE_KEYS = {"R": ("r", "resistance"), "C": ("c", "capacitance")}  # r=/c= give the value instead
 _VALUE_WANTED = "a number (such as 1.5k or 2e-3), {expression} or 'expression'"
 _NUMBER_LIKE = re.compile(r"[+\-.0-9]|(inf|infinity|nan)$", re.I)  # never a model name: a bad number
@@ -101,6 +102,9 @@ class _ToRaw(lark.Transformer):
     """One handler per grammar rule; unsupported and unknown lines raise right here."""
 
     file: str = "<netlist>"  # set by statements() for each parse
+    # between .subckt and .ends of this file (the parser calls back in text order): semiconductor
+    # devices are kept there, as text, for a user's neuron (docs/netlist-reader.md); refused elsewhere
+    in_subckt: bool = False
     report = None  # report(cls, message, pos) raises cls with the line's excerpt
 
     def _pos(self, tok) -> Pos:
@@ -231,6 +235,9 @@ class _ToRaw(lark.Transformer):
 
     def unsupported_element(self, c):
         letter = str(c[0])[0].upper()
+        if self.in_subckt and letter in _KEPT_IN_SUBCKT:  # a user's transistor-level neuron: kept, not read
+            text = " ".join(str(p).split(";")[0].strip() for p in c[1:])  # REST holds a ";" comment too
+            return self._element(letter, c, (), expr=_strip_comment(text), expr_kind="text")
         what = _KIND_NAMES.get(letter, "element")
         self.report(UnsupportedNetlistError, f"'{c[0]}': {letter} elements ({what}) are outside the supported "
                     f"subset (R, C, G, E, F, B, V, I, D, X)", self._pos(c[0]))
@@ -238,9 +245,11 @@ class _ToRaw(lark.Transformer):
     def subckt(self, c):
         t, kv = _split(c)
         words = [str(w) for w in t[1:] if w.type == "WORD"]
+        self.in_subckt = True
         return Raw("subckt", self._pos(c[0]), dict(name=words[0], ports=tuple(words[1:]), params=kv))
 
     def ends(self, c):
+        self.in_subckt = False
         return Raw("ends", self._pos(c[0]), dict(name=str(c[1]) if len(c) > 1 else None))
 
     def model_param(self, c):
@@ -376,7 +385,7 @@ def statements(text: str, file: str, report) -> list[Raw]:
     """
     lark_parser, to_raw = _compiled()
     with _LOCK:
-        to_raw.file, to_raw.report = file, report
+        to_raw.file, to_raw.report, to_raw.in_subckt = file, report, False
         try:
             return lark_parser.parse(text, start="netlist")
         except UnexpectedInput as e:

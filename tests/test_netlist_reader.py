@@ -309,6 +309,10 @@ def test_header_errors():
     assert e.line == 1 and e.column == NET_2_2_1.index("ideal") + 1 and "level='quantum'" in e.message
     e = error_of(NetworkReadError, NET_2_2_1.replace("Rl3 u3 0 1.0\n", ""))
     assert e.line == 1 and "neuron 3 has no Rl3 (leak)" in e.message
+    # DEEP's neuron (blocks_deep: no leak, a self term) is refused at its header key, not at an element
+    deep = NET_2_2_1.replace("clamp=0.0", "clamp=0.0 dynamics=deep")
+    e = error_of(UnsupportedNetlistError, deep)
+    assert (e.line, e.column) == (1, deep.index("dynamics=") + 10) and "reads the leaky neuron" in e.message
 
 
 def test_no_lark_exception_leaks():

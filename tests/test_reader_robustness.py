@@ -220,14 +220,16 @@ def check_outcome(data, base_dir) -> str:
     return "ok"
 
 
-def run_fuzz(n: int, seed: int, base_dir) -> tuple[collections.Counter, list[str], float, tuple[float, int]]:
-    """(outcome counts, unclean cases, seconds, (slowest case's seconds, its number))."""
+def run_fuzz(n: int, seed: int, base_dir, case=None) -> tuple[collections.Counter, list[str], float, tuple[float, int]]:
+    """(outcome counts, unclean cases, seconds, (slowest case's seconds, its number)); ``case(number, seed)``
+    makes each case (default ``fuzz_case``)."""
+    case = case or fuzz_case
     counts, failures, slowest = collections.Counter(), [], (0.0, -1)
     old = signal.signal(signal.SIGALRM, _alarm)
     start = time.perf_counter()
     try:
         for number in range(n):
-            data = fuzz_case(number, seed)
+            data = case(number, seed)
             t = time.perf_counter()
             signal.setitimer(signal.ITIMER_REAL, CASE_LIMIT_S)
             try:
@@ -250,6 +252,43 @@ def test_fuzz_every_outcome_is_a_network_or_a_located_error(tmp_path):
           f"{slowest[1]}): {dict(counts.most_common())}, unclean: {len(failures)}")
     assert not failures, "\n".join(failures[:20])
     assert counts["ok"] > 0 and sum(counts.values()) == FUZZ_N
+
+
+# physical-level netlists (reader_physical): every non-ideality on, and a user .subckt neuron from a .lib
+USER_LIB = Path(__file__).parents[1] / "spice_models" / "physical_neuron_opamp_clamp.lib"
+PHYSICAL_MODELS = [
+    dict(activation="diode", diode_is=2.52e-9, diode_n=1.752, diode_rs=1e5, v_low=0.27, v_high=0.73, tia_gain=1e4,
+         tia_gbw=1e7, tia_offset=1e-3, r_row=2.0, r_col=2.0, c_wire=5e-16, nudge="conductance"),
+    dict(tia_gain=100.0, tia_swing=2.0, read_v0=1.0),
+    dict(activation="subckt", neuron_lib=str(USER_LIB), neuron_subckt="opamp_clamp_neuron",
+         neuron_pins=("state", "activation", "ground")),
+]
+PHYSICAL_FUZZ_N = max(FUZZ_N // 10, 20)
+_PHYSICAL_BASES: list[bytes] = []
+
+
+def physical_fuzz_case(number: int, seed: int = FUZZ_SEED) -> bytes | str:
+    if not _PHYSICAL_BASES:
+        net = _net(mlff((2, 3, 2)))
+        W = net.W.numpy()
+        gp, gm = 1e-6 + np.maximum(W, 0) * 1e-5, 1e-6 + np.maximum(-W, 0) * 1e-5
+        for k, model in enumerate(PHYSICAL_MODELS):
+            _PHYSICAL_BASES.append(build_circuit(net, [0.2, 0.9], fold_inputs=k % 2 == 1, beta=0.5, target=[1.0, 0.0],
+                                                 level="physical", device_arrays=(gp, gm, 1e-5), g0=1e-5, c=1e-13,
+                                                 physical=model).to_spice().encode())
+    rng = np.random.default_rng([seed, number, 12])  # a sequence of its own: fuzz_case's stays as documented
+    return _mutate(_PHYSICAL_BASES[int(rng.integers(0, len(_PHYSICAL_BASES)))], rng)
+
+
+def test_fuzz_physical_netlists(tmp_path):
+    """The same guarantee for damaged physical-level netlists (EQPROP_FUZZ_N / 10 cases)."""
+    physical_fuzz_case(0)  # builds the bases
+    assert [read_netlist(base).level for base in _PHYSICAL_BASES] == ["physical"] * len(PHYSICAL_MODELS)
+    counts, failures, elapsed, slowest = run_fuzz(PHYSICAL_FUZZ_N, FUZZ_SEED, tmp_path, physical_fuzz_case)
+    print(f"\nphysical fuzz: {PHYSICAL_FUZZ_N} cases in {elapsed:.1f} s, slowest {slowest[0] * 1e3:.0f} ms: "
+          f"{dict(counts.most_common())}, unclean: {len(failures)}")
+    assert not failures, "\n".join(failures[:20])
+    assert counts["ok"] > 0 and sum(counts.values()) == PHYSICAL_FUZZ_N
 
 
 # -- the messages never name grammar internals --------------------------------------------------
