@@ -1,22 +1,27 @@
-"""How an Euler engine computes W rho(s) + b cheaply, and the one rule that chooses how.
+"""How an Euler engine computes W rho(s) + b cheaply, and how the choice between the ways is made.
 
 Inputs are clamped during a relaxation, so their contribution (and the bias) is a
 per-batch constant computed once. What remains couples the free (non-input) neurons:
 
 * ``dense``: one (B, Nf) x (Nf, Nf) matmul over the free neurons: one launch per step,
-  so it wins where launches or per-op overhead dominate (CUDA at small batch, nets whose
-  layers are narrower than BLOCKS_MIN_LAYER on CPU: 784-100x5-10, 10-10x5-1).
+  so it wins where launches or per-op overhead dominate (CUDA at small batch, narrow nets on
+  CPU: 784-100x5-10, 10-10x5-1).
 * ``blocks``: one small matmul per non-empty layer pair and direction (adjacent, skip and
   intralayer), so a layered net never pays for the empty part of the N x N mask (2x
   faster measured for 784-500x3-10 on CPU). The reference engine takes skips as one
   sparse product; the fast engine as dense sub-blocks.
-``coupling_mode`` is the rule both engines use: an explicit mode is taken as given, and
-``auto`` is ``blocks`` on CPU when some free layer has >= BLOCKS_MIN_LAYER neurons, else
-``dense``.
+``choose_coupling`` is how ``auto`` is meant to decide: it times a few free steps of each
+mode on the actual net (its network, device, dtype, stack size and batch size, through the
+engine's own public ``relax``) and keeps the faster, cached per (engine, topologies, device,
+dtype, T, batch) for the process; ``coupling_choices()`` lists what it measured and chose.
+``coupling_mode`` is the former width rule (``blocks`` on CPU when some free layer has >=
+BLOCKS_MIN_LAYER neurons), kept for callers that cannot give a net and a batch size.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import time
 import warnings
 from typing import Sequence
 
@@ -31,13 +36,130 @@ BLOCKS_MIN_LAYER = 256  # CPU: per-block products pay from layers this wide (doc
 
 
 def coupling_mode(mode: str, topologies: Sequence[Topology], device) -> str:
-    """The one rule: 'dense' or 'blocks' for these topologies on this device."""
+    """The former width rule, 'dense' or 'blocks' for these topologies on this device: what ``auto``
+    means where no net and batch size are at hand (``choose_coupling`` measures)."""
     if mode not in COUPLINGS:
         raise ValueError(f"coupling must be one of {COUPLINGS}, got {mode!r}")
     if mode != "auto":
         return mode
     big = max(topologies[0].sizes[1:]) >= BLOCKS_MIN_LAYER
     return "blocks" if torch.device(device).type == "cpu" and big else "dense"
+
+
+MEASURE_STEPS = 30  # free steps per timed relaxation: long enough that one call's fixed costs do not decide
+MEASURE_REPEATS = 3  # timed calls per mode, the modes interleaved; the fastest call counts
+BLOCKS_MARGIN = 1.1  # blocks only when clearly faster: a choice that flips between runs moves results in the last bits
+ENGINE_NAMES = ("fast", "reference")
+_CHOICES: dict = {}  # (engine, topology keys, device, dtype, T, batch) -> record
+_KEYS: dict = {}  # id(topology) -> (topology, its key): hashing a big mask once, not per call
+
+
+def topology_key(topology: Topology) -> tuple:
+    """What a measured choice holds for: sizes, direction and the mask's content."""
+    hit = _KEYS.get(id(topology))
+    if hit is None or hit[0] is not topology:
+        digest = hashlib.sha1(np.packbits(topology.mask).tobytes()).hexdigest()
+        hit = (topology, (topology.sizes, topology.directed, digest))
+        if len(_KEYS) > 256:
+            _KEYS.clear()
+        _KEYS[id(topology)] = hit
+    return hit[1]
+
+
+def choose_coupling(mode: str, network: Network, batch: int, engine: str = "fast", **solver_kw) -> str:
+    """'dense' or 'blocks' for relaxing ``network`` (one net or a stack) at this batch size with this
+    engine ('fast': FastEulerSolver, 'reference': EulerSolver): an explicit mode as given; ``auto``
+    by measurement (``measure_coupling``), once per (engine, topologies, device, dtype, T, batch)
+    in this process. solver_kw: the FastEulerSolver's own settings (cuda_graph, tf32), so the
+    measured kernels are the ones it will run."""
+    if mode not in COUPLINGS:
+        raise ValueError(f"coupling must be one of {COUPLINGS}, got {mode!r}")
+    if mode != "auto":
+        return mode
+    if engine not in ENGINE_NAMES:
+        raise ValueError(f"engine must be one of {ENGINE_NAMES}, got {engine!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+    key = _choice_key(engine, network, batch)
+    if key not in _CHOICES:
+        _CHOICES[key] = {**measure_coupling(network, batch, engine, **solver_kw), "key": _plain(key)}
+    return _CHOICES[key]["choice"]
+
+
+def _choice_key(engine: str, network: Network, batch: int) -> tuple:
+    return (engine, tuple(topology_key(t) for t in network.topologies), str(network.device), str(network.dtype),
+            network.T, batch)
+
+
+def _plain(x):
+    """A key as JSON-able lists (checkpoints, config.json); ``_tuple`` turns it back."""
+    return [_plain(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _tuple(x):
+    return tuple(_tuple(v) for v in x) if isinstance(x, list) else x
+
+
+def coupling_choices(network: Network | None = None, batch: int | None = None) -> list[dict]:
+    """The measured choices of this process (copies; each with its ``key``), or only those for this
+    network (and batch size): what describe()/config.json, reports and checkpoints record."""
+    keep = [r for k, r in _CHOICES.items() if network is None or (
+        k[1:5] == _choice_key(k[0], network, 1)[1:5] and (batch is None or k[5] == batch))]
+    return [dict(r) for r in keep]
+
+
+def restore_coupling_choices(records: Sequence[dict]) -> None:
+    """Take choices measured before (a checkpoint's ``coupling_choices(...)``) as this process's, so a
+    resumed run does not measure again (a flipped choice would move equilibria in their last bits)."""
+    for r in records:
+        if not isinstance(r, dict) or "key" not in r or r.get("choice") not in ("dense", "blocks"):
+            raise ValueError(f"a coupling choice record needs 'key' and 'choice' dense|blocks, got {r!r}")
+        _CHOICES[_tuple(r["key"])] = dict(r)
+
+
+def measure_coupling(network: Network, batch: int, engine: str = "fast", steps: int = MEASURE_STEPS,
+                     repeats: int = MEASURE_REPEATS, **solver_kw) -> dict:
+    """Time ``steps`` free Euler steps of ``network`` in each coupling mode: the engine's own relax on
+    random inputs (a private generator: the caller's random streams are untouched), after one
+    untimed call per mode (allocation, CUDA graph capture), ``repeats`` timed calls per mode,
+    interleaved. CPU time on a single-threaded CPU (robust on a shared machine), else wall clock
+    (CUDA synchronised). The reference relaxes a stack trial by trial: trial 0 is timed.
+    Returns {choice, dense_ms, blocks_ms, ...} (the fastest call of each, ms)."""
+    from .config import EulerConfig  # the engines import this module
+    from .fast_relax import FastEulerSolver
+    from .solver import EulerSolver
+    cfg = {m: EulerConfig(free_steps=steps, nudged_steps=1, coupling=m) for m in ("dense", "blocks")}
+    if engine == "fast":
+        solvers = {m: FastEulerSolver(c, check_values=False, **solver_kw) for m, c in cfg.items()}
+        net = network
+    else:
+        solvers = {m: EulerSolver(c) for m, c in cfg.items()}
+        net = network.trial(0) if network.stacked else network
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.rand(batch, net.topologies[0].n_in, generator=gen).to(net.device, net.dtype)
+    cuda = net.device.type == "cuda"
+    cpu_clock = not cuda and torch.get_num_threads() == 1
+    clock = time.process_time if cpu_clock else time.perf_counter
+    times = {m: [] for m in solvers}
+    with torch.no_grad():
+        for s in solvers.values():
+            s.relax(net, x)
+        for _ in range(repeats):
+            for m, s in solvers.items():
+                if cuda:
+                    torch.cuda.synchronize(net.device)
+                t0 = clock()
+                s.relax(net, x)
+                if cuda:
+                    torch.cuda.synchronize(net.device)
+                times[m].append(1e3 * (clock() - t0))
+    for s in solvers.values():
+        s.close()
+    dense, blocks = min(times["dense"]), min(times["blocks"])
+    return {"engine": engine, "choice": "blocks" if blocks * BLOCKS_MARGIN < dense else "dense",
+            "dense_ms": round(dense, 3), "blocks_ms": round(blocks, 3), "steps": steps, "batch": batch,
+            "trials": network.T, "device": str(net.device), "dtype": str(net.dtype).replace("torch.", ""),
+            "sizes": list(net.topologies[0].sizes), "clock": "cpu" if cpu_clock else "wall"}
 
 
 def free_layer_pairs(topologies: Sequence[Topology]) -> list[tuple[int, int]]:
@@ -69,10 +191,14 @@ class Couplings:
     sparse: torch.Tensor | None  # (Nf, Nf) sparse skip couplings, transposed for S^T @ rho^T
 
     @classmethod
-    def build(cls, network: Network, mode: str) -> "Couplings":
+    def build(cls, network: Network, mode: str, batch: int | None = None) -> "Couplings":
+        """mode 'auto' is measured (``choose_coupling``, the reference engine) when the batch size is
+        given, else the former width rule decides."""
         topo, W = network.topology, network.W
         Wff = W[topo.n_in:, topo.n_in:]
-        if coupling_mode(mode, [topo], W.device) == "dense":
+        chosen = coupling_mode(mode, [topo], W.device) if batch is None else choose_coupling(
+            mode, network, batch, "reference")
+        if chosen == "dense":
             return cls(Wff, [], None)
         off = free_offsets(topo.sizes)
         blocks = []

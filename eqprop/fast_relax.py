@@ -28,7 +28,7 @@ import contextlib
 import torch
 
 from .config import EulerConfig
-from .couplings import coupling_mode, free_layer_pairs, free_offsets
+from .couplings import choose_coupling, coupling_choices, free_layer_pairs, free_offsets, restore_coupling_choices
 from .dynamics import clip_, nudge_
 from .free_phase import FreePhaseLog, LayerDrive, hybrid_sor, per_example
 from .learning import apply_update as exact_update
@@ -166,8 +166,17 @@ class FastEulerSolver:
         self._free = FreePhaseLog()
 
     def describe(self) -> dict:
-        return {"solver": type(self).__name__, **self.config.to_dict(), "cuda_graph": self.cuda_graph,
-                "tf32": self.tf32}
+        d = {"solver": type(self).__name__, **self.config.to_dict(), "cuda_graph": self.cuda_graph, "tf32": self.tf32}
+        chosen = {f"T{k[-2]} B{k[-1]}": m for k, (m, _) in self._modes.items()}
+        return {**d, "coupling_chosen": chosen} if chosen and self.config.coupling == "auto" else d
+
+    def state_dict(self) -> dict:
+        """The measured coupling choices: a resumed run relaxes with the same arithmetic (no new measurement)."""
+        # the choices only: their timings differ run to run and a checkpoint holds what the run depends on
+        return {"coupling_choices": [{"key": r["key"], "choice": r["choice"]} for r in coupling_choices()]}
+
+    def load_state_dict(self, state: dict, network) -> None:
+        restore_coupling_choices((state or {}).get("coupling_choices", []))
 
     def close(self) -> None:
         self._kernels.clear()
@@ -191,7 +200,7 @@ class FastEulerSolver:
         topo, T = topologies[0], stack.T
         steps = cfg.nudged_steps if nudged else cfg.free_steps
         B, n_in = x.shape[-2], topo.n_in
-        mode = self._mode(topologies, W)
+        mode = self._mode(stack, B)
         graphed = (W.device.type == "cuda") if self.cuda_graph is None else self.cuda_graph
         if graphed and W.device.type != "cuda":
             raise ValueError("cuda_graph=True needs CUDA tensors")
@@ -283,12 +292,15 @@ class FastEulerSolver:
         self.last_steps_per_trial = used
         self.last_steps = int(used.max()) if used.numel() else 0
 
-    def _mode(self, topologies, W) -> str:
-        key = (tuple(id(t) for t in topologies), W.device.type)
+    def _mode(self, stack, B: int) -> str:
+        """dense or blocks: ``coupling`` as given, or for auto measured once per net and batch size."""
+        key = (tuple(id(t) for t in stack.topologies), str(stack.W.device), stack.W.dtype, stack.T, B)
         if key not in self._modes:
             if len(self._modes) > 4 * MAX_CACHED:
                 self._modes.clear()
-            self._modes[key] = (coupling_mode(self.config.coupling, topologies, W.device), list(topologies))
+            # the topologies are kept with the choice so their ids stay theirs
+            self._modes[key] = (choose_coupling(self.config.coupling, stack, B, "fast", cuda_graph=self.cuda_graph,
+                                                tf32=self.tf32), list(stack.topologies))
         return self._modes[key][0]
 
     def _kernel(self, W, b, topologies, x_trials, B, nudged, mode) -> _Kernel:

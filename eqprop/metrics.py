@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .learning import ConnectionBlocks
 from .topology import Topology
 
 
@@ -18,8 +19,9 @@ class BlockStats:
     """Accumulates per-batch r_l for adjacent blocks and mean |dW| for every layer pair.
 
     One network (``BlockStats(topology)``, dW (N, N)) or T trials of equal layer sizes
-    (``BlockStats([topologies])``, dW (T, N, N)). Sums stay on ``device`` until asked for, so
-    a training loop on a GPU pays no host sync per batch.
+    (``BlockStats([topologies])``, dW (T, N, N)). Every batch's sums read only the topologies'
+    connected tiles (``eqprop.learning.ConnectionBlocks``), never the empty part of N x N. Sums
+    stay on ``device`` until asked for, so a training loop on a GPU pays no host sync per batch.
     """
 
     def __init__(self, topology: Topology | Sequence[Topology], full_matrix: bool = False,
@@ -29,53 +31,74 @@ class BlockStats:
         self.topology = topos[0]
         self.directed = self.topology.directed
         L = len(self.topology.sizes)
-        self.slices = [self.topology.layer_slice(l) for l in range(L)]
         self.device = torch.device(device)
-        masks = torch.as_tensor(np.stack([t.mask for t in topos]), dtype=torch.float64)
-        counts = self._fold(self._layer_sums(masks)).numpy()  # (T, L, L)
+        self.blocks = ConnectionBlocks(topos, self.device)
+        counts = np.zeros((len(topos), L, L))  # connections per layer pair l <= m, each counted once
+        for k, t in enumerate(topos):
+            for blk in t.blocks():
+                counts[k, blk.src, blk.dst] = blk.count
         self.counts = counts if self.trials else counts[0]
-        c = torch.as_tensor(counts)
-        self._adj_count = torch.stack([c[:, l, l + 1] for l in range(L - 1)], -1).to(self.device)  # (T, L-1)
+        self._adj_count = torch.as_tensor(counts[:, np.arange(L - 1), np.arange(1, L)], device=self.device)
         T = len(topos)
         z = lambda *shape: torch.zeros(T, *shape, dtype=torch.float64, device=self.device)  # noqa: E731
         self.rms_sum, self.epoch_sum, self.abs_sum = z(L - 1), z(L - 1), z(L, L)
         self.abs_full = z(self.topology.n, self.topology.n) if full_matrix else None  # Fig 5: per connection
         self.rms_n = self.epoch_n = self.abs_n = 0
 
-    def _layer_sums(self, X: torch.Tensor) -> torch.Tensor:
-        """S[..., l, m] = sum of X over rows in layer l and columns in layer m: 2L reductions over
-        contiguous slices (no matmul, so no TF32 rounding on a GPU)."""
-        cols = torch.stack([X[..., :, sl].sum(-1) for sl in self.slices], -1)  # (..., N, L)
-        return torch.stack([cols[..., sl, :].sum(-2) for sl in self.slices], -2)  # (..., L, L)
+    def _tile_sums(self, d: torch.Tensor, absolute: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per layer pair l <= m, each connection once (a symmetric matrix holds every pair twice:
+        one triangle; a directed one's two directions both count): the sums of d^2 and, if
+        ``absolute``, of |d| (also added into abs_full), in float64 (fp32 squares of corrections
+        below ~1e-20 underflow), (T, L, L). d: (T, N, N)."""
+        T, L = d.shape[0], len(self.topology.sizes)
+        sq = torch.zeros(T, L, L, dtype=torch.float64, device=d.device)
+        ab = torch.zeros_like(sq) if absolute else None
+        for t in self.blocks.dense_tiles():
+            half = 0.5 if t.a == t.c and not self.directed else 1.0  # a square symmetric tile holds pairs twice
+            pieces = ([(t.rows, t.cols)] if t.forward else []) + ([(t.cols, t.rows)] if t.backward else [])
+            for rows, cols in pieces:
+                x = d[:, rows, cols].double()
+                sq[:, t.a, t.c] += half * (x * x).sum((1, 2))
+                if absolute:
+                    a = x.abs()
+                    ab[:, t.a, t.c] += half * a.sum((1, 2))
+                    if self.abs_full is not None:
+                        self.abs_full[:, rows, cols] += a
+                        if not self.directed and t.a != t.c:
+                            self.abs_full[:, cols, rows] += a.transpose(1, 2)
+        sp = self.blocks.sparse_skips()
+        if len(sp):  # skip connections one by one (a skip tile is never intralayer: no halving)
+            x = d.reshape(-1).index_select(0, sp.flat).double()
+            at = sp.trial * L * L + sp.pair
+            sq.view(-1).index_add_(0, at, x * x)
+            if absolute:
+                a = x.abs()
+                ab.view(-1).index_add_(0, at, a)
+                if self.abs_full is not None:
+                    for where in [sp.flat] + ([] if sp.mirror is None else [sp.mirror]):
+                        self.abs_full.view(-1).index_add_(0, where, a)
+        return sq, ab
 
-    def _fold(self, S: torch.Tensor) -> torch.Tensor:
-        """One value per layer pair l <= m, each connection once: a symmetric matrix holds every
-        pair twice (keep one triangle); a directed one's two directions both count."""
-        if self.directed:
-            S = S + S.transpose(-1, -2)  # l < m: both directions; the diagonal is doubled ...
-        S = S.clone()
-        S.diagonal(dim1=-2, dim2=-1).mul_(0.5)  # ... or, undirected, holds each intralayer pair twice
-        return torch.triu(S)
+    def _rms(self, sq: torch.Tensor) -> torch.Tensor:
+        L = sq.shape[-1]
+        adj = torch.diagonal(sq[:, : L - 1, 1:], dim1=-2, dim2=-1)  # the pairs (l, l + 1)
+        return adj.sqrt() / self._adj_count.sqrt()  # 0/0 -> NaN
 
     def batch_rms(self, dW: torch.Tensor) -> torch.Tensor:
         """r_l, (L-1,) or (T, L-1) on the device: ||dW on block l<->l+1||_F / sqrt(count), NaN if empty."""
-        d = dW.double()  # square in float64: fp32 squares of corrections below ~1e-20 underflow
-        sq = self._fold(self._layer_sums(d * d))
-        adj = torch.stack([sq[..., l, l + 1] for l in range(len(self.slices) - 1)], -1)
-        r = adj.sqrt() / (self._adj_count if self.trials else self._adj_count[0]).sqrt()  # 0/0 -> NaN
-        return r
+        d = dW if self.trials else dW.unsqueeze(0)
+        r = self._rms(self._tile_sums(d, absolute=False)[0])
+        return r if self.trials else r[0]
 
     def add(self, dW: torch.Tensor) -> torch.Tensor:
         """Add one batch's dW; returns its r_l (a tensor on the device: no sync)."""
         dW = dW.to(self.device)
         d = dW if self.trials else dW.unsqueeze(0)
-        r = self.batch_rms(d)
+        sq, ab = self._tile_sums(d, absolute=True)
+        r = self._rms(sq)
         self.rms_sum += r
         self.epoch_sum += r
-        a = d.abs().double()
-        self.abs_sum += self._fold(self._layer_sums(a))
-        if self.abs_full is not None:
-            self.abs_full += a
+        self.abs_sum += ab
         self.rms_n += 1
         self.epoch_n += 1
         self.abs_n += 1

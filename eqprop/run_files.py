@@ -19,7 +19,8 @@ import numpy as np
 # a run may be resumed with more epochs, from a moved folder, on another device
 RUN_MAY_CHANGE = ("epochs", "out", "device")
 # ... and with another arrangement of the same arithmetic, or other resources
-SOLVER_MAY_CHANGE = ("coupling", "engine", "cuda_graph", "tf32", "workers", "timeout", "recycle_after")
+SOLVER_MAY_CHANGE = ("coupling", "engine", "cuda_graph", "tf32", "workers", "timeout", "recycle_after",
+                     "coupling_chosen")
 
 
 @dataclasses.dataclass

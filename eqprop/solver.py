@@ -24,7 +24,7 @@ from typing import Protocol
 import torch
 
 from .config import EulerConfig
-from .couplings import Couplings, input_constant
+from .couplings import Couplings, coupling_choices, input_constant, restore_coupling_choices
 from .dynamics import clip_, leaky_step, nudge_
 from .learning import apply_update as exact_update
 from .network import Network
@@ -137,9 +137,19 @@ class EulerSolver:
                              f"is the fast engine's (eqprop.fast_relax.make_euler_solver picks it)")
         self.last_steps = 0
         self.last_steps_per_trial: list[int] = []
+        self._chosen: dict[str, str] = {}  # coupling auto: the measured mode per batch size
 
     def describe(self) -> dict:
-        return {"solver": type(self).__name__, **self.config.to_dict()}
+        d = {"solver": type(self).__name__, **self.config.to_dict()}
+        return {**d, "coupling_chosen": dict(self._chosen)} if self._chosen else d
+
+    def state_dict(self) -> dict:
+        """The measured coupling choices: a resumed run relaxes with the same arithmetic (no new measurement)."""
+        # the choices only: their timings differ run to run and a checkpoint holds what the run depends on
+        return {"coupling_choices": [{"key": r["key"], "choice": r["choice"]} for r in coupling_choices()]}
+
+    def load_state_dict(self, state: dict, network) -> None:
+        restore_coupling_choices((state or {}).get("coupling_choices", []))
 
     def close(self) -> None:
         pass
@@ -166,7 +176,9 @@ class EulerSolver:
         cfg, topo = self.config, net.topology
         steps = cfg.free_steps if beta == 0 else cfg.nudged_steps
         with torch.set_grad_enabled(torch.is_grad_enabled() and net.W.requires_grad):
-            cpl = Couplings.build(net, cfg.coupling)
+            cpl = Couplings.build(net, cfg.coupling, batch=x.shape[0])
+            if cfg.coupling == "auto":
+                self._chosen[f"B{x.shape[0]}"] = "dense" if cpl.dense is not None else "blocks"
             const = input_constant(net, x)
             if u0 is None:
                 s = torch.zeros(x.shape[0], topo.n - topo.n_in, dtype=net.dtype, device=net.device)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .config import LATER_FIELDS, LOCKSTEP_FIELDS, EulerConfig, RunConfig
 from .dynamics import rho
 from .fast_relax import make_euler_solver
-from .learning import eqprop_update, rate_tensors
+from .learning import ConnectionBlocks, eqprop_update, rate_tensors
 from .metrics import BlockStats
 from .network import Network
 from .run_files import (
@@ -182,6 +182,9 @@ class Trainer:
             raise ValueError("a Trainer of several trials needs a checkpoint path for the group")
         self.checkpoint = Path(checkpoint) if checkpoint is not None else Path(c0.out) / CHECKPOINT
         self.mask = self.net.mask_tensor()
+        # a rule that takes them (eqprop_update) computes dW on the connected tiles only, into one reused buffer
+        self.blocks = ConnectionBlocks(list(self.net.topologies), self.device, reuse_output=True)
+        self._rule_mask = self.blocks if getattr(rule, "takes_blocks", False) else self.mask
         self.lr_W, self.lr_b = rate_tensors(self.net, [c.lr for c in cfgs])  # the configured rates
         # per trial: resumes that changed its rates ({"epoch": first epoch under the new ones, field: [old, new]}),
         # and the rate each finished epoch used (metrics.json's epochs[k].lr)
@@ -292,7 +295,7 @@ class Trainer:
         beta = self.betas()
         nudged = self.solver.relax(self.net, x, free, beta, y)
         beta_dev = beta.to(self.dtype).to(self.device, non_blocking=True)
-        dW, db = self.rule(free, nudged, beta_dev, self.mask, self.net.topologies[0].directed, n_in, valid)
+        dW, db = self.rule(free, nudged, beta_dev, self._rule_mask, self.net.topologies[0].directed, n_in, valid)
         self.stats.add(dW)
         self.solver.apply_update(self.net, dW, db, *self._rates)
         if self.device.type != "cuda" or k % CHECK_EVERY_CUDA == CHECK_EVERY_CUDA - 1 or k == self.n_batches - 1:

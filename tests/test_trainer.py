@@ -75,7 +75,10 @@ def test_lockstep_trials_equal_separate_runs_exactly_with_the_reference(tmp_path
     # each trial writes the folder of a single run
     for t, c in enumerate(cfgs):
         saved = json.loads((tmp_path / f"t{t}" / "metrics.json").read_text())
-        assert saved["config"]["seed"] == c.seed and saved["solver"] == EulerSolver(EULER).describe()
+        solver = dict(saved["solver"])
+        chosen = solver.pop("coupling_chosen")  # coupling auto: measured per batch size (B5 train, B2 test)
+        assert saved["config"]["seed"] == c.seed and solver == EulerSolver(EULER).describe()
+        assert set(chosen) == {"B5", "B2"} and set(chosen.values()) <= {"dense", "blocks"}
         assert [e["epoch"] for e in saved["epochs"]] == [1, 2]
         conf = json.loads((tmp_path / f"t{t}" / "config.json").read_text())
         assert conf == {"run": c.to_dict(), "solver": EulerSolver(EULER).describe(), "trial": t, "trials": 3}
