@@ -14,6 +14,8 @@ EXPERIMENTS = {
     "fig3": "Fig 3: per-block lr * RMS correction per epoch for Fig 2's three runs (shares results/fig2)",
     "fig5": "Fig 5: mean |dW| per connection, 784-100x5-10 MLFF vs SW on MNIST (Table 1's image runs)",
     "fig4": "Fig 4: 784-100x5-10 MNIST, error and log-spread vs p (p = 0 and 29 values of logspace(-4, 0, 30))",
+    "free-phase-fidelity": "issue 15: the reference's fixed free phase vs the hybrid (docs/free-phase.md), "
+                           "784-100x5-10 MNIST MLFF and SW, 6000/2000 examples, 10 epochs (use --seeds 3)",
     "deep": "DEEP (Farinha et al. 2020) vs asymmetric EqProp on AND/OR/XOR/NOT/identity, pruning, stability "
             "(use --seeds 10; --only tasks and/or methods)",
     "deep-mismatch": "Hopfield EqProp vs DEEP on XOR with device-to-device mismatch g_dtod 0-0.8, the device model "

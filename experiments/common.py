@@ -36,7 +36,8 @@ class Run:
 def place(runs: list[Run], out: Path, device: str | None = None, **run_overrides) -> list[Run]:
     """The runs with their results folders under ``out`` (<label>/s<seed>), the device and any
     other RunConfig overrides (e.g. train_limit) applied; validated on construction."""
-    extra = {**run_overrides, **({"device": device} if device else {})}
+    # an override left at None (e.g. no --train-limit) keeps the experiment's own value
+    extra = {**{k: v for k, v in run_overrides.items() if v is not None}, **({"device": device} if device else {})}
     return [dataclasses.replace(r, run=dataclasses.replace(r.run, out=str(out / r.label / f"s{r.run.seed}"),
                                                            **extra)) for r in runs]
 

@@ -37,6 +37,26 @@ def test_worker_processes_give_the_in_process_results_and_skip_finished_runs(tmp
     assert "2 already done, 0 to run" in capsys.readouterr().out and again == par
 
 
+def test_free_phase_fidelity_runs_and_its_overlap_check():
+    import experiments.free_phase_fidelity as fpf
+    rs = fpf.runs(seeds=[0, 1])
+    assert [r.label for r in rs[::2]] == ["mlff-reference", "mlff-hybrid", "sw-reference", "sw-hybrid"]
+    assert {(r.run.train_limit, r.run.test_limit, r.run.epochs) for r in rs} == {(6000, 2000, 10)}
+    assert rs[2].euler.free_method == "hybrid" and rs[0].euler.free_method == "fixed"
+    with pytest.raises(ValueError, match="--only takes mlff, sw"):
+        fpf.runs(only="cnn")
+
+    def metrics(errs):
+        return {"epochs": [{"test_error": e, "rms": [1e-3, 1e-2]} for e in errs]}
+    res = {"mlff-reference": [metrics([0.5, 0.3]), metrics([0.6, 0.4])],
+           "mlff-hybrid": [metrics([0.55, 0.35]), metrics([0.9, 0.9])]}
+    lines = fpf.check({}, res)
+    row = next(line for line in lines if "test_error" in line)
+    assert "0.2750 (epoch 2)" in row and row.endswith("| yes |")  # gap 0.275 < the hybrid seeds' spread 0.55
+    res["mlff-hybrid"] = [metrics([0.9, 0.9]), metrics([0.9, 0.91])]
+    assert next(line for line in fpf.check({}, res) if "test_error" in line).endswith("| NO |")
+
+
 def test_named_experiment_configs():
     assert [r.label for r in fig2.runs()] == ["mlff-global", "mlff-per-layer", "sw"]
     assert fig2.runs()[1].run.lr == (0.128, 0.032, 0.008, 0.002)
