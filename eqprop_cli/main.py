@@ -13,6 +13,7 @@ import sys
 # name of the module in this package that defines register(subparsers)
 COMMAND_MODULES = [
     "train", "data", "reproduce", "netlist", "read-netlist", "spice", "spice-compare", "variability", "device",
+    "physical-study",
 ]
 
 

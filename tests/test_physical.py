@@ -30,8 +30,18 @@ def case():
     return net, torch.tensor(rng.random((2, 3))), torch.tensor(rng.random((2, 2)))
 
 
+@pytest.fixture(scope="module")
+def ideal(case):
+    """The ideal level's (free, nudged) activations, in normalised units and in UNITS: the reference of several
+    tests, solved once."""
+    net, x, y = case
+    return {"normalised": solve(net, x, y, level="ideal")[:2], "units": solve(net, x, y, level="ideal", **UNITS)[:2]}
+
+
 def solve(net, x, y, **cfg):
-    cfg = SpiceConfig(**cfg)
+    # Sparse: "auto" would measure KLU against Sparse on every new circuit (four more transients per solver);
+    # these tests are about the circuits, not that choice (tests/test_spice_throughput.py tests it)
+    cfg = SpiceConfig(**{"matrix_solver": "sparse", **cfg})
     with SpiceSolver(cfg) as s:
         free = s.relax(net, x)
         nudged = s.relax(net, x, free, beta=0.5, target=y)
@@ -92,10 +102,10 @@ def test_netlist_blocks(case):
 # -- against ngspice ------------------------------------------------------------------------
 @ngspice
 @has_library
-def test_off_equals_ideal(case):
+def test_off_equals_ideal(case, ideal):
     """Every non-ideality off (the conductance nudge has the current nudge's equations: on too)."""
     net, x, y = case
-    i_free, i_nudged, _, _ = solve(net, x, y, level="ideal")
+    i_free, i_nudged = ideal["normalised"]
     p_free, p_nudged, _, _ = solve(net, x, y, level="physical", physical={"nudge": "conductance"})
     assert float((i_free - p_free).abs().max()) < 1e-9
     assert float((i_nudged - p_nudged).abs().max()) < 1e-9
@@ -108,10 +118,10 @@ def test_off_equals_ideal(case):
     {"tia_gain": 100.0, "tia_swing": 5.0, "tia_offset": 1e-3},  # (gbw moves no equilibrium)
     {"read_v0": 0.7},
     {"activation": "diode", "diode_is": 1e-9, "diode_n": 1.75, "v_low": -0.1, "v_high": 1.1, "nudge": "conductance"}])
-def test_surrogate_matches_spice(case, phys):
+def test_surrogate_matches_spice(case, ideal, phys):
     net, x, y = case
     p_free, p_nudged, _, cfg = solve(net, x, y, level="physical", physical=phys, **UNITS)
-    i_free, _, _, _ = solve(net, x, y, level="ideal", **UNITS)
+    i_free = ideal["units"][0]
     assert float((p_free - i_free).abs().max()) > 1e-3  # the non-ideality moves the equilibrium ...
     arr = tuple(DeviceArray(cfg.device, net.topology.mask, instance_seed(0, 0)).program(net.W.detach().numpy()))
     s_free = surrogate_relax(net, x, cfg.physical, arr, cfg.g0, cfg.clamp)
@@ -122,9 +132,9 @@ def test_surrogate_matches_spice(case, phys):
 
 @ngspice
 @has_library
-def test_wire_resistance_error_grows(case):
+def test_wire_resistance_error_grows(case, ideal):
     net, x, y = case
-    ref = solve(net, x, y, level="ideal", **UNITS)[0]
+    ref = ideal["units"][0]
     errs = [float((solve(net, x, y, level="physical", physical={"r_row": r, "r_col": r}, **UNITS)[0] - ref).abs().max())
             for r in (1.0, 10.0)]
     assert 1e-5 < errs[0] < errs[1] < 0.5
@@ -213,10 +223,10 @@ def test_user_neuron_netlist(case, tmp_path):
 
 @ngspice
 @has_library
-def test_user_neuron_trains_like_the_ideal_level(case, tmp_path):
+def test_user_neuron_trains_like_the_ideal_level(case, ideal, tmp_path):
     """A user neuron that is the ideal clamp gives the ideal level's equilibria: the pins are wired right."""
     net, x, y = case
-    i_free, i_nudged, _, _ = solve(net, x, y, level="ideal")
+    i_free, i_nudged = ideal["normalised"]
     p_free, p_nudged, _, _ = solve(net, x, y, level="physical", physical=user_neuron(tmp_path))
     assert float((i_free - p_free).abs().max()) < 1e-9
     assert float((i_nudged - p_nudged).abs().max()) < 1e-9

@@ -1,0 +1,52 @@
+"""physical-study: a tiny study trained through ngspice (the ideal point and one physical point), read back on a
+re-run; bad input refused before any work."""
+import json
+
+import numpy as np
+import pytest
+
+from circuits.ngspice_runner import library_available
+from eqprop_cli.main import main
+from experiments.physical_study import physical_study
+
+ngspice = pytest.mark.ngspice
+has_library = pytest.mark.skipif(not library_available(), reason="libngspice not found (apt-get install libngspice0)")
+
+
+@ngspice
+@has_library
+def test_tiny_study_trains_measures_and_resumes(tmp_path):
+    out, folder = tmp_path / "ps", tmp_path / "ps" / "xor"
+    kw = dict(seeds=[0], epochs=1, spice={"matrix_solver": "sparse"}, out=out, progress=False)
+    summary = physical_study("xor", {"tia_gain": [10.0]}, **kw)
+    ideal, gain = summary["rows"]
+    assert (ideal["field"], gain["field"], gain["value"], gain["point"]) == ("ideal", "tia_gain", 10.0, "tia_gain-10")
+    for row in (ideal, gain):  # the accuracy is the Trainer's own final test accuracy of that point
+        m = json.loads((folder / row["point"] / "train" / "s0" / "metrics.json").read_text())
+        assert len(m["epochs"]) == 1 and row["test_accuracy"] == [1.0 - m["epochs"][-1]["test_error"]]
+        assert m["solver"]["level"] == ("ideal" if row is ideal else "physical")
+    assert gain["vs_ideal"] == pytest.approx(np.mean(gain["test_accuracy"]) - np.mean(ideal["test_accuracy"]))
+    # a TIA gain of 10 moves the trained network's equilibrium by tenths of a volt (physical-check: 0.21 V)
+    assert ideal["eq_error_v"] == 0.0 and 1e-2 < gain["eq_error_v"] <= 1.0
+    assert "| tia_gain | 10 V/V |" in (folder / "summary.md").read_text()
+    assert (folder / "accuracy.png").stat().st_size > 1000
+    # a re-run reads both finished points back: nothing is trained again
+    stamp = (folder / "tia_gain-10" / "result.json").stat().st_mtime_ns
+    assert physical_study("xor", {"tia_gain": [10.0]}, **kw)["rows"] == summary["rows"]
+    assert (folder / "tia_gain-10" / "result.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="holds another point"):  # other epochs in the same folders
+        physical_study("xor", {"tia_gain": [10.0]}, **{**kw, "epochs": 2})
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--sweep", "tia_gian=10"], "unknown non-ideality 'tia_gian'"),
+    (["--sweep", "r_wire=10,-1"], "r_wire=-1.0: must not be negative (Ohm per cell)"),
+    (["--sweep", "tia_gain=0"], "tia_gain must be > 0 (V/V)"),
+    (["--sweep", "preset=nope"], "no physical preset 'nope'"),
+    (["--dataset", "nope"], "unknown dataset 'nope'"),
+    (["--sweep", "read_v0=1", "--sweep", "read_v0=2"], "given twice")])
+def test_bad_input_is_refused_before_any_work(tmp_path, capsys, args, words):
+    out = tmp_path / "ps"
+    assert main(["physical-study", *args, "--out", str(out)]) == 2
+    assert words in capsys.readouterr().err
+    assert not out.exists()
