@@ -4,9 +4,11 @@
     .venv/bin/python benchmarks/bench_spice_parts.py --sizes 20,50,50,10 --n 5
 
 Worker CPU seconds (``NgspiceSession.cpu_seconds``) per operation, each repeated --n times in
-one request: the 300 tau transient at tstep 1 and 10 (with its time points), the ``.nodeset``
-reload + op of the polish, a plain load (the parse), a cold op. Then SpiceSolver's tran+op
-equilibria (free from u = 0 and nudged, beta 0.5) at tstep 10 against tstep 1: max |u diff|.
+one request: the 300 tau transient at tstep 1 and 10 (with its time points), the same stored at
+tstep only (``option interp``: ngspice 46 reads /proc/meminfo at every stored point otherwise), the
+``.nodeset`` reload + op of the polish "op", a plain load (the parse), a cold op (the polish
+"cold": no reload). Then SpiceSolver's tran+op equilibria (free from u = 0 and nudged, beta 0.5)
+at tstep 10 against tstep 1, and with the cold polish against the .nodeset polish: max |u diff|.
 Not a test: prints, asserts nothing.
 """
 from __future__ import annotations
@@ -57,6 +59,13 @@ def main() -> None:
             t = ms([("alter", ics), ("cmd", "destroy all"), ("analysis", f"tran {tstep} 300 uic")])
             print(f"  tran 300 tau, tstep {tstep:>4g}: {t:7.2f} ms ({len(s.vector('time'))} time points)")
         ns = dict(zip(nodes, s.voltages(nodes).tolist()))
+        with NgspiceSession() as s2:  # interp stays on in a worker once set: its own worker
+            s2.load(circ.to_spice())
+            s2.command("option interp " + options_text(TRAN_OPTIONS["tran+op"]))
+            c = s2.cpu_seconds
+            s2.call([("alter", ics), ("cmd", "destroy all"), ("analysis", "tran 10 300 uic")] * n)
+            print(f"  tran 300 tau, tstep   10, interp: {(s2.cpu_seconds - c) / n * 1e3:7.2f} ms "
+                  f"({len(s2.vector('time'))} stored points)")
         s.command("option " + options_text(cfg.options))
         print(f"  .nodeset reload + op (polish): {ms([('op', ns, nodes)]):7.2f} ms")
         print(f"  plain load (parse):            {ms([('circ', circ.to_spice())]):7.2f} ms")
@@ -65,13 +74,18 @@ def main() -> None:
     x = torch.tensor(rng.random((args.examples, sizes[0])))
     y = torch.eye(sizes[-1], dtype=torch.float64)[torch.arange(args.examples) % sizes[-1]]
     out = {}
-    for tstep in (1.0, 10.0):
-        with SpiceSolver(tstep=tstep, matrix_solver="sparse") as sol:
+    for key in ((1.0, "op"), (10.0, "op"), (10.0, "cold")):
+        with SpiceSolver(tstep=key[0], polish=key[1], matrix_solver="sparse") as sol:
             free = sol.relax(net, x)
-            out[tstep] = (free, sol.relax(net, x, free, 0.5, y))
-    print(f"tran+op, {args.examples} examples: tstep 10 vs 1, max |u diff| free "
-          f"{float((out[10.0][0] - out[1.0][0]).abs().max()):.1e}, nudged "
-          f"{float((out[10.0][1] - out[1.0][1]).abs().max()):.1e}")
+            out[key] = (free, sol.relax(net, x, free, 0.5, y), sol.last_stats["cold"])
+
+    def diff(a, b, i):
+        return float((out[a][i] - out[b][i]).abs().max())
+    print(f"tran+op, {args.examples} examples: tstep 10 vs 1 (.nodeset polish), max |u diff| free "
+          f"{diff((10.0, 'op'), (1.0, 'op'), 0):.1e}, nudged {diff((10.0, 'op'), (1.0, 'op'), 1):.1e}; cold vs "
+          f".nodeset polish (tstep 10) free {diff((10.0, 'cold'), (10.0, 'op'), 0):.1e}, nudged "
+          f"{diff((10.0, 'cold'), (10.0, 'op'), 1):.1e} ({out[(10.0, 'cold')][2]} of {args.examples} nudged "
+          f"examples kept the cold .op)")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def choose_matrix_solver(solver, slot, network, t: int, prog) -> str:
         slot.session.load(circ.to_spice())
         inputs = circ.input_elements if cfg.fold_inputs else circ.input_sources
         spec = example_spec(short, circ, np.zeros(len(inputs)), np.zeros(len(circ.neurons)), 0.0, None, False,
-                            f"matrix solver measurement ({name})")
+                            f"matrix solver measurement ({name})", interp=solver._interp())
         slot.session.equilibria([spec])  # the first solve sets up the matrix: not timed
         c0 = slot.session.cpu_seconds
         slot.session.equilibria([spec] * MEASURE_REPEATS)

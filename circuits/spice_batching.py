@@ -4,9 +4,12 @@ Each example's alters (folded inputs or input sources, the nudge pair, the capac
 initial conditions), its transient, settle check and extensions, and the ``.op`` polish
 run inside the worker (``ngspice_worker._Engine.equilibrium``): a worker's share of a
 batch is one pipe round trip instead of ~8 per example, and the ``.nodeset`` reload of
-the polish replays the alters there. The recipe and its numbers are the same as the
-per-example path of ``SpiceSolver._solve`` (which subclasses and ``measure`` still use,
-since they read each example's first transient in between), so the equilibria are too.
+the polish replays the alters there. With polish "op" the recipe and its numbers are the
+same as the per-example path of ``SpiceSolver._solve`` (which subclasses and ``measure``
+still use, since they read each example's first transient in between), so the equilibria
+are too, bit for bit; with the cold polish (the default) this path tries a cold ``.op``
+before the reload and stores the transient at its print step only, and the equilibria
+agree to < 1e-10 (tests/test_spice_throughput.py).
 """
 from __future__ import annotations
 
@@ -17,6 +20,15 @@ from netlist_gen import cap_ic_key
 from .spice_config import TRAN_OPTIONS, SpiceConfig
 
 SETTLE_WINDOW = 5.0  # tau over which the end-of-transient rate |du/dt| is measured
+# polish "cold": ``.op`` in the loaded circuit, Newton from ngspice's own start (no reload, no
+# .nodeset), kept when its rho lies within COLD_TOL of the transient's end (fixed points of this
+# piecewise-linear circuit that close would be the same one), else the .nodeset reload as for "op".
+# It must fail fast where Newton from there does not converge: no gmin or source stepping (those took
+# 21.6 s on 20-50-50-10), at most itl1 = 50 Newton steps; the reload then runs with ngspice's
+# defaults again (cktntask.c: itl1 100, gminsteps 1, srcsteps 1).
+COLD_TOL = 2e-3
+COLD_OPTIONS = {"itl1": 50, "gminsteps": 0, "srcsteps": 0}
+NODESET_OPTIONS = {"itl1": 100, "gminsteps": 1, "srcsteps": 1}
 
 
 def options_text(options: dict) -> str:
@@ -34,8 +46,32 @@ def example_values(cfg: SpiceConfig, circ, cur: np.ndarray, beta: float, y) -> d
     return values
 
 
-def example_spec(cfg: SpiceConfig, circ, cur, u0: np.ndarray, beta: float, y, warm: bool, label: str) -> dict:
-    """One ``equilibrium`` request (ngspice_worker._Engine.equilibrium) for an example."""
+def op_options(cfg: SpiceConfig) -> dict:
+    """The options of the .nodeset polish (after a cold try also ngspice's stepping defaults back)."""
+    opts = dict(cfg.options or {})
+    return {**NODESET_OPTIONS, **opts} if cfg.method == "tran+op" and cfg.polish == "cold" else opts
+
+
+def _steps(cfg: SpiceConfig, beta: float, interp: bool) -> dict:
+    """The transient's print step and maximum step (tau units times tau). ngspice's maximum step is
+    min(tstep, tstop/50) unless given; with interp the print step is also the spacing of the stored
+    points, which the settle check reads over its last SETTLE_WINDOW: so there the points are stored
+    every min(tstep, SETTLE_WINDOW) and the maximum step is given, the steps unchanged."""
+    tau = cfg.c / cfg.g0
+    if not interp:
+        return {"tstep": cfg.tstep * tau, "tmax": None}
+    tstop = cfg.t_free if beta == 0 else cfg.t_nudged
+    return {"tstep": min(cfg.tstep, SETTLE_WINDOW) * tau, "tmax": min(cfg.tstep, tstop / 50) * tau}
+
+
+def example_spec(cfg: SpiceConfig, circ, cur, u0: np.ndarray, beta: float, y, warm: bool, label: str,
+                 interp: bool = False) -> dict:
+    """One ``equilibrium`` request (ngspice_worker._Engine.equilibrium) for an example.
+
+    interp: ngspice stores the transient only at multiples of its print step (``option interp``; the end
+    point is the computed one; see _steps): without it ngspice 46 reads /proc/meminfo at every stored
+    time point (~50 us each, about half the loose transient's CPU on iris). It stays on in the worker
+    once set, so only solvers that never read a trajectory (the batched path) set it."""
     neurons = circ.neurons
     nodes = [circ.u_node[i] for i in neurons]
     values = example_values(cfg, circ, cur, beta, y)
@@ -46,7 +82,9 @@ def example_spec(cfg: SpiceConfig, circ, cur, u0: np.ndarray, beta: float, y, wa
     return {"alters": list(values.items()), "nodes": nodes, "method": cfg.method, "warm": bool(warm),
             "u0": np.asarray(u0, dtype=float).tolist(), "label": label,
             "tran_opts": options_text(cfg.tran_options or TRAN_OPTIONS.get(cfg.method, {})),
-            "op_opts": options_text(cfg.options or {}), "tstep": cfg.tstep * tau,
+            "interp": bool(interp), "op_opts": options_text(op_options(cfg)), **_steps(cfg, beta, interp),
+            "polish": cfg.polish, "cold_opts": options_text({**(cfg.options or {}), **COLD_OPTIONS}),
+            "cold_tol": COLD_TOL,
             "tstop": (cfg.t_free if beta == 0 else cfg.t_nudged) * tau, "tau": tau,
             "settle_tol": cfg.settle_tol, "settle_window": SETTLE_WINDOW, "max_extend": cfg.max_extend,
             "raise_unsettled": cfg.on_unsettled == "raise", "ic_keys": ic_keys}

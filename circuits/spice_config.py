@@ -13,6 +13,7 @@ METHODS = ("tran", "op", "tran+op")
 LEVELS = ("ideal", "crossbar", "physical")
 UPDATES = ("alter", "renetlist")
 MATRIX_SOLVERS = ("auto", "klu", "sparse")
+POLISHES = ("op", "cold")
 # Transient tolerances. "tran" must itself be within 1e-6 of the fixed point after the
 # settle time (reltol 1e-4 measured 2e-13 on 20-50-50-10); "tran+op" only needs the
 # basin, and ngspice's default-level tolerances are 3x faster there.
@@ -57,6 +58,11 @@ class SpiceConfig:
     method: "tran+op" (a loose transient picks the basin the dynamics reach, a warm .op
         polishes it to the exact fixed point; default), "tran" (the transient only) or "op"
         (.op warm-started by .nodeset from u0; cold without one).
+    polish: how "tran+op" reaches the exact fixed point from the loose transient's end: "op" (the
+        netlist reloaded with .nodeset lines there, then .op: a parse per example) or "cold" (.op in
+        the loaded circuit without a reload, kept when it lands within spice_batching.COLD_TOL of the
+        transient's end, else the "op" reload; batched path only, which then also stores the
+        transient at tstep only, ngspice's interp).
     level: "ideal" (behavioural transconductances), "crossbar" (device pairs) or "physical"
         (device pairs plus the non-idealities of ``physical``).
     physical: level "physical": a PhysicalModel or a preset name (spice_models/physical_<name>.toml;
@@ -78,7 +84,7 @@ class SpiceConfig:
         TRAN_OPTIONS[method]. update: weight changes by "alter" or by a new netlist.
     workers: parallel ngspice processes (each trial gets max(1, workers // T)); recycle_after:
         solves after which a worker process is replaced by a fresh one (libngspice's memory
-        grows ~0.9 MB per 1,000 solves and is never returned).
+        grows ~1-1.8 MB per 1,000 solves and is never returned; docs/reliability.md).
     matrix_solver: ngspice's linear solver per circuit: "klu" (needs an ngspice built with KLU,
         e.g. 46 from Debian's bookworm-backports), "sparse" (Sparse 1.3, every ngspice) or "auto"
         (KLU when this ngspice honours it and a short measurement on the circuit finds it faster;
@@ -90,6 +96,7 @@ class SpiceConfig:
     """
 
     method: str = "tran+op"
+    polish: str = "cold"
     level: str = "ideal"
     device: str | DeviceModel = "ideal"
     device_seed: int = 0
@@ -120,6 +127,8 @@ class SpiceConfig:
         o = "spice config"
         if self.method not in METHODS:
             raise ValueError(f"{o}: method must be one of {METHODS}, got {self.method!r}")
+        if self.polish not in POLISHES:
+            raise ValueError(f"{o}: polish must be one of {POLISHES}, got {self.polish!r}")
         if self.level not in LEVELS:
             raise ValueError(f"{o}: level must be one of {LEVELS}, got {self.level!r}")
         if self.on_unsettled not in ("raise", "warn"):

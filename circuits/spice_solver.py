@@ -15,7 +15,9 @@ Methods (which equilibrium, at what cost; ngspice-notes.md has the measurements)
   is a cold ``.op``, which cycles on deep nets with hard clamps.
 * ``tran+op`` (default): a loose transient picks the basin the dynamics reach (the
   clipped Euler reference's, with the stiff clamp), ``.op`` from its end polishes it to
-  the exact fixed point.
+  the exact fixed point: by default (``polish="cold"``, batched path) a cold ``.op`` in the
+  loaded circuit kept when it lands next to the transient's end, else the ``.nodeset``
+  reload (spice_batching says why).
 The state is the node voltages u (rho(u) lies on the activation nodes); the nudged phase
 starts from the free phase's u, as the protocol hands it back.
 """
@@ -61,7 +63,10 @@ class SpiceSolver:
         self._source: dict[int, np.ndarray] = {}  # the weights each trial's devices were set to
 
     def describe(self) -> dict:
-        return {"solver": type(self).__name__, **self.config.to_dict()}
+        d = {"solver": type(self).__name__, **self.config.to_dict()}
+        if d["polish"] == "op":  # recorded only when not the .op polish: a run recorded before the
+            del d["polish"]  # field existed (config.json, checkpoint) compares equal to what it ran
+        return d
 
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:
@@ -307,6 +312,7 @@ class SpiceSolver:
             if cfg.method == "tran":
                 return u
             t = time.perf_counter()
+            # the per-example path (measure, DEEP) always takes the .nodeset polish (polish "cold" is batched only)
             ses.command("option " + _opts(cfg.options or {}))  # interactive options outlive a reload
             u2 = ses.op(nodeset=dict(zip(nodes, u.tolist())), nodes=nodes)
             st["op_s"] += time.perf_counter() - t
@@ -324,6 +330,12 @@ class SpiceSolver:
         transient in between (``measure``, or a subclass's ``_after_transient``)."""
         return not self.config.measure and type(self)._after_transient is SpiceSolver._after_transient
 
+    def _interp(self) -> bool:
+        """Whether the worker may store transients at tstep only (spice_batching.example_spec): with the
+        cold polish, where nothing reads a trajectory (ngspice keeps interp for the process)."""
+        cfg = self.config
+        return self._batched() and cfg.method == "tran+op" and cfg.polish == "cold"
+
     def _solve_batch(self, slot, cur, u0s, t, rows, beta, ys_t) -> np.ndarray:
         """A worker's examples (rows) of trial t, one ``equilibria`` round trip; the same recipe as _solve."""
         cfg, circ, st = self.config, slot.circuit, slot.stats
@@ -331,7 +343,7 @@ class SpiceSolver:
         phase = "free" if beta == 0 else "nudged"
         specs = [example_spec(cfg, circ, cur[b], np.zeros(len(circ.neurons)) if u0s is None else u0s[t, b, n_in:],
                               beta, None if ys_t is None else ys_t[b], u0s is not None,
-                              f"example {b}, {phase} phase ({cfg.method})") for b in rows]
+                              f"example {b}, {phase} phase ({cfg.method})", interp=self._interp()) for b in rows]
         try:
             res = slot.session.equilibria(specs)
         except SimulationError:
@@ -339,7 +351,7 @@ class SpiceSolver:
                 slot.circuit = None  # a fresh worker must load the circuit again
             raise
         for r in res:
-            for k in ("alter_s", "tran_s", "op_s", "extensions", "unsettled"):
+            for k in ("alter_s", "tran_s", "op_s", "extensions", "unsettled", "cold"):
                 st[k] += r[k]
             st["polish_max_change"] = max(st["polish_max_change"], r["polish_change"])
         return np.stack([r["u"] for r in res])
@@ -413,8 +425,9 @@ class SpiceSolver:
             return  # the next relax loads it (with a varying read: with that solve's conductances)
         prog = self._arrays[t].prog if cfg.devices else None
         if cfg.update == "renetlist" or cfg.method != "tran":
-            # op and tran+op reload the netlist per example (nodeset), which would replay
-            # every weight alter: a fresh text is cheaper
+            # op and tran+op reload the netlist per example (nodeset; the cold polish on its fallbacks),
+            # which would replay every weight alter: a fresh text is cheaper, and a resumed run (which
+            # loads the text) then sees the very circuit an uninterrupted one does
             self._load(slot, network, t, prog)
             return
         t0 = time.perf_counter()
@@ -470,7 +483,7 @@ class _Slot:
 
 def _new_stats() -> dict:
     return {"load_s": 0.0, "alter_s": 0.0, "tran_s": 0.0, "op_s": 0.0, "polish_max_change": 0.0,
-            "extensions": 0, "unsettled": 0, "recycled": 0}
+            "extensions": 0, "unsettled": 0, "recycled": 0, "cold": 0}
 
 
 def _merge_stats(parts: list[dict]) -> dict:

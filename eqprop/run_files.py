@@ -18,9 +18,10 @@ import numpy as np
 
 # a run may be resumed with more epochs, from a moved folder, on another device
 RUN_MAY_CHANGE = ("epochs", "out", "device")
-# ... and with another arrangement of the same arithmetic, or other resources
+# ... and with another arrangement of the same arithmetic, or other resources (polish: the SPICE fixed point
+# found by a cold .op or by the reload agree to < 1e-10, and a cold one is kept only where it is that one)
 SOLVER_MAY_CHANGE = ("coupling", "engine", "cuda_graph", "tf32", "workers", "timeout", "recycle_after",
-                     "coupling_chosen")
+                     "coupling_chosen", "polish")
 
 
 @dataclasses.dataclass

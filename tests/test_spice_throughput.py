@@ -38,7 +38,7 @@ def test_batched_equals_per_example_in_one_round_trip(method):
     net, x, y = net_and_data()
     out = {}
     for batched in (True, False):
-        with SpiceSolver(method=method, matrix_solver="sparse") as s:
+        with SpiceSolver(method=method, matrix_solver="sparse", polish="op") as s:
             if not batched:
                 s._batched = lambda: False  # the per-example path (what measure and subclasses use)
             s.relax(net, x[:1])  # start and load
@@ -52,6 +52,42 @@ def test_batched_equals_per_example_in_one_round_trip(method):
     assert torch.equal(fb, fp) and torch.equal(nb, np_)  # bit for bit: the same commands in the same order
     assert (cf, cn) == (1, 1)  # one round trip for the worker's whole share of the batch
     assert cfp >= 3 and cnp >= 3
+
+
+def test_cold_polish_gives_the_nodeset_polish_fixed_points_and_falls_back_where_it_lands_elsewhere():
+    """polish "cold" (the default): .op in the loaded circuit without the .nodeset reload, kept only
+    within COLD_TOL of the transient's end. On the small-world net a cold .op lands on other fixed
+    points (rho 1.0 away) for some examples: those take the reload, and every equilibrium must equal
+    the .nodeset polish's."""
+    from eqprop.dynamics import rho
+    from eqprop.topology import small_world
+    sw = Network.init(small_world((6, 20, 20, 4), 0.2, seed=1), seed=1, dtype=torch.float64)
+    rng = np.random.default_rng(1)
+    cases = [(*net_and_data((4, 10, 3), batch=4)[:2], torch.eye(3, dtype=torch.float64)[[0, 1, 2, 0]]),
+             (sw, torch.tensor(rng.random((4, 6))), torch.tensor(rng.random((4, 4))))]
+    used = []
+    for net, x, y in cases:
+        out = {}
+        for polish in ("op", "cold"):
+            with SpiceSolver(polish=polish, matrix_solver="sparse") as s:
+                free = s.relax(net, x)
+                cold_free = s.last_stats["cold"]
+                nudged = s.relax(net, x, free, 0.5, y)
+                out[polish] = (free, nudged, cold_free + s.last_stats["cold"])
+        for a, b in zip(out["op"][:2], out["cold"][:2]):
+            assert float((rho(a) - rho(b)).abs().max()) < 1e-10
+        assert out["op"][2] == 0
+        used.append(out["cold"][2])
+    assert used[0] >= 6  # iris-size: most examples' cold .op was the fixed point (7 of 8 measured)
+    assert 0 < used[1] < 8  # small-world: some fell back to the reload (and still match)
+
+
+def test_polish_is_recorded_only_when_not_the_nodeset_polish():
+    # a run recorded before the field existed (config.json, checkpoint) ran the .nodeset polish
+    assert "polish" not in SpiceSolver(polish="op").describe()
+    assert SpiceSolver().describe()["polish"] == "cold"
+    with pytest.raises(ValueError, match="polish must be one of"):
+        SpiceSolver(polish="newton")
 
 
 def test_worker_cpu_is_counted_and_recycling_keeps_the_equilibria():
