@@ -8,6 +8,7 @@ finished points and resume killed ones from their checkpoints.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib
 import itertools
@@ -19,6 +20,22 @@ from .checks import nonneg_int, positive_float, positive_int, probability, resul
 STUDIES = ("bits", "spread", "asymmetry")
 POINT_AXES = ("dataset", "scheme", "lr", "p", "layer_factor")  # Point fields a sweep may vary
 NO_BITS = ("float", "none", "inf")
+ALL = "all"  # --train-limit / --test-limit all: every example
+# flags a named study takes when its points() has the parameter (flag -> parameter); others are refused
+STUDY_OPTIONS = {"dataset": "datasets", "scheme": "schemes", "bits": "bits", "hidden": "hidden", "lr": "lr",
+                 "free_steps": "free_steps", "train_limit": "train_limit", "test_limit": "test_limit"}
+GRID_FLAGS = ("sweep", "preset", "device_toml", "dataset", "scheme", "bits", "set", "hidden", "lr", "layer_factor", "p",
+              "beta", "free_steps", "nudged_steps", "nudge_form", "train_limit", "test_limit", "backend", "device_seed")
+
+
+def limit_arg(text: str):
+    """--train-limit / --test-limit: a count >= 1, or 'all'."""
+    if text.strip().lower() == ALL:
+        return ALL
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 or '{ALL}', got {text!r}") from None
 
 
 def parse_value(text: str):
@@ -102,7 +119,7 @@ def build_points(args) -> list:
               "train_limit", "test_limit", "backend", "device_seed"):
         v = getattr(args, k)
         if v is not None:
-            fixed[k] = v
+            fixed[k] = None if v == ALL else v
     if args.seeds is not None:
         fixed["seeds"] = list(range(args.seeds))
     elif isinstance(fixed.get("seeds"), int):
@@ -135,6 +152,30 @@ def build_points(args) -> list:
     return points
 
 
+def study_options(args, study) -> dict:
+    """A named study's points() keywords: --seeds, --epochs and the STUDY_OPTIONS flags its points()
+    takes (e.g. the bits study at another rate or scale); any other sweep flag is refused, named."""
+    import inspect
+
+    params = inspect.signature(study.points).parameters
+    kw = {k: getattr(args, k) for k in ("seeds", "epochs") if getattr(args, k) is not None}
+    drop = []
+    for flag in (f for f in GRID_FLAGS if getattr(args, f)):
+        if STUDY_OPTIONS.get(flag) not in params:
+            drop.append("--" + flag.replace("_", "-"))
+            continue
+        v = getattr(args, flag)
+        if flag in ("dataset", "scheme", "bits"):
+            v = split_list(v, f"--{flag}")
+        elif flag == "hidden":
+            v = [int(h) for h in split_list(v, "--hidden")]
+        kw[STUDY_OPTIONS[flag]] = None if v == ALL else v
+    if drop:
+        raise ValueError(f"--study {args.study} is a named sweep: drop {drop}"
+                         f" (or give the sweep by flags instead of --study)")
+    return kw
+
+
 def cmd_variability(args) -> int:
     from experiments.sweep import make_executor, run_sweep
     from experiments.variability import finished_result, run_point
@@ -142,17 +183,9 @@ def cmd_variability(args) -> int:
 
     if args.workers is not None and args.scheduler:
         raise ValueError("--workers sets local processes; a Dask cluster (--scheduler) has its own workers")
-    grid_flags = [f for f in ("sweep", "preset", "device_toml", "dataset", "scheme", "bits", "set", "hidden", "lr",
-                              "layer_factor", "p", "beta", "free_steps", "nudged_steps", "nudge_form", "train_limit",
-                              "test_limit", "backend", "device_seed") if getattr(args, f)]
     if args.study:
-        if grid_flags:
-            drop = ['--' + f.replace('_', '-') for f in grid_flags]
-            raise ValueError(f"--study {args.study} is a named sweep: drop {drop}"
-                             f" (or give the sweep by flags instead of --study)")
         study = importlib.import_module(f"experiments.variability_{args.study}")
-        kw = {k: getattr(args, k) for k in ("seeds", "epochs") if getattr(args, k) is not None}
-        points = study.points(**kw)
+        points = study.points(**study_options(args, study))
         title, out = f"variability study: {args.study}", Path(args.out or f"results/variability/{args.study}")
     else:
         points = build_points(args)
@@ -202,8 +235,9 @@ def register(sub) -> None:
     p.add_argument("--free-steps", type=nonneg_int)
     p.add_argument("--nudged-steps", type=nonneg_int)
     p.add_argument("--nudge-form", choices=("sequential", "gradient"))
-    p.add_argument("--train-limit", type=positive_int)
-    p.add_argument("--test-limit", type=positive_int)
+    p.add_argument("--train-limit", type=limit_arg, help="first N training examples, or 'all' (default all; "
+                                                          "--study bits: digits 100)")
+    p.add_argument("--test-limit", type=limit_arg, help="first N test examples, or 'all'")
     p.add_argument("--backend", choices=("surrogate", "spice"), help="digital surrogate (default) or ngspice crossbar")
     p.add_argument("--workers", type=nonneg_int, help="local worker processes (default: one per core; 0: in this "
                                                      "process)")

@@ -27,23 +27,36 @@ LIMITS = {"digits": (100, 50)}
 EPOCHS = {"wine": 5, "digits": 3}
 
 
+PER_DATASET = "per-dataset"  # a limit left at the study's per-dataset default (LIMITS)
+
+
 def points(seeds: int = 5, epochs: int | None = None, datasets=DATASETS, bits=BITS,
-           schemes=("mlff", "mlff-layer", "sw"), free_steps: int = 1000, limits: dict | None = None) -> list[Point]:
-    """The sweep's points; epochs None: the per-dataset default (EPOCHS, else 5)."""
+           schemes=("mlff", "mlff-layer", "sw"), free_steps: int = 1000, limits: dict | None = None,
+           lr: float = 0.01, hidden=(10, 10, 10, 10, 10), train_limit=PER_DATASET,
+           test_limit=PER_DATASET) -> list[Point]:
+    """The sweep's points; epochs None: the per-dataset default (EPOCHS, else 5). lr: the global rate
+    (mlff-layer: the output block's). train_limit / test_limit: every dataset's first examples
+    (None: all), else each dataset's own (``limits``, default LIMITS). `eqprop variability --study
+    bits` passes its --dataset, --scheme, --bits, --hidden, --lr, --epochs, --seeds, --free-steps,
+    --train-limit and --test-limit here (e.g. digits whole at another rate)."""
     from circuits.devices import load_preset
 
     base = dataclasses.asdict(load_preset("ideal"))
     limits = LIMITS if limits is None else limits
-    return [Point(dataset=ds, scheme=sc, device=base, overrides={"bits": b}, seeds=tuple(range(seeds)),
-                  epochs=epochs or EPOCHS.get(ds, 5), free_steps=free_steps,
-                  train_limit=limits.get(ds, (None, None))[0], test_limit=limits.get(ds, (None, None))[1])
+
+    def limit(ds, i, given):
+        return limits.get(ds, (None, None))[i] if given == PER_DATASET else given
+
+    return [Point(dataset=ds, hidden=tuple(hidden), scheme=sc, device=base, overrides={"bits": b},
+                  seeds=tuple(range(seeds)), epochs=epochs or EPOCHS.get(ds, 5), lr=lr, free_steps=free_steps,
+                  train_limit=limit(ds, 0, train_limit), test_limit=limit(ds, 1, test_limit))
             for ds in datasets for sc in schemes for b in bits]
 
 
 def finding(results: list[dict]) -> list[str]:
     """The numbers the answer rests on, per dataset and scheme: test error at float and at 6, 8 and
     10 bits, and the % of updates lost in the deepest block (input side), the output block and (SW)
-    the skip connections at 8 and 10 bits."""
+    the skip connections at 4, 6, 8 and 10 bits."""
     by: dict = {}
     for r in results:
         p = r["point"]
@@ -59,15 +72,49 @@ def finding(results: list[dict]) -> list[str]:
                         f"{rows[b]['test_error_std']:.3f}" for b in (None, 6, 8, 10) if b in rows)
         lost = "; ".join(f"{b} bits: deepest {pct(rows[b], 0)}, output {pct(rows[b], len(rows[b]['blocks']) - 2)}"
                          + (f", skip {pct(rows[b], len(rows[b]['blocks']) - 1)}" if sc == "sw" else "")
-                         for b in (8, 10) if b in rows)
+                         for b in (4, 6, 8, 10) if b in rows)
         lines.append(f"{ds} {sc}: test error {err}; updates lost {lost}")
     return lines
 
 
+def bits_table(results: list[dict]) -> str:
+    """Markdown: per dataset and scheme, the final test error (mean ± std over seeds) at every bit depth
+    swept, then the % of updates lost in the deepest block (input side), the output block and (SW) the
+    skip connections at every bit depth."""
+    by: dict = {}
+    for r in results:
+        p = r["point"]
+        by.setdefault((p["dataset"], p["scheme"]), {})[p["overrides"].get("bits")] = r
+    swept = [b for b in BITS if any(b in rows for rows in by.values())]
+    head = " | ".join("float" if b is None else f"{b} bits" for b in swept)
+    err = [f"| data | scheme | {head} |", "|---|---|" + "---|" * len(swept)]
+    lost = [f"| data | scheme | block | {head} |", "|---|---|---|" + "---|" * len(swept)]
+    for (ds, sc), rows in by.items():
+        cells = (f"{rows[b]['test_error']:.3f} ± {rows[b]['test_error_std']:.3f}" if b in rows else "-" for b in swept)
+        err.append(f"| {ds} | {sc} | " + " | ".join(cells) + " |")
+        any_r = next(iter(rows.values()))
+        n = len(any_r["blocks"])
+        for label, k in (("deepest " + any_r["blocks"][0], 0), ("output " + any_r["blocks"][n - 2], n - 2),
+                         ("skip", n - 1)):
+            if label == "skip" and sc != "sw":
+                continue
+            cells = []
+            for b in swept:
+                v = (rows[b].get("lost_fraction_by_block") or [None] * n)[k] if b in rows else None
+                cells.append("-" if v is None else f"{100 * v:.0f}")
+            lost.append(f"| {ds} | {sc} | {label} | " + " | ".join(cells) + " |")
+    return "Final test error (mean ± std over seeds):\n\n" + "\n".join(err) + \
+        "\n\n% of requested updates lost (all epochs and seeds):\n\n" + "\n".join(lost) + "\n"
+
+
 def plot(results: list[dict], out) -> list:
-    """Beyond the sweep's plots: lost updates per block and epoch at 10 bits, per dataset and scheme."""
+    """Beyond the sweep's plots: lost updates per block and epoch at 6 and 10 bits, per dataset and
+    scheme, and bits_table.md (bits_table)."""
     from pathlib import Path
 
+    from eqprop.run_files import write_atomic
+
     from .variability_summary import lost_by_epoch
-    return [lost_by_epoch([r for r in results if r["point"]["overrides"].get("bits") == 10],
-                          Path(out) / "lost_by_epoch_10bits.png")]
+    write_atomic(Path(out) / "bits_table.md", bits_table(results))
+    return [lost_by_epoch([r for r in results if r["point"]["overrides"].get("bits") == b],
+                          Path(out) / f"lost_by_epoch_{b}bits.png") for b in (6, 10)]

@@ -88,12 +88,25 @@ def test_a_sweep_file_sets_the_grid_and_the_device(tmp_path, capsys):
     assert len(lines) == 4 and "iris_1_sw_taox_hfox_rram_g_dtod-0.1" in lines[3]
 
 
+def test_the_bits_study_takes_its_scale_and_rate_from_flags(tmp_path):
+    out = tmp_path / "bits"
+    assert main(["variability", "--study", "bits", "--dataset", "iris", "--hidden", "3,3", "--scheme", "mlff-layer",
+                 "--bits", "float", "--seeds", "1", "--epochs", "1", "--free-steps", "20", "--lr", "0.2",
+                 "--train-limit", "10", "--test-limit", "all", "--workers", "0", "--quiet", "--out", str(out)]) == 0
+    p = Point.from_dict(json.loads((out / "iris_2_mlff-layer_bits-float" / "point.json").read_text()))
+    assert (p.hidden, p.lr, p.free_steps, p.train_limit, p.test_limit) == ((3, 3), 0.2, 20, 10, None)
+    assert p.rates() == pytest.approx((3.2, 0.8, 0.2))  # the per-layer rule on the given output rate
+    table = (out / "bits_table.md").read_text()  # the study's table: error and lost % per bit depth
+    assert "| data | scheme | float |" in table and "| iris | mlff-layer | deepest 0-1 | " in table
+
+
 @pytest.mark.parametrize("args, message", [
     (["--set", "g_dtod"], "--set: give FIELD=V1,V2"),
     (["--bits", "2,,4"], "--bits: give a comma-separated list"),
     (["--set", "colour=1,2"], "cannot sweep ['colour']"),
     (["--set", "g_dtod=-0.1"], "device ideal: g_dtod must"),
-    (["--study", "bits", "--bits", "2"], "--study bits is a named sweep: drop"),
+    (["--study", "bits", "--preset", "pcm"], "--study bits is a named sweep: drop ['--preset']"),
+    (["--study", "spread", "--bits", "2"], "--study spread is a named sweep: drop ['--bits']"),
     (["--preset", "nope"], "no device preset 'nope'"),
     (["--device-toml", "missing.toml"], "--device-toml: no such file"),
     (["--scheme", "mlff", "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"], "--workers sets local"),
@@ -103,6 +116,13 @@ def test_bad_sweeps_fail_before_any_work(tmp_path, capsys, args, message):
     assert main(["variability", *args, "--out", str(out)]) == 2
     assert message in capsys.readouterr().err.replace("\n", " ")
     assert not out.exists()
+
+
+def test_a_limit_is_a_count_or_all(capsys):
+    with pytest.raises(SystemExit):
+        main(["variability", "--train-limit", "some", "--list"])
+    assert "--train-limit: must be an integer >= 1 or 'all', got 'some'" in capsys.readouterr().err
+    assert main(["variability", "--dataset", "digits", "--train-limit", "all", "--test-limit", "7", "--list"]) == 0
 
 
 @pytest.mark.ngspice
