@@ -139,9 +139,12 @@ def hybrid_sor(drive: LayerDrive, s0: torch.Tensor, c0: torch.Tensor, omega: flo
             prev.copy_(cur)
         for l, cols in enumerate(drive.layers):
             h = drive(cur, c0, l)
-            if om is not None:
-                h = torch.lerp(cur[..., cols], h, om)
-            cur[..., cols] = clip_(h)
+            layer = cur[..., cols]
+            if om is None:
+                torch.clamp(h, 0.0, 1.0, out=layer)
+            else:  # in place: each entry reads its own old value only
+                torch.lerp(layer, h, om, out=layer)
+                clip_(layer)
         if not check:
             continue
         moved = (cur - prev).abs_().amax(-1)
