@@ -117,6 +117,17 @@ def restore_coupling_choices(records: Sequence[dict]) -> None:
         _CHOICES[_tuple(r["key"])] = dict(r)
 
 
+def coupling_state() -> dict:
+    """What a solver's checkpoint keeps of the choices: key and choice only (the timings differ run to run,
+    and a checkpoint holds what the run depends on)."""
+    return {"coupling_choices": [{"key": r["key"], "choice": r["choice"]} for r in coupling_choices()]}
+
+
+def restore_coupling_state(state: dict | None) -> None:
+    """Take a checkpoint's ``coupling_state()`` as this process's choices."""
+    restore_coupling_choices((state or {}).get("coupling_choices", []))
+
+
 def measure_coupling(network: Network, batch: int, engine: str = "fast", steps: int = MEASURE_STEPS,
                      repeats: int = MEASURE_REPEATS, **solver_kw) -> dict:
     """Time ``steps`` free Euler steps of ``network`` in each coupling mode: the engine's own relax on

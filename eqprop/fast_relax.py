@@ -1,7 +1,7 @@
 """Fast Euler relaxation: one network or a stack of T independent ones, CPU or CUDA.
 
-Same settings (``EulerConfig``), validation (``check_relax``), coupling rule
-(``coupling_mode``) and step equation (``eqprop.dynamics``: nudge and clip) as
+Same settings (``EulerConfig``), validation (``check_relax``), coupling choice
+(``choose_coupling``) and step equation (``eqprop.dynamics``: nudge and clip) as
 ``eqprop.solver.EulerSolver``, the reference, held by composition; only the arithmetic of
 the drive is arranged for speed:
 
@@ -28,7 +28,7 @@ import contextlib
 import torch
 
 from .config import EulerConfig
-from .couplings import choose_coupling, coupling_choices, free_layer_pairs, free_offsets, restore_coupling_choices
+from .couplings import choose_coupling, coupling_state, free_layer_pairs, free_offsets, restore_coupling_state
 from .dynamics import clip_, nudge_
 from .free_phase import FreePhaseLog, LayerDrive, hybrid_sor, per_example
 from .learning import apply_update as exact_update
@@ -172,11 +172,10 @@ class FastEulerSolver:
 
     def state_dict(self) -> dict:
         """The measured coupling choices: a resumed run relaxes with the same arithmetic (no new measurement)."""
-        # the choices only: their timings differ run to run and a checkpoint holds what the run depends on
-        return {"coupling_choices": [{"key": r["key"], "choice": r["choice"]} for r in coupling_choices()]}
+        return coupling_state()
 
     def load_state_dict(self, state: dict, network) -> None:
-        restore_coupling_choices((state or {}).get("coupling_choices", []))
+        restore_coupling_state(state)
 
     def close(self) -> None:
         self._kernels.clear()
@@ -204,10 +203,14 @@ class FastEulerSolver:
         graphed = (W.device.type == "cuda") if self.cuda_graph is None else self.cuda_graph
         if graphed and W.device.type != "cuda":
             raise ValueError("cuda_graph=True needs CUDA tensors")
+        # per-example and hybrid end the free phase eagerly (examples drop out as they finish); their nudged
+        # phase is the fixed step count, so tol stops a phase of the step loop only with free_method fixed
+        eager = not nudged and cfg.free_method != "fixed"
+        tol = cfg.tol if cfg.free_method == "fixed" else None
         # the graph pieces this call replays: (steps, check max |ds| after the last one)
-        if not nudged and cfg.free_method != "fixed":
-            pieces = []  # eager: examples drop out as they finish
-        elif cfg.tol is None or nudged and cfg.free_method != "fixed":  # other methods: the nudged phase is fixed
+        if eager:
+            pieces = []
+        elif tol is None:
             pieces = [(steps, False)] if steps else []
         else:
             pieces = [(cfg.check_every, True)] if steps >= cfg.check_every else []
@@ -231,10 +234,7 @@ class FastEulerSolver:
                 k.coef.copy_(to_device_async((cfg.eps * betas).to(W.dtype), W.device).view(T, 1, 1))
                 k.yd.copy_(target)
             k.call(("prologue",), graphed)
-            if nudged or cfg.free_method == "fixed":
-                free = self._loop(k, steps, graphed, pieces)
-            else:
-                free = self._free_phase(k, topo.sizes, topologies)
+            free = self._free_phase(k, topo.sizes, topologies) if eager else self._loop(k, steps, graphed, pieces, tol)
             out = torch.empty(T, B, topo.n, dtype=W.dtype, device=W.device)
             out[..., :n_in] = x
             out[..., n_in:] = free
@@ -260,10 +260,9 @@ class FastEulerSolver:
         self._report(steps.amax(1))
         return s
 
-    def _loop(self, k: _Kernel, steps: int, graphed: bool, pieces) -> torch.Tensor:
-        T = k.s[0].shape[0]
-        tol, every = self.config.tol, self.config.check_every
-        if tol is None or (k.nudged and self.config.free_method != "fixed"):
+    def _loop(self, k: _Kernel, steps: int, graphed: bool, pieces, tol: float | None) -> torch.Tensor:
+        T, every = k.s[0].shape[0], self.config.check_every
+        if tol is None:
             for p in pieces:
                 k.call(p, graphed)
             self._report(torch.full((T,), steps, dtype=torch.long))

@@ -24,7 +24,7 @@ from typing import Protocol
 import torch
 
 from .config import EulerConfig
-from .couplings import Couplings, coupling_choices, input_constant, restore_coupling_choices
+from .couplings import Couplings, coupling_state, input_constant, restore_coupling_state
 from .dynamics import clip_, leaky_step, nudge_
 from .learning import apply_update as exact_update
 from .network import Network
@@ -145,11 +145,10 @@ class EulerSolver:
 
     def state_dict(self) -> dict:
         """The measured coupling choices: a resumed run relaxes with the same arithmetic (no new measurement)."""
-        # the choices only: their timings differ run to run and a checkpoint holds what the run depends on
-        return {"coupling_choices": [{"key": r["key"], "choice": r["choice"]} for r in coupling_choices()]}
+        return coupling_state()
 
     def load_state_dict(self, state: dict, network) -> None:
-        restore_coupling_choices((state or {}).get("coupling_choices", []))
+        restore_coupling_state(state)
 
     def close(self) -> None:
         pass

@@ -1,6 +1,7 @@
 """`eqprop reproduce NAME`: a paper figure or table as a named experiment."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import sys
 
@@ -96,7 +97,6 @@ SMALL_NET_HIDDEN = 256
 
 def with_free_method(runs, method: str | None, tol: float | None):
     """The runs with their free phase ended by ``method`` at ``tol`` (None: as each experiment defines)."""
-    import dataclasses
     if method is None and tol is None:
         return runs
     kw = {"tol": tol} if tol is not None else {}

@@ -9,6 +9,7 @@ run, alone or as one trial of a lockstep group, is trained by the one ``eqprop.t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 from pathlib import Path
@@ -65,7 +66,7 @@ def run_all(name: str, runs: list[Run], out: Path, resume: bool = True, progress
     if workers:
         from .sweep import make_executor, run_sweep
         with make_executor(workers) as ex:
-            run_sweep(runs, train_one if resume else train_afresh, out, ex,
+            run_sweep(runs, functools.partial(train_one, resume=resume), out, ex,
                       is_done=(lambda r, _out: {} if finished(r) else None) if resume else None, progress=progress)
         return _collect(runs, out)
     for i, r in enumerate(runs):
@@ -86,17 +87,11 @@ def _train(r: Run, dataset, resume: bool, progress: bool) -> None:
         raise CheckpointMismatch(f"{e}; {RESTART_HINT}") from None
 
 
-def train_one(r: Run, out) -> dict:
-    """A sweep task (a worker process): train one run into its folder, resuming its checkpoint."""
+def train_one(r: Run, out, resume: bool = True) -> dict:
+    """A sweep task (a worker process): train one run into its folder, resuming its checkpoint unless not
+    ``resume`` (--restart)."""
     from eqprop.datasets import load_dataset
-    _train(r, load_dataset(r.run.dataset), resume=True, progress=False)
-    return {}
-
-
-def train_afresh(r: Run, out) -> dict:
-    """As train_one, ignoring a checkpoint (--restart)."""
-    from eqprop.datasets import load_dataset
-    _train(r, load_dataset(r.run.dataset), resume=False, progress=False)
+    _train(r, load_dataset(r.run.dataset), resume=resume, progress=False)
     return {}
 
 
