@@ -97,7 +97,8 @@ class DeviceEulerSolver:
         return self.arrays[t].realised_weights()
 
     def state_dict(self) -> dict:
-        return {"arrays": {t: a.state_dict() for t, a in enumerate(self.arrays)}}
+        # the inner engine's measured coupling choice too: a resumed run relaxes with the same arithmetic
+        return {"arrays": {t: a.state_dict() for t, a in enumerate(self.arrays)}, "inner": self.inner.state_dict()}
 
     def load_state_dict(self, state: dict, network: Network) -> None:
         stack = network.as_stack()
@@ -105,6 +106,8 @@ class DeviceEulerSolver:
             self.prepare(network)
         for t, d in state["arrays"].items():
             self.arrays[int(t)].load_state_dict(d)
+        if "inner" in state:  # checkpoints before the inner engine's choice was kept have none
+            self.inner.load_state_dict(state["inner"], network)
         self._refresh(stack)
 
     # -- the solver protocol ----------------------------------------------------------------

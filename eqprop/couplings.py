@@ -66,12 +66,14 @@ def topology_key(topology: Topology) -> tuple:
     return hit[1]
 
 
-def choose_coupling(mode: str, network: Network, batch: int, engine: str = "fast", **solver_kw) -> str:
+def choose_coupling(mode: str, network: Network, batch: int, engine: str = "fast", used: set | None = None,
+                    **solver_kw) -> str:
     """'dense' or 'blocks' for relaxing ``network`` (one net or a stack) at this batch size with this
     engine ('fast': FastEulerSolver, 'reference': EulerSolver): an explicit mode as given; ``auto``
     by measurement (``measure_coupling``), once per (engine, topologies, device, dtype, T, batch)
-    in this process. solver_kw: the FastEulerSolver's own settings (cuda_graph, tf32), so the
-    measured kernels are the ones it will run."""
+    in this process. used: the caller's set of choice keys, to which this one is added (a solver's
+    checkpoint keeps the choices it relaxed with, not every one this process made). solver_kw: the
+    FastEulerSolver's own settings (cuda_graph, tf32), so the measured kernels are the ones it will run."""
     if mode not in COUPLINGS:
         raise ValueError(f"coupling must be one of {COUPLINGS}, got {mode!r}")
     if mode != "auto":
@@ -83,6 +85,8 @@ def choose_coupling(mode: str, network: Network, batch: int, engine: str = "fast
     key = _choice_key(engine, network, batch)
     if key not in _CHOICES:
         _CHOICES[key] = {**measure_coupling(network, batch, engine, **solver_kw), "key": _plain(key)}
+    if used is not None:
+        used.add(key)
     return _CHOICES[key]["choice"]
 
 
@@ -117,15 +121,19 @@ def restore_coupling_choices(records: Sequence[dict]) -> None:
         _CHOICES[_tuple(r["key"])] = dict(r)
 
 
-def coupling_state() -> dict:
-    """What a solver's checkpoint keeps of the choices: key and choice only (the timings differ run to run,
-    and a checkpoint holds what the run depends on)."""
-    return {"coupling_choices": [{"key": r["key"], "choice": r["choice"]} for r in coupling_choices()]}
+def coupling_state(used: set) -> dict:
+    """What a solver's checkpoint keeps of the choices: those it relaxed with (``used``, filled by
+    ``choose_coupling``), key and choice only (the timings differ run to run, and a checkpoint holds
+    what the run depends on, whatever else this process measured)."""
+    return {"coupling_choices": [{"key": _plain(k), "choice": _CHOICES[k]["choice"]}
+                                 for k in sorted(used, key=repr) if k in _CHOICES]}
 
 
-def restore_coupling_state(state: dict | None) -> None:
-    """Take a checkpoint's ``coupling_state()`` as this process's choices."""
-    restore_coupling_choices((state or {}).get("coupling_choices", []))
+def restore_coupling_state(state: dict | None, used: set) -> None:
+    """Take a checkpoint's ``coupling_state()`` as this process's choices, and as the solver's (``used``)."""
+    records = (state or {}).get("coupling_choices", [])
+    restore_coupling_choices(records)
+    used.update(_tuple(r["key"]) for r in records)
 
 
 def measure_coupling(network: Network, batch: int, engine: str = "fast", steps: int = MEASURE_STEPS,
@@ -202,13 +210,13 @@ class Couplings:
     sparse: torch.Tensor | None  # (Nf, Nf) sparse skip couplings, transposed for S^T @ rho^T
 
     @classmethod
-    def build(cls, network: Network, mode: str, batch: int | None = None) -> "Couplings":
+    def build(cls, network: Network, mode: str, batch: int | None = None, used: set | None = None) -> "Couplings":
         """mode 'auto' is measured (``choose_coupling``, the reference engine) when the batch size is
         given, else the former width rule decides."""
         topo, W = network.topology, network.W
         Wff = W[topo.n_in:, topo.n_in:]
         chosen = coupling_mode(mode, [topo], W.device) if batch is None else choose_coupling(
-            mode, network, batch, "reference")
+            mode, network, batch, "reference", used)
         if chosen == "dense":
             return cls(Wff, [], None)
         off = free_offsets(topo.sizes)

@@ -163,6 +163,7 @@ class FastEulerSolver:
         self.captures = 0  # graphs captured so far (diagnostics)
         self._kernels: collections.OrderedDict = collections.OrderedDict()
         self._modes: dict = {}
+        self._coupling_keys: set = set()  # the measured choices this solver relaxed with (its checkpoint)
         self._free = FreePhaseLog()
 
     def describe(self) -> dict:
@@ -172,10 +173,10 @@ class FastEulerSolver:
 
     def state_dict(self) -> dict:
         """The measured coupling choices: a resumed run relaxes with the same arithmetic (no new measurement)."""
-        return coupling_state()
+        return coupling_state(self._coupling_keys)
 
     def load_state_dict(self, state: dict, network) -> None:
-        restore_coupling_state(state)
+        restore_coupling_state(state, self._coupling_keys)
 
     def close(self) -> None:
         self._kernels.clear()
@@ -298,7 +299,8 @@ class FastEulerSolver:
             if len(self._modes) > 4 * MAX_CACHED:
                 self._modes.clear()
             # the topologies are kept with the choice so their ids stay theirs
-            self._modes[key] = (choose_coupling(self.config.coupling, stack, B, "fast", cuda_graph=self.cuda_graph,
+            self._modes[key] = (choose_coupling(self.config.coupling, stack, B, "fast", self._coupling_keys,
+                                                cuda_graph=self.cuda_graph,
                                                 tf32=self.tf32), list(stack.topologies))
         return self._modes[key][0]
 

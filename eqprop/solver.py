@@ -138,6 +138,7 @@ class EulerSolver:
         self.last_steps = 0
         self.last_steps_per_trial: list[int] = []
         self._chosen: dict[str, str] = {}  # coupling auto: the measured mode per batch size
+        self._coupling_keys: set = set()  # the measured choices this solver relaxed with (its checkpoint)
 
     def describe(self) -> dict:
         d = {"solver": type(self).__name__, **self.config.to_dict()}
@@ -145,10 +146,10 @@ class EulerSolver:
 
     def state_dict(self) -> dict:
         """The measured coupling choices: a resumed run relaxes with the same arithmetic (no new measurement)."""
-        return coupling_state()
+        return coupling_state(self._coupling_keys)
 
     def load_state_dict(self, state: dict, network) -> None:
-        restore_coupling_state(state)
+        restore_coupling_state(state, self._coupling_keys)
 
     def close(self) -> None:
         pass
@@ -175,7 +176,7 @@ class EulerSolver:
         cfg, topo = self.config, net.topology
         steps = cfg.free_steps if beta == 0 else cfg.nudged_steps
         with torch.set_grad_enabled(torch.is_grad_enabled() and net.W.requires_grad):
-            cpl = Couplings.build(net, cfg.coupling, batch=x.shape[0])
+            cpl = Couplings.build(net, cfg.coupling, batch=x.shape[0], used=self._coupling_keys)
             if cfg.coupling == "auto":
                 self._chosen[f"B{x.shape[0]}"] = "dense" if cpl.dense is not None else "blocks"
             const = input_constant(net, x)

@@ -7,6 +7,7 @@ import torch
 
 from eqprop import learning
 from eqprop.deep_rule import deep_update
+from eqprop.config import EulerConfig
 from eqprop.learning import ConnectionBlocks, apply_update, eqprop_update, rate_tensors
 from eqprop.metrics import BlockStats
 from eqprop.network import Network
@@ -180,6 +181,30 @@ def test_coupling_auto_is_measured_once_per_net_and_batch():
         choose_coupling("auto", net, 0)
     with pytest.raises(ValueError, match="engine must be"):
         choose_coupling("auto", net, 4, "gpu")
+
+
+def test_a_solvers_checkpoint_holds_only_the_choices_it_relaxed_with():
+    """The process measures for every net it meets (other runs, other tests); a checkpoint must not
+    depend on that history, or a run resumed in a fresh process differs from one run straight through."""
+    from eqprop.couplings import choose_coupling
+    from eqprop.fast_relax import FastEulerSolver
+    from eqprop.solver import EulerSolver
+    other = Network.init(mlff((5, 7, 2)), seed=3)
+    choose_coupling("auto", other, 3, "fast")  # someone else's choice, in this process
+    net = Network.init(mlff((6, 8, 3)), seed=1)
+    x = torch.rand(4, 6, generator=torch.Generator().manual_seed(0))
+    for Solver, engine in ((FastEulerSolver, "fast"), (EulerSolver, "reference")):
+        solver = Solver(EulerConfig(free_steps=5, nudged_steps=2, coupling="auto"))
+        assert solver.state_dict() == {"coupling_choices": []}
+        solver.relax(net, x)
+        recs = solver.state_dict()["coupling_choices"]
+        assert len(recs) == 1 and recs[0]["key"][0] == engine and recs[0]["key"][-1] == 4, recs
+        fresh = Solver(EulerConfig(free_steps=5, nudged_steps=2, coupling="auto"))
+        fresh.load_state_dict(solver.state_dict(), net)
+        assert fresh.state_dict() == solver.state_dict(), "a resumed solver checkpoints what it was given"
+        explicit = Solver(EulerConfig(free_steps=5, nudged_steps=2, coupling="dense"))
+        explicit.relax(net, x)
+        assert explicit.state_dict() == {"coupling_choices": []}, "an explicit mode measures nothing"
 
 
 def test_trainer_updates_on_tiles_as_with_the_dense_rule(tmp_path):
