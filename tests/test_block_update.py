@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from eqprop import learning
-from eqprop.deep_rule import deep_update
 from eqprop.config import EulerConfig
+from eqprop.deep_rule import deep_update
 from eqprop.learning import ConnectionBlocks, apply_update, eqprop_update, rate_tensors
 from eqprop.metrics import BlockStats
 from eqprop.network import Network
