@@ -31,6 +31,7 @@ MAX_BETA = 1e3
 # RunConfig fields added after runs were first recorded, written to config.json only when not at
 # their default: a folder recorded before they existed compares equal to the run it holds
 LATER_FIELDS = {"schedule": "constant", "warmup": 0}
+OMEGA_FROM_BEFORE = 1e-3  # the hybrid's switch to omega before omega_from was a field (session 5 runs)
 EULER_LATER_FIELDS = {"free_method": "fixed", "prefix_steps": 50, "omega": 1.5, "max_sweeps": 1000}
 
 # Per-dataset defaults of the training commands: the RunConfig keys `eqprop train --dataset D` and
@@ -206,8 +207,8 @@ class EulerConfig:
       exactly as it would relaxing alone; finished examples cost nothing further;
     * "hybrid": prefix_steps Euler steps, then layer-wise projected sweeps
       s_l <- clip(s_l + w (h_l - s_l)), w = 1 (Gauss-Seidel) until a sweep moves the example
-      < 1e-3, then w = omega (SOR), until a sweep moves it < tol (at most max_sweeps): the
-      fixed point a long Euler run reaches, in fewer operations.
+      < omega_from (it is in its basin), then w = omega (SOR), until a sweep moves it < tol (at
+      most max_sweeps): the fixed point a long Euler run reaches, in fewer operations.
     The last two need tol and the fast engine (engine auto picks it for them).
     """
 
@@ -223,6 +224,9 @@ class EulerConfig:
     prefix_steps: int = 50
     omega: float = 1.5
     max_sweeps: int = 1000
+    # 1e-2: 20-25 % fewer sweeps than 1e-3 at the same share of examples at s* (docs/free-phase.md);
+    # from 3e-2 on, examples start to land in other minima
+    omega_from: float = 1e-2
 
     def __post_init__(self):
         o = "euler config"
@@ -250,6 +254,8 @@ class EulerConfig:
         # SOR on a box-constrained fixed point converges for 0 < omega < 2 (and diverges from 2 on)
         if not 0 < _finite(o, "omega", self.omega) < 2:
             raise ValueError(f"{o}: omega must lie in (0, 2), got {self.omega}")
+        if not _finite(o, "omega_from", self.omega_from) > 0:
+            raise ValueError(f"{o}: omega_from must be > 0, got {self.omega_from}")
         if self.free_method != "fixed":
             if self.tol is None:
                 raise ValueError(f"{o}: free_method {self.free_method!r} stops each example at a tolerance: set "
@@ -263,10 +269,14 @@ class EulerConfig:
         for k, default in EULER_LATER_FIELDS.items():  # runs recorded before these existed still compare equal
             if d[k] == default:
                 del d[k]
+        if self.free_method != "hybrid" and self.omega_from == EulerConfig.omega_from:
+            del d["omega_from"]  # meaningless without the hybrid: fixed-step runs' configs stay as they were
         return d
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "EulerConfig":
+        if data.get("free_method") == "hybrid" and "omega_from" not in data:
+            data = {**data, "omega_from": OMEGA_FROM_BEFORE}  # a hybrid run recorded before the field: what it ran
         return _from_dict(cls, data, source)
 
 

@@ -49,7 +49,7 @@ RUN_FLAGS = ("dataset", "hidden", "topology", "p", "sw_mode", "intralayer", "lr"
              "random_beta_sign",
              "batch_size", "epochs", "seed", "device", "dtype", "train_limit", "test_limit", "out")
 EULER_FLAGS = ("eps", "free_steps", "nudged_steps", "nudge_form", "coupling", "engine", "tol", "free_method",
-               "prefix_steps", "omega", "max_sweeps")
+               "prefix_steps", "omega", "omega_from", "max_sweeps")
 
 
 def add_config_flags(p: argparse.ArgumentParser, euler: bool = True) -> None:
@@ -96,7 +96,9 @@ def add_config_flags(p: argparse.ArgumentParser, euler: bool = True) -> None:
         e.add_argument("--tol", type=float, help="stop tolerance on max |ds| (per-example, hybrid; with fixed: the "
                                                  "whole batch)")
         e.add_argument("--prefix-steps", type=int, help="hybrid: Euler steps before the sweeps (default 50)")
-        e.add_argument("--omega", type=float, help="hybrid: over-relaxation once in the basin (default 1: none)")
+        e.add_argument("--omega", type=float, help="hybrid: over-relaxation once in the basin (default 1.5)")
+        e.add_argument("--omega-from", type=float, help="hybrid: Gauss-Seidel until a sweep moves an example less "
+                                                        "than this, then --omega (default 1e-2)")
         e.add_argument("--max-sweeps", type=int, help="hybrid: sweep limit per example (default 1000)")
 
 

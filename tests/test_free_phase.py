@@ -122,6 +122,14 @@ def test_config_errors_and_engine_choice():
     # runs recorded before these fields existed compare equal: defaults are not written
     assert "free_method" not in EulerConfig().to_dict()
     assert EulerConfig(free_method="hybrid", tol=1e-6).to_dict()["free_method"] == "hybrid"
+    # omega_from: written for every hybrid run; a hybrid run recorded before the field ran with 1e-3
+    hyb = EulerConfig(free_method="hybrid", tol=1e-6)
+    assert hyb.to_dict()["omega_from"] == 1e-2 and "omega_from" not in EulerConfig().to_dict()
+    old = {k: v for k, v in hyb.to_dict().items() if k != "omega_from"}
+    assert EulerConfig.from_dict(old).omega_from == 1e-3
+    assert EulerConfig.from_dict(hyb.to_dict()) == hyb
+    with pytest.raises(ValueError, match="omega_from must be > 0"):
+        EulerConfig(free_method="hybrid", tol=1e-6, omega_from=0.0)
 
 
 def test_training_with_the_hybrid_records_its_steps_and_learns(tmp_path):
