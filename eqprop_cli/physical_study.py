@@ -39,7 +39,8 @@ def register(sub) -> None:
     p.add_argument("--dataset", default="xor", help="dataset (default xor; iris is ~25x the solves per epoch)")
     p.add_argument("--sweep", type=_sweep, action="append", metavar="FIELD[=V1,V2,...]",
                    help="a non-ideality and its values (repeatable): r_wire (Ohm per cell), tia_gain (V/V), "
-                        "diode_is (A), diode_n, read_v0 (V), preset (names); without values its defaults; "
+                        "diode_is (A), diode_n, diode_rs (Ohm), read_v0 (V), preset (names); "
+                        "without values its defaults; "
                         "default: all of them with their defaults (experiments.physical_study.SWEEPS)")
     p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="seeds, lockstep trials per point (default 0,1,2)")
     p.add_argument("--epochs", type=positive_int, help="epochs per point (default: spice-train's for the dataset)")

@@ -45,6 +45,9 @@ SWEEPS: dict[str, tuple] = {
     "tia_gain": (1e4, 1e2, 1e1),  # V/V, the column TIAs' DC gain
     "diode_is": (1e-12, 2.52e-9, 1e-7),  # A, with the preset's diode clamp (rails, Rs, N)
     "diode_n": (1.0, 1.752, 2.5),  # with the preset's diode clamp (rails, Rs, Is)
+    # Ohm, with the preset's diode clamp (rails, Is, N): the preset's 100 kOhm is one unit conductance (g0), so a
+    # neuron driven by many synapses can be pushed well past the rails; smaller Rs clamps harder
+    "diode_rs": (1e5, 1e4, 1e3),
     "read_v0": (2.0, 1.0, 0.7),  # V: I = G V0 sinh(V / V0) (0.5 V: ngspice could not integrate, physical-check)
     "preset": ("realistic",),  # a whole preset: spice_models/physical_<name>.toml
 }
@@ -114,15 +117,16 @@ class Point:
 
     @property
     def name(self) -> str:
-        """The folder: the model's swept parameters (diode points name Is and N, so the preset's diode is one
-        point of both diode sweeps)."""
+        """The folder: the model's swept parameters (diode points name Is and N, and Rs where it is not the
+        preset's, so the preset's diode is one point of every diode sweep)."""
         if self.field == "ideal":
             return "ideal"
         if self.field == "preset":
             return f"preset-{self.value}"
         if self.field.startswith("diode_"):
             m = point_model(self.field, self.value)
-            return f"diode_is-{m.diode_is:g}_diode_n-{m.diode_n:g}"
+            rs = "" if m.diode_rs == load_physical("realistic").diode_rs else f"_diode_rs-{m.diode_rs:g}"
+            return f"diode_is-{m.diode_is:g}_diode_n-{m.diode_n:g}{rs}"
         return f"{self.field}-{self.value:g}"
 
     def spice_config(self):
@@ -170,7 +174,10 @@ def make_points(dataset: str, sweeps: dict, seeds=(0, 1, 2), epochs: int | None 
         for v in values:
             p = dataclasses.replace(base, field=field, value=v)
             p.spice_config()
-            points.setdefault(p.name, p)
+            same = points.setdefault(p.name, p)
+            if point_model(same.field, same.value) != point_model(field, v):  # one folder must hold one circuit
+                raise ValueError(f"physical-study: {field}={v} and {same.field}={same.value} would share the folder "
+                                 f"{p.name} but are different circuits")
             rows.append((field, v, p.name))
     return list(points.values()), rows
 

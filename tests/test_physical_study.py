@@ -50,3 +50,18 @@ def test_bad_input_is_refused_before_any_work(tmp_path, capsys, args, words):
     assert main(["physical-study", *args, "--out", str(out)]) == 2
     assert words in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_every_diode_point_has_its_own_folder_and_the_presets_diode_one():
+    """Rs, Is and N each name their point; the preset's diode (Rs 100 kOhm, Is 2.52 nA, N 1.752) is one point of
+    all three sweeps, trained once."""
+    from experiments.physical_study import make_points, point_model
+    points, rows = make_points("xor", {"diode_rs": [1e5, 1e4, 1e3], "diode_is": [2.52e-9, 1e-7],
+                                       "diode_n": [1.752]}, seeds=[0], epochs=1)
+    names = {(f, v): n for f, v, n in rows}
+    assert len(points) == 1 + 4, [p.name for p in points]  # ideal, the preset's diode, Rs 1e4, Rs 1e3, Is 1e-7
+    preset = names[("diode_rs", 1e5)]
+    assert preset == names[("diode_is", 2.52e-9)] == names[("diode_n", 1.752)] == "diode_is-2.52e-09_diode_n-1.752"
+    assert names[("diode_rs", 1e3)] == "diode_is-2.52e-09_diode_n-1.752_diode_rs-1000"
+    by_name = {p.name: point_model(p.field, p.value) for p in points}
+    assert by_name[names[("diode_rs", 1e3)]].diode_rs == 1e3 and by_name[preset].diode_rs == 1e5
