@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
-import multiprocessing
 import os
 import sys
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from eqprop.run_files import SOLVER_MAY_CHANGE, config_diff, read_metrics, write_atomic, write_json
+from experiments.sweep import local_pool
 
 TASKS = ("and", "or", "xor", "not", "identity")
 HIDDEN, EPOCHS, STEPS, DT = 5, 200, 1000, 0.05
@@ -172,8 +172,7 @@ def run(out: Path, seeds, epochs: int = EPOCHS, only: str | None = None, workers
     if workers <= 1:  # in this process, one group after another
         done = (train_group(*a) for a in args)
     else:
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
-        ex = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        ex = local_pool(workers)
         done = (f.result() for f in concurrent.futures.as_completed([ex.submit(train_group, *a) for a in args]))
     try:
         for label, sec in done:

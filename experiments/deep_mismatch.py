@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
-import multiprocessing
 import os
 import sys
 import time
@@ -40,6 +39,7 @@ import numpy as np
 from eqprop.run_files import read_metrics, write_atomic, write_json
 
 from .deep import DT, HIDDEN, METHODS, STEPS, finished, fit
+from .sweep import local_pool
 
 SPREADS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)
 MODES = ("eqprop", "deep")
@@ -130,8 +130,7 @@ def run(out: Path, seeds, epochs: int = EPOCHS, task: str = TASK, spreads=SPREAD
     if workers <= 1:
         done = (train_group(*a) for a in args)
     else:
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
-        ex = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        ex = local_pool(workers)
         done = (f.result() for f in concurrent.futures.as_completed([ex.submit(train_group, *a) for a in args]))
     try:
         for lab, sec in done:

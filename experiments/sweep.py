@@ -16,19 +16,42 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+ORPHAN_POLL_S = 1.0  # how often a worker checks that the process that started it is still there
 
-def _single_thread() -> None:
-    """Worker start: torch on one thread (one process per core; N threads each would oversubscribe)."""
+
+def _exit_when_orphaned(parent: int) -> None:
+    while True:
+        time.sleep(ORPHAN_POLL_S)
+        if os.getppid() != parent:  # re-parented: the sweep's process was killed (kill -9 skips its clean-up)
+            os.kill(os.getpid(), signal.SIGTERM)  # its run's lock names this pid: a dead pid frees it for a re-run
+            return
+
+
+def worker_start() -> None:
+    """Worker start: torch on one thread (one process per core; N threads each would oversubscribe), and an
+    exit once the sweep's process is gone, so a killed sweep leaves no workers training on (and holding its
+    runs' locks) behind it."""
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
     torch.set_num_threads(1)
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True,
+                     name="exit-when-orphaned").start()
+
+
+def local_pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` local single-threaded worker processes (spawned: a fork after torch has started threads can
+    deadlock) that end with the process that started them."""
+    return ProcessPoolExecutor(max_workers=workers, initializer=worker_start,
+                               mp_context=multiprocessing.get_context("spawn"))
 
 
 def default_workers() -> int:
@@ -62,9 +85,7 @@ def make_executor(workers: int | None = None, scheduler: str | None = None) -> I
     if workers == 0:  # in this process, one point after another (debugging, tiny sweeps)
         yield None
         return
-    # spawn: a fresh interpreter per worker (fork after torch has started threads can deadlock)
-    with ProcessPoolExecutor(max_workers=workers or default_workers(), initializer=_single_thread,
-                             mp_context=multiprocessing.get_context("spawn")) as ex:
+    with local_pool(workers or default_workers()) as ex:
         yield ex
 
 

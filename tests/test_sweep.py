@@ -81,3 +81,52 @@ def test_executor_choices_fail_clearly():
     with pytest.raises(ValueError, match="--scheduler must be a Dask scheduler address"):
         with make_executor(scheduler=" "):
             pass
+
+
+SLEEPER = """
+import os, sys, time
+from pathlib import Path
+from experiments.sweep import make_executor
+
+def task(path):
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(120)
+
+if __name__ == "__main__":
+    with make_executor(1) as ex:
+        ex.submit(task, sys.argv[1]).result()
+"""
+
+
+def test_workers_end_when_the_sweeps_process_is_killed(tmp_path):
+    """kill -9 of a sweep skips its clean-up; its workers must not train on, holding their runs' locks."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    script, pidfile = tmp_path / "sleeper.py", tmp_path / "worker.pid"
+    script.write_text(SLEEPER)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    parent = subprocess.Popen([sys.executable, str(script), str(pidfile)], env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        worker = int(pidfile.read_text())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            pytest.fail("the worker outlived its sweep's process by 15 s")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
