@@ -3,7 +3,10 @@
 A point is (dataset, non-ideality, value). Its seeds train as lockstep trials of the one Trainer with every
 equilibrium an ngspice solve (``SpiceSolver`` at level "physical", every other non-ideality off, or a whole
 preset), with the same units (g0, c), clamp, run settings (spice-train's per-dataset defaults) and seeds as the
-baseline point, which trains on the "ideal" level. Per point and seed it records
+baseline point, which trains on the "ideal" level. The study runs without the behavioural clamp (every element
+physical), so the ideal level's node voltages are not held to [0, 1] as the digital model's states are; a
+second reference point, "clamped", trains the ideal level with spice-train's stiff behavioural clamp (the
+digital model) so both are beside each physical point. Per point and seed it records
 
 * the final test accuracy (and the first epoch at 100 %, if any);
 * the equilibrium error of the trained networks against the ideal level: max |activation difference| (V) over
@@ -90,7 +93,7 @@ def check_sweeps(sweeps: dict) -> dict[str, tuple]:
 
 def point_model(field: str, value):
     """The PhysicalModel of one point (None: the ideal level)."""
-    if field == "ideal":
+    if field in ("ideal", "clamped"):
         return None
     if field == "preset":
         return load_physical(value)
@@ -109,7 +112,7 @@ class Point:
     and value)."""
 
     dataset: str
-    field: str = "ideal"  # "ideal", "preset" or a key of SWEEPS
+    field: str = "ideal"  # "ideal", "clamped" (the ideal level with the behavioural clamp), "preset" or a SWEEPS key
     value: float | str | None = None
     seeds: tuple[int, ...] = (0, 1, 2)
     run: dict = dataclasses.field(default_factory=dict)
@@ -121,6 +124,8 @@ class Point:
         preset's, so the preset's diode is one point of every diode sweep)."""
         if self.field == "ideal":
             return "ideal"
+        if self.field == "clamped":
+            return "ideal-clamped"
         if self.field == "preset":
             return f"preset-{self.value}"
         if self.field.startswith("diode_"):
@@ -132,6 +137,8 @@ class Point:
     def spice_config(self):
         from circuits.spice_config import SpiceConfig
         model = point_model(self.field, self.value)
+        if self.field == "clamped":  # the stiff behavioural clamp of spice-train's default: the digital model
+            return SpiceConfig(level="ideal", **{**self.spice, "clamp": SpiceConfig.clamp})
         if model is None:
             return SpiceConfig(level="ideal", **self.spice)
         return SpiceConfig(level="physical", physical=model, **self.spice)
@@ -170,6 +177,10 @@ def make_points(dataset: str, sweeps: dict, seeds=(0, 1, 2), epochs: int | None 
     base.run_configs(Path("."))  # RunConfig's checks (e.g. epochs >= 1) before any work
     base.spice_config()
     points, rows = {base.name: base}, [("ideal", None, base.name)]
+    clamped = dataclasses.replace(base, field="clamped")
+    if clamped.spice_config() != base.spice_config():  # without the study's own clamp: the digital model beside it
+        points[clamped.name] = clamped
+        rows.append(("clamped", None, clamped.name))
     for field, values in sweeps.items():
         for v in values:
             p = dataclasses.replace(base, field=field, value=v)
@@ -242,7 +253,7 @@ def equilibrium_error(trainer, solver, point: Point) -> list[float]:
         return [0.0] * trainer.T
     net, n_in = trainer.net, trainer.net.topologies[0].n_in
     x = torch.as_tensor(trainer.data.x_test, dtype=net.dtype)
-    model = point_model(point.field, point.value)
+    model = point_model(point.field, point.value) or OFF
     here = activations(solver.relax(net, x), model, n_in)
     with SpiceSolver(dataclasses.replace(point, field="ideal", value=None).spice_config()) as ideal:
         ref = activations(ideal.relax(net, x), OFF, n_in)
@@ -320,6 +331,8 @@ def _curve(folder: Path, seed: dict) -> list[float]:
 def _value(row) -> str:
     if row["field"] == "ideal":
         return "ideal level"
+    if row["field"] == "clamped":
+        return "ideal level, behavioural clamp (the digital model)"
     return row["value"] if isinstance(row["value"], str) else f"{row['value']:g} {row['unit']}"
 
 
@@ -347,8 +360,9 @@ def plot(summary: dict, path: Path) -> Path:
     over the last epochs; the ideal level's seeds as a grey band, its means as horizontal lines) and the
     equilibrium error vs the ideal level (V, worst seed)."""
     from .plotting import plt, save_figure
-    rows = [r for r in summary["rows"] if r["field"] != "ideal"]
+    rows = [r for r in summary["rows"] if r["field"] not in ("ideal", "clamped")]
     ideal = next(r for r in summary["rows"] if r["field"] == "ideal")
+    clamped = next((r for r in summary["rows"] if r["field"] == "clamped"), None)
     fields = list(dict.fromkeys(r["field"] for r in rows))
     fig, axes = plt.subplots(2, len(fields), figsize=(3.0 * len(fields), 5.2), squeeze=False, sharey="row")
     lo, hi = 100 * min(ideal["test_accuracy"]), 100 * max(ideal["test_accuracy"])
@@ -359,6 +373,8 @@ def plot(summary: dict, path: Path) -> Path:
         x = np.arange(len(rs)) if categorical else np.array([r["value"] for r in rs])
         ax.axhspan(lo, hi, color="0.8", alpha=0.6, label="ideal level (seeds)")
         ax.axhline(100 * ideal["mean"], color="0.4", ls="--", lw=1)
+        if clamped is not None:
+            ax.axhline(100 * clamped["mean"], color="C3", ls="-.", lw=1, label="ideal level, clamped (mean)")
         for xi, r in zip(x, rs):
             ax.plot([xi] * len(r["test_accuracy"]), [100 * a for a in r["test_accuracy"]], "o", color="C0",
                     alpha=0.5, ms=4)

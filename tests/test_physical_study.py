@@ -19,12 +19,14 @@ def test_tiny_study_trains_measures_and_resumes(tmp_path):
     out, folder = tmp_path / "ps", tmp_path / "ps" / "xor"
     kw = dict(seeds=[0], epochs=1, spice={"matrix_solver": "sparse"}, out=out, progress=False)
     summary = physical_study("xor", {"tia_gain": [10.0]}, **kw)
-    ideal, gain = summary["rows"]
+    ideal, clamped, gain = summary["rows"]
     assert (ideal["field"], gain["field"], gain["value"], gain["point"]) == ("ideal", "tia_gain", 10.0, "tia_gain-10")
-    for row in (ideal, gain):  # the accuracy is the Trainer's own final test accuracy of that point
+    assert (clamped["field"], clamped["point"]) == ("clamped", "ideal-clamped")
+    for row in (ideal, clamped, gain):  # the accuracy is the Trainer's own final test accuracy of that point
         m = json.loads((folder / row["point"] / "train" / "s0" / "metrics.json").read_text())
         assert len(m["epochs"]) == 1 and row["test_accuracy"] == [1.0 - m["epochs"][-1]["test_error"]]
-        assert m["solver"]["level"] == ("ideal" if row is ideal else "physical")
+        assert m["solver"]["level"] == ("physical" if row is gain else "ideal")
+        assert m["solver"]["clamp"] == (1e3 if row is clamped else 0.0), "the study's own clamp is none"
     assert gain["vs_ideal"] == pytest.approx(np.mean(gain["test_accuracy"]) - np.mean(ideal["test_accuracy"]))
     # a TIA gain of 10 moves the trained network's equilibrium by tenths of a volt (physical-check: 0.21 V)
     assert ideal["eq_error_v"] == 0.0 and 1e-2 < gain["eq_error_v"] <= 1.0
@@ -59,7 +61,7 @@ def test_every_diode_point_has_its_own_folder_and_the_presets_diode_one():
     points, rows = make_points("xor", {"diode_rs": [1e5, 1e4, 1e3], "diode_is": [2.52e-9, 1e-7],
                                        "diode_n": [1.752]}, seeds=[0], epochs=1)
     names = {(f, v): n for f, v, n in rows}
-    assert len(points) == 1 + 4, [p.name for p in points]  # ideal, the preset's diode, Rs 1e4, Rs 1e3, Is 1e-7
+    assert len(points) == 2 + 4, [p.name for p in points]  # ideal, clamped, the preset's diode, Rs 1e4/1e3, Is 1e-7
     preset = names[("diode_rs", 1e5)]
     assert preset == names[("diode_is", 2.52e-9)] == names[("diode_n", 1.752)] == "diode_is-2.52e-09_diode_n-1.752"
     assert names[("diode_rs", 1e3)] == "diode_is-2.52e-09_diode_n-1.752_diode_rs-1000"
