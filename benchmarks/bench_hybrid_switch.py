@@ -35,13 +35,14 @@ def main() -> None:
     ap.add_argument("--topologies", default="mlff,sw")
     ap.add_argument("--omega-from", default="1e-3,1e-2,3e-2,0.1", help="comma list of switch thresholds")
     ap.add_argument("--omega", default="1.5", help="comma list of over-relaxation factors")
+    ap.add_argument("--prefix", default="50", help="comma list of Euler steps before the sweeps")
     ap.add_argument("--train-batches", type=int, default=40)
     ap.add_argument("--batches", type=int, default=20, help="batches of 20 examples whose free phases are compared")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    print("| net | omega_from | omega | sweeps mean / max | at max_sweeps | within 1e-4 of s* | max |s - s*| | "
-          "CPU ms / free phase |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| net | prefix | omega_from | omega | sweeps mean / max | at max_sweeps | within 1e-4 of s* | "
+          "max |s - s*| | CPU ms / free phase |")
+    print("|---|---|---|---|---|---|---|---|---|")
     ds = data(False, 20 * (a.train_batches + a.batches))
     for name in a.nets.split(","):
         hidden, fs, ns = NETS[name]
@@ -54,19 +55,21 @@ def main() -> None:
             u0s = [torch.cat([x, tr.train_particles[:, k]], -1) for k, x in zip(ks, xs)]
             ref = FastEulerSolver(EulerConfig(free_steps=20000, tol=1e-9, engine="fast"), check_values=False)
             stars = [ref.relax(tr.net, x, u) for x, u in zip(xs, u0s)]
-            for om_from in (float(v) for v in a.omega_from.split(",")):
-                for om in (float(v) for v in a.omega.split(",")):
-                    s = FastEulerSolver(EulerConfig(free_steps=fs, nudged_steps=ns, free_method="hybrid", tol=1e-6,
-                                                    omega=om, omega_from=om_from, engine="fast"), check_values=False)
-                    t0, d = time.process_time(), []
-                    for x, u, st in zip(xs, u0s, stars):
-                        d.append((s.relax(tr.net, x, u) - st).abs().amax(-1).flatten())
-                    ms = 1000 * (time.process_time() - t0) / len(xs)
-                    d, r = torch.cat(d), s.report()
-                    print(f"| {name} {topo} | {om_from:g} | {om:g} | {r['free_sweeps_mean'][0]:.0f} / "
-                          f"{r['free_sweeps_max'][0]} | {r['free_unconverged'][0]} | "
-                          f"{100 * float((d <= 1e-4).double().mean()):.1f} % ({int((d > 1e-4).sum())} of {d.numel()}) "
-                          f"| {float(d.max()):.1e} | {ms:.0f} |", flush=True)
+            grid = [(int(p), float(f), float(o)) for p in a.prefix.split(",") for f in a.omega_from.split(",")
+                    for o in a.omega.split(",")]
+            for prefix, om_from, om in grid:
+                s = FastEulerSolver(EulerConfig(free_steps=fs, nudged_steps=ns, free_method="hybrid", tol=1e-6,
+                                                prefix_steps=prefix, omega=om, omega_from=om_from, engine="fast"),
+                                    check_values=False)
+                t0, d = time.process_time(), []
+                for x, u, st in zip(xs, u0s, stars):
+                    d.append((s.relax(tr.net, x, u) - st).abs().amax(-1).flatten())
+                ms = 1000 * (time.process_time() - t0) / len(xs)
+                d, r = torch.cat(d), s.report()
+                print(f"| {name} {topo} | {prefix} | {om_from:g} | {om:g} | {r['free_sweeps_mean'][0]:.0f} / "
+                      f"{r['free_sweeps_max'][0]} | {r['free_unconverged'][0]} | "
+                      f"{100 * float((d <= 1e-4).double().mean()):.1f} % ({int((d > 1e-4).sum())} of {d.numel()}) "
+                      f"| {float(d.max()):.1e} | {ms:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
