@@ -9,7 +9,8 @@ from .checks import nonneg_float, nonneg_int, positive_float, positive_int
 
 
 def _sweep(text: str) -> tuple[str, tuple | None]:
-    """FIELD (its default values) or FIELD=V1,V2,... (numbers, or preset names for `preset`)."""
+    """FIELD (its default values) or FIELD=V1,V2,... (numbers, or names for `preset` and `preset_nudge`)."""
+    from experiments.physical_study import NAMED
     field, eq, values = text.partition("=")
     field = field.strip()
     if not field or (eq and not values.strip()):
@@ -20,7 +21,7 @@ def _sweep(text: str) -> tuple[str, tuple | None]:
     for v in values.split(","):
         v = v.strip()
         try:
-            out.append(float(v) if field != "preset" else v)
+            out.append(float(v) if field not in NAMED else v)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{field}: expected numbers like 1,10,100, got {v!r}") from None
     return field, tuple(out)
@@ -39,7 +40,8 @@ def register(sub) -> None:
     p.add_argument("--dataset", default="xor", help="dataset (default xor; iris is ~25x the solves per epoch)")
     p.add_argument("--sweep", type=_sweep, action="append", metavar="FIELD[=V1,V2,...]",
                    help="a non-ideality and its values (repeatable): r_wire (Ohm per cell), tia_gain (V/V), "
-                        "diode_is (A), diode_n, diode_rs (Ohm), read_v0 (V), preset (names); "
+                        "diode_is (A), diode_n, diode_rs (Ohm), read_v0 (V), preset (names), preset_nudge "
+                        "(current, conductance: the realistic preset's nudge); "
                         "without values its defaults; "
                         "default: all of them with their defaults (experiments.physical_study.SWEEPS)")
     p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="seeds, lockstep trials per point (default 0,1,2)")

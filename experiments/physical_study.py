@@ -53,17 +53,21 @@ SWEEPS: dict[str, tuple] = {
     "diode_rs": (1e5, 1e4, 1e3),
     "read_v0": (2.0, 1.0, 0.7),  # V: I = G V0 sinh(V / V0) (0.5 V: ngspice could not integrate, physical-check)
     "preset": ("realistic",),  # a whole preset: spice_models/physical_<name>.toml
+    # the `realistic` preset with its nudge replaced: a current 2 beta g0 (y - rho) into u (the ideal level's) or
+    # its own conductance 2 beta g0 from u to y (after Kendall et al. 2020), which acts on u, not on rho
+    "preset_nudge": ("current", "conductance"),
 }
 # the diode fields of the `realistic` preset: a swept diode parameter changes one of them
 DIODE_FIELDS = ("activation", "diode_is", "diode_n", "diode_rs", "v_low", "v_high")
 STUDY_SPICE = dict(g0=1e-5, c=1e-13, clamp=0.0, on_unsettled="warn")  # the preset's units; every element physical
 POINT, RESULT, SUMMARY = "point.json", "result.json", "summary"
+NAMED = ("preset", "preset_nudge")  # fields whose values are names, not numbers
 # gates oscillate between 75 and 100 % from epoch to epoch: the table also gives the mean over the last epochs
 LAST_EPOCHS = 5
 
 
 def unit(field: str) -> str:
-    return {"r_wire": UNITS["r_row"], "preset": ""}.get(field, UNITS.get(field, ""))
+    return {"r_wire": UNITS["r_row"], "preset": "", "preset_nudge": ""}.get(field, UNITS.get(field, ""))
 
 
 def check_sweeps(sweeps: dict) -> dict[str, tuple]:
@@ -79,15 +83,15 @@ def check_sweeps(sweeps: dict) -> dict[str, tuple]:
         if not values:
             raise ValueError(f"physical-study: {field}: no values given")
         for v in values:
-            if field == "preset":
+            if field in NAMED:
                 if not isinstance(v, str):
-                    raise ValueError(f"physical-study: preset values are preset names, got {v!r}")
+                    raise ValueError(f"physical-study: {field} values are names, got {v!r}")
             elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"physical-study: {field}={v!r}: must be a finite number ({unit(field)})")
             elif v < 0:
                 raise ValueError(f"physical-study: {field}={v!r}: must not be negative ({unit(field)})")
             point_model(field, v)  # the model's own checks name the field and its unit (e.g. tia_gain > 0)
-        out[field] = tuple(float(v) if field != "preset" else v for v in values)
+        out[field] = tuple(float(v) if field not in NAMED else v for v in values)
     return out
 
 
@@ -97,6 +101,8 @@ def point_model(field: str, value):
         return None
     if field == "preset":
         return load_physical(value)
+    if field == "preset_nudge":
+        return load_physical("realistic", nudge=value)
     kw = {}
     if field.startswith("diode_"):
         real = load_physical("realistic")
@@ -128,6 +134,9 @@ class Point:
             return "ideal-clamped"
         if self.field == "preset":
             return f"preset-{self.value}"
+        if self.field == "preset_nudge":  # the preset's own nudge is the preset's point
+            same = point_model(self.field, self.value) == load_physical("realistic")
+            return "preset-realistic" if same else f"preset-realistic_nudge-{self.value}"
         if self.field.startswith("diode_"):
             m = point_model(self.field, self.value)
             rs = "" if m.diode_rs == load_physical("realistic").diode_rs else f"_diode_rs-{m.diode_rs:g}"
@@ -369,7 +378,7 @@ def plot(summary: dict, path: Path) -> Path:
     for k, field in enumerate(fields):
         rs = [r for r in rows if r["field"] == field]
         ax, ax_eq = axes[0][k], axes[1][k]
-        categorical = field == "preset"
+        categorical = field in NAMED
         x = np.arange(len(rs)) if categorical else np.array([r["value"] for r in rs])
         ax.axhspan(lo, hi, color="0.8", alpha=0.6, label="ideal level (seeds)")
         ax.axhline(100 * ideal["mean"], color="0.4", ls="--", lw=1)

@@ -66,4 +66,10 @@ def test_every_diode_point_has_its_own_folder_and_the_presets_diode_one():
     assert preset == names[("diode_is", 2.52e-9)] == names[("diode_n", 1.752)] == "diode_is-2.52e-09_diode_n-1.752"
     assert names[("diode_rs", 1e3)] == "diode_is-2.52e-09_diode_n-1.752_diode_rs-1000"
     by_name = {p.name: point_model(p.field, p.value) for p in points}
+    # the preset with its own nudge is the preset's point; with the other nudge a point of its own
+    pts, rows = make_points("xor", {"preset": ["realistic"], "preset_nudge": ["conductance", "current"]}, seeds=[0])
+    assert [n for _, _, n in rows[2:]] == ["preset-realistic", "preset-realistic", "preset-realistic_nudge-current"]
+    assert len(pts) == 4 and point_model("preset_nudge", "current").nudge == "current"
+    with pytest.raises(ValueError, match="nudge"):
+        make_points("xor", {"preset_nudge": ["voltage"]}, seeds=[0])
     assert by_name[names[("diode_rs", 1e3)]].diode_rs == 1e3 and by_name[preset].diode_rs == 1e5
