@@ -53,6 +53,11 @@ CANDIDATES: dict[tuple[str, str], dict[str, dict]] = {
         # warm-up refuses runs under 6 epochs: docs/training.md); not yet run through ngspice
         "per-layer-0.3-w5-cosine-e40": dict(hidden=[8], lr=[0.3, 0.075], beta=0.5, batch_size=5, epochs=40, warmup=5,
                                             schedule="cosine"),
+        # the same with a fixed beta sign: with a random sign a nudged transient (beta < 0) did not settle in
+        # 3,300 tau in both random-sign candidates (SimulationError); the Euler reference with these flags and
+        # the fixed sign: 97.3 % mean, 96.7 % worst over seeds 0-4 (docs/training.md)
+        "per-layer-0.3-w5-cosine-e40-fixed-sign": dict(hidden=[8], lr=[0.3, 0.075], beta=0.5, random_beta_sign=False,
+                                                       batch_size=5, epochs=40, warmup=5, schedule="cosine"),
     },
     **{(c, g): {"h4-e10-random-sign": dict(GATE), "h4-e10-fixed-sign": dict(GATE, random_beta_sign=False),
                 "h8-e60-fixed-sign": dict(GATE, hidden=[8], epochs=60, random_beta_sign=False)}
