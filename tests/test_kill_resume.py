@@ -80,8 +80,10 @@ def rerun_argv(cmd: Command, out: Path) -> list[str]:
 
 
 # -- reading results back -------------------------------------------------------------------------
-def _strip(obj, drop=("seconds", "out")):
-    """A results file's content without wall-clock seconds and the results folder's name."""
+def _strip(obj, drop=("seconds", "out", "coupling_chosen")):
+    """A results file's content without wall-clock seconds, the results folder's name and the solver description's
+    ``coupling_chosen`` (what this process relaxed with so far: a run resumed after its last epoch relaxes nothing;
+    the choices themselves are the checkpoint's ``coupling_choices``, compared in full)."""
     if isinstance(obj, dict):
         return {k: _strip(v, drop) for k, v in obj.items() if k not in drop}
     if isinstance(obj, list):
