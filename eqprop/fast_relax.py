@@ -256,8 +256,8 @@ class FastEulerSolver:
         else:
             k.run(cfg.prefix_steps, False)
             steps = torch.full((T, B), cfg.prefix_steps, dtype=torch.long)
-            s, sweeps, converged = hybrid_sor(drive, k.s[0], c0, cfg.omega, cfg.tol, cfg.max_sweeps, cfg.check_every,
-                                               cfg.omega_from)
+            s, sweeps, converged = hybrid_sor(drive, k.s[0], c0, cfg.omega, cfg.omega_from, cfg.tol,
+                                               cfg.max_sweeps, cfg.check_every)
         self._free.add(steps, sweeps, converged, drive.residual(s, c0).cpu())
         self._report(steps.amax(1))
         return s

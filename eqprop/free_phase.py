@@ -116,8 +116,8 @@ def per_example(kernel, s0: torch.Tensor, steps: int, tol: float, every: int):
     return result, used, converged
 
 
-def hybrid_sor(drive: LayerDrive, s0: torch.Tensor, c0: torch.Tensor, omega: float, tol: float, max_sweeps: int,
-               every: int = 1, omega_from: float = 1e-2):
+def hybrid_sor(drive: LayerDrive, s0: torch.Tensor, c0: torch.Tensor, omega: float, omega_from: float, tol: float,
+               max_sweeps: int, every: int = 1):
     """Layer-wise projected SOR from s0 (T, B, Nf) until a sweep moves an example < tol (checked every
     ``every`` sweeps). Returns (s, sweeps used (T, B), converged (T, B)).
 

@@ -60,10 +60,9 @@ SWEEPS: dict[str, tuple] = {
 # the diode fields of the `realistic` preset: a swept diode parameter changes one of them
 DIODE_FIELDS = ("activation", "diode_is", "diode_n", "diode_rs", "v_low", "v_high")
 STUDY_SPICE = dict(g0=1e-5, c=1e-13, clamp=0.0, on_unsettled="warn")  # the preset's units; every element physical
-# the study's own run settings where they are not spice-train's default (iris: 10 epochs of the default cost
-# ~40 CPU-min per point of the realistic preset; a fixed beta sign, as in spice-train's default, because with a
-# random sign (spice-train's former default) neither the unclamped ideal level nor the realistic preset learned
-# iris past 60-68 %, whatever the circuit: docs/physical.md)
+# the study's own run settings where they are not spice-train's default (iris: 10 epochs, ~900 CPU s per point
+# of the realistic preset; a fixed beta sign, as in spice-train's default, because with a random sign
+# (spice-train's former default) two of three seeds stayed at 60 % whatever the circuit: docs/physical.md)
 STUDY_RUN = {"iris": dict(hidden=[8], lr=0.2, beta=0.5, random_beta_sign=False, batch_size=5, epochs=10,
                           schedule="cosine")}
 POINT, RESULT, SUMMARY = "point.json", "result.json", "summary"
@@ -73,7 +72,7 @@ LAST_EPOCHS = 5
 
 
 def unit(field: str) -> str:
-    return {"r_wire": UNITS["r_row"], "preset": "", "preset_nudge": ""}.get(field, UNITS.get(field, ""))
+    return "" if field in NAMED else {"r_wire": UNITS["r_row"]}.get(field, UNITS.get(field, ""))
 
 
 def check_sweeps(sweeps: dict) -> dict[str, tuple]:
