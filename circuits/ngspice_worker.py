@@ -32,6 +32,7 @@ from .ngspice_protocol import (
     FATAL_RE,
     KLU_BUILD_RE,
     KLU_PROBE,
+    OPTRAN_OFF,
     PAUSE_RE,
     RESUME,
     VERSION_RE,
@@ -104,6 +105,14 @@ class _Engine:
         self.altered: dict[str, float] = {}  # alters since that load: a .nodeset reload replays them
         self.nodeset_loaded = False  # the circuit in the library carries .nodeset lines
         self.interp = False  # ``option interp`` was given (ngspice keeps it for the process: a static flag)
+        # ngspice >= 37 ends a failed .op (Newton, gmin and source stepping) with a fourth rung, "optran": 10 us
+        # of transient at the circuit's own tolerances. At this project's op tolerances (reltol 1e-9) on a diode
+        # clamp one such fallback ran past the 600 s call timeout (docs/physical.md); the cold polish expects fast
+        # misses (gminsteps=0 srcsteps=0) and the transient is this project's own step. A step size of 0
+        # deselects it for the process ("Note: Optran is deselected."); 1 1 1 keep ngspice's defaults for the
+        # other rungs. Builds without the command (ngspice < 37) have no such rung: their answer is discarded.
+        self.lib.ngSpice_Command(OPTRAN_OFF.encode("ascii"))
+        self.take_log()
 
     # output handling: each callback line is "stdout ..." or "stderr ..."
     def take_log(self) -> list[str]:
