@@ -279,18 +279,20 @@ def summarise_point(point: Point, metrics: list[dict], eq: list[float] | None, e
     seeds = []
     for t, m in enumerate(metrics):
         ep = m["epochs"]
-        last = ep[-1] if ep else {"train_error": math.nan, "test_error": math.nan}
+        last = ep[-1] if ep else None  # a point that stopped in its first epoch has no accuracy: None, not NaN
         seeds.append({
             "seed": m["config"]["seed"], "epochs": len(ep),
-            "test_accuracy": 1.0 - last["test_error"], "train_accuracy": 1.0 - last["train_error"],
+            "test_accuracy": None if last is None else 1.0 - last["test_error"],
+            "train_accuracy": None if last is None else 1.0 - last["train_error"],
             "test_accuracy_curve": [1.0 - e["test_error"] for e in ep],
             "first_epoch_at_100": next((e["epoch"] for e in ep if e["test_error"] == 0.0), None),
             "eq_error_v": None if eq is None else eq[t],
             "unsettled": int(sum(e["solver"].get("unsettled", 0) or 0 for e in ep)),
         })
-    acc = [s["test_accuracy"] for s in seeds]
+    acc = [s["test_accuracy"] for s in seeds if s["test_accuracy"] is not None]
     return {"name": point.name, "point": point.to_dict(), "error": error, "seeds": seeds,
-            "test_accuracy": float(np.mean(acc)), "test_accuracy_std": float(np.std(acc)),
+            "test_accuracy": float(np.mean(acc)) if acc else None,
+            "test_accuracy_std": float(np.std(acc)) if acc else None,
             "eq_error_v": None if eq is None else float(max(eq)),
             "unsettled": sum(s["unsettled"] for s in seeds)}
 
@@ -317,11 +319,14 @@ def summarise(dataset: str, rows, results: dict[str, dict], folder: Path) -> dic
     table = []
     for field, value, name in rows:
         r = results[name]
-        curves = [_curve(folder / name, s) for s in r["seeds"]]
+        curves = [c for c in (_curve(folder / name, s) for s in r["seeds"]) if c]
+        mean, base = r["test_accuracy"], ideal["test_accuracy"]
         table.append({"field": field, "value": value, "unit": unit(field), "point": name, "error": r["error"],
-                      "test_accuracy": [s["test_accuracy"] for s in r["seeds"]], "mean": r["test_accuracy"],
-                      "last_epochs_mean": float(np.mean([np.mean(c[-LAST_EPOCHS:]) for c in curves])),
-                      "vs_ideal": r["test_accuracy"] - ideal["test_accuracy"], "eq_error_v": r["eq_error_v"],
+                      "test_accuracy": [s["test_accuracy"] for s in r["seeds"]], "mean": mean,
+                      "last_epochs_mean": float(np.mean([np.mean(c[-LAST_EPOCHS:]) for c in curves]))
+                      if curves else None,
+                      "vs_ideal": None if mean is None or base is None else mean - base,
+                      "eq_error_v": r["eq_error_v"],
                       "first_epoch_at_100": [s["first_epoch_at_100"] for s in r["seeds"]],
                       "unsettled": r["unsettled"], "cpu_s": r.get("cpu_s")})
     p0 = ideal["point"]
@@ -350,6 +355,24 @@ def _value(row) -> str:
     return row["value"] if isinstance(row["value"], str) else f"{row['value']:g} {row['unit']}"
 
 
+def _pct(x, sign: str = "", unit: str = " %") -> str:
+    """A fraction as a percentage; '-' where there is none (a point that stopped before its first epoch)."""
+    return "-" if x is None else f"{100 * x:{sign}.1f}{unit}"
+
+
+def _nan(xs) -> np.ndarray:
+    """Values for a plot: None (no accuracy) as NaN, which matplotlib leaves as a gap."""
+    return np.array([np.nan if v is None else v for v in xs], dtype=float)
+
+
+def _note(error: str | None) -> str:
+    """The error's kind and ngspice's own words (after the failed command), short enough for a table cell."""
+    if not error:
+        return ""
+    kind, _, text = error.partition(": ")
+    return f" ({kind}: {text.rpartition('failed: ')[2][:70]})"
+
+
 def markdown(summary: dict) -> str:
     """The table: one row per (non-ideality, value), test accuracy per seed, mean, equilibrium error."""
     seeds = summary["seeds"]
@@ -358,13 +381,12 @@ def markdown(summary: dict) -> str:
              "| first epoch at 100 % | unsettled | CPU s |",
              "|---|---|" + "---|" * len(seeds) + "---|---|---|---|---|---|---|"]
     for r in summary["rows"]:
-        accs = " | ".join(f"{100 * a:.1f} %" for a in r["test_accuracy"])
+        accs = " | ".join(_pct(a) for a in r["test_accuracy"])
         eq = "-" if r["eq_error_v"] is None else ("0 (reference)" if r["field"] == "ideal" else
                                                   f"{r['eq_error_v']:.1e}")
         first = ", ".join("-" if e is None else str(e) for e in r["first_epoch_at_100"])
-        note = f" ({r['error'][:60]})" if r["error"] else ""
-        lines.append(f"| {r['field']} | {_value(r)}{note} | {accs} | {100 * r['mean']:.1f} % | "
-                     f"{100 * r['vs_ideal']:+.1f} | {100 * r['last_epochs_mean']:.1f} % | {eq} | {first} | "
+        lines.append(f"| {r['field']} | {_value(r)}{_note(r['error'])} | {accs} | {_pct(r['mean'])} | "
+                     f"{_pct(r['vs_ideal'], sign='+', unit='')} | {_pct(r['last_epochs_mean'])} | {eq} | {first} | "
                      f"{r['unsettled']} | {r['cpu_s']} |")
     return "\n".join(lines)
 
@@ -379,7 +401,7 @@ def plot(summary: dict, path: Path) -> Path:
     clamped = next((r for r in summary["rows"] if r["field"] == "clamped"), None)
     fields = list(dict.fromkeys(r["field"] for r in rows))
     fig, axes = plt.subplots(2, len(fields), figsize=(3.0 * len(fields), 5.2), squeeze=False, sharey="row")
-    lo, hi = 100 * min(ideal["test_accuracy"]), 100 * max(ideal["test_accuracy"])
+    lo, hi = 100 * np.nanmin(_nan(ideal["test_accuracy"])), 100 * np.nanmax(_nan(ideal["test_accuracy"]))
     for k, field in enumerate(fields):
         rs = [r for r in rows if r["field"] == field]
         ax, ax_eq = axes[0][k], axes[1][k]
@@ -387,13 +409,13 @@ def plot(summary: dict, path: Path) -> Path:
         x = np.arange(len(rs)) if categorical else np.array([r["value"] for r in rs])
         ax.axhspan(lo, hi, color="0.8", alpha=0.6, label="ideal level (seeds)")
         ax.axhline(100 * ideal["mean"], color="0.4", ls="--", lw=1)
-        if clamped is not None:
+        if clamped is not None and clamped["mean"] is not None:
             ax.axhline(100 * clamped["mean"], color="C3", ls="-.", lw=1, label="ideal level, clamped (mean)")
         for xi, r in zip(x, rs):
-            ax.plot([xi] * len(r["test_accuracy"]), [100 * a for a in r["test_accuracy"]], "o", color="C0",
+            ax.plot([xi] * len(r["test_accuracy"]), 100 * _nan(r["test_accuracy"]), "o", color="C0",
                     alpha=0.5, ms=4)
-        ax.plot(x, [100 * r["mean"] for r in rs], "s-", color="C0", label="physical, final (mean)")
-        ax.plot(x, [100 * r["last_epochs_mean"] for r in rs], "^--", color="C2",
+        ax.plot(x, 100 * _nan(r["mean"] for r in rs), "s-", color="C0", label="physical, final (mean)")
+        ax.plot(x, 100 * _nan(r["last_epochs_mean"] for r in rs), "^--", color="C2",
                 label=f"physical, last {LAST_EPOCHS} epochs (mean)")
         ax.axhline(100 * ideal["last_epochs_mean"], color="C2", ls=":", lw=1)
         eq = [r["eq_error_v"] for r in rs]

@@ -73,3 +73,25 @@ def test_every_diode_point_has_its_own_folder_and_the_presets_diode_one():
     with pytest.raises(ValueError, match="nudge"):
         make_points("xor", {"preset_nudge": ["voltage"]}, seeds=[0])
     assert by_name[names[("diode_rs", 1e3)]].diode_rs == 1e3 and by_name[preset].diode_rs == 1e5
+
+
+def test_a_point_that_stopped_in_its_first_epoch_has_no_accuracy_not_nan(tmp_path):
+    """A circuit with no equilibrium (e.g. sinh read devices running away) stops before any epoch: its row says
+    '-' and the error, summary.json holds null (not NaN, which is not JSON), and the plot still draws."""
+    from experiments.physical_study import Point, summarise, summarise_point
+    ideal, bad = Point("xor", "ideal", None, (0, 1)), Point("xor", "read_v0", 0.7, (0, 1))
+    epoch = {"epoch": 1, "train_error": 0.25, "test_error": 0.5, "solver": {}}
+    ok = [{"config": {"seed": s}, "epochs": [epoch]} for s in (0, 1)]
+    stopped = [{"config": {"seed": s}, "epochs": []} for s in (0, 1)]
+    error = ("ConvergenceError: example 3, free phase (tran+op): ngspice command 'tran 1e-08 3e-06' failed: "
+             "Error: -3.26971e+12 out of range for cosh")
+    results = {"ideal": summarise_point(ideal, ok, None, None), bad.name: summarise_point(bad, stopped, None, error)}
+    rows = [("ideal", None, "ideal"), ("read_v0", 0.7, bad.name)]
+    summary = summarise("xor", rows, results, tmp_path)
+    row = summary["rows"][1]
+    assert row["test_accuracy"] == [None, None] and row["mean"] is None and row["vs_ideal"] is None
+    text = (tmp_path / "summary.md").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("| read_v0"))
+    assert "nan" not in line.lower() and "| - | - | - |" in line and "out of range for cosh" in line
+    assert "NaN" not in (tmp_path / "summary.json").read_text()
+    assert (tmp_path / "accuracy.png").stat().st_size > 0
