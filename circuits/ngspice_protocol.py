@@ -19,8 +19,10 @@ PAUSE_RE = re.compile(r"pause requested|simulation interrupted", re.I)
 FATAL_RE = re.compile(r"cannot recover|awaits to be detached|not parsed", re.I)
 # failures of an analysis itself (the batch route raises ConvergenceError for them)
 CONVERGENCE_RE = re.compile(r"abort|doanalyses", re.I)
-# the .op fallback "transient op" deselected (step size 0): ngspice_worker says why
+# the .op fallback "transient op" deselected (step size 0) for the cold polish, then ngspice's defaults
+# again (init.c): ngspice_worker._Engine.cold_op says why
 OPTRAN_OFF = "optran 1 1 1 0 0 0"
+OPTRAN_ON = "optran 1 1 1 100n 10u 0"
 DATA_ROWS = "No. of Data Rows"  # printed when an analysis stored data
 
 # the two-phase transient: stop at t1, alter the nudge, clear the breakpoint, resume

@@ -33,6 +33,7 @@ from .ngspice_protocol import (
     KLU_BUILD_RE,
     KLU_PROBE,
     OPTRAN_OFF,
+    OPTRAN_ON,
     PAUSE_RE,
     RESUME,
     VERSION_RE,
@@ -105,14 +106,6 @@ class _Engine:
         self.altered: dict[str, float] = {}  # alters since that load: a .nodeset reload replays them
         self.nodeset_loaded = False  # the circuit in the library carries .nodeset lines
         self.interp = False  # ``option interp`` was given (ngspice keeps it for the process: a static flag)
-        # ngspice >= 37 ends a failed .op (Newton, gmin and source stepping) with a fourth rung, "optran": 10 us
-        # of transient at the circuit's own tolerances. At this project's op tolerances (reltol 1e-9) on a diode
-        # clamp one such fallback ran past the 600 s call timeout (docs/physical.md); the cold polish expects fast
-        # misses (gminsteps=0 srcsteps=0) and the transient is this project's own step. A step size of 0
-        # deselects it for the process ("Note: Optran is deselected."); 1 1 1 keep ngspice's defaults for the
-        # other rungs. Builds without the command (ngspice < 37) have no such rung: their answer is discarded.
-        self.lib.ngSpice_Command(OPTRAN_OFF.encode("ascii"))
-        self.take_log()
 
     # output handling: each callback line is "stdout ..." or "stderr ..."
     def take_log(self) -> list[str]:
@@ -137,6 +130,11 @@ class _Engine:
             raise _Failure("fatal" if any(FATAL_RE.search(b) for b in bad) else "error",
                            f"ngspice command '{cmd[:200]}' failed: " + ("; ".join(bad[:3]) or f"return code {rc}"),
                            cmd)
+
+    def quiet(self, cmd: str) -> None:
+        """A setting whose output is no result (optran prints an "Error:" line when it works)."""
+        self.lib.ngSpice_Command(cmd.encode("ascii"))
+        self.take_log()
 
     def cur_plot(self) -> str:
         return self.ffi.string(self.lib.ngSpice_CurPlot()).decode()
@@ -266,6 +264,12 @@ class _Engine:
         ``.nodeset`` polish would reach from there), else None (no convergence within its iteration
         limit, or another fixed point: the caller falls back to the ``.nodeset`` reload)."""
         start = len(log)
+        # ngspice >= 37 ends a failed .op (Newton, gmin and source stepping) with a fourth rung, "optran": 10 us
+        # of transient at the circuit's tolerances. Here (reltol 1e-9, a diode clamp) one such fallback ran past
+        # the 600 s call timeout (docs/physical.md): this try must miss fast, so optran is off for it (step 0
+        # deselects it) and back to ngspice's defaults after, for the .nodeset polish and method "op", where it
+        # rescues cold starts. Builds without the command (ngspice < 37) have no such rung: answers discarded.
+        self.quiet(OPTRAN_OFF)
         try:
             self.command("option " + spec["cold_opts"], log)
             self.command("destroy all", log)
@@ -275,6 +279,8 @@ class _Engine:
                 raise  # the library cannot go on: the parent replaces this worker
             del log[start:]  # an expected miss, not this request's failure
             return None
+        finally:
+            self.quiet(OPTRAN_ON)
         return u2 if np.abs(np.clip(u2, 0, 1) - np.clip(u, 0, 1)).max() <= spec["cold_tol"] else None
 
     def probe(self, log: list) -> dict:

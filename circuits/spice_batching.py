@@ -13,6 +13,8 @@ agree to < 1e-10 (tests/test_spice_throughput.py).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from netlist_gen import cap_ic_key
@@ -44,6 +46,17 @@ def example_values(cfg: SpiceConfig, circ, cur: np.ndarray, beta: float, y) -> d
     for k, (gn, inn) in enumerate(circ.nudge_elements.values()):
         values[gn], values[inn] = float(gains[k]), float(currents[0, k])
     return values
+
+
+def timed_phase(cfg: SpiceConfig, beta: float) -> bool:
+    """Whether this phase is the nudge held for t_nudged tau (SpiceConfig.nudged_phase "timed"), read as it is."""
+    return beta != 0 and cfg.nudged_phase == "timed"
+
+
+def tran_options(cfg: SpiceConfig, beta: float) -> dict:
+    """The transient's tolerances: a timed phase is read where it ends, so it takes method "tran"'s (tight:
+    its end is the result, not a start for the polish)."""
+    return cfg.tran_options or TRAN_OPTIONS.get("tran" if timed_phase(cfg, beta) else cfg.method, {})
 
 
 def op_options(cfg: SpiceConfig) -> dict:
@@ -79,12 +92,16 @@ def example_spec(cfg: SpiceConfig, circ, cur, u0: np.ndarray, beta: float, y, wa
     if cfg.method != "op":
         values.update(zip(ic_keys, np.asarray(u0, dtype=float).tolist()))
     tau = cfg.c / cfg.g0
-    return {"alters": list(values.items()), "nodes": nodes, "method": cfg.method, "warm": bool(warm),
+    timed = timed_phase(cfg, beta)
+    return {"alters": list(values.items()), "nodes": nodes, "method": "tran" if timed else cfg.method,
+            "warm": bool(warm),
             "u0": np.asarray(u0, dtype=float).tolist(), "label": label,
-            "tran_opts": options_text(cfg.tran_options or TRAN_OPTIONS.get(cfg.method, {})),
+            "tran_opts": options_text(tran_options(cfg, beta)),
             "interp": bool(interp), "op_opts": options_text(op_options(cfg)), **_steps(cfg, beta, interp),
             "polish": cfg.polish, "cold_opts": options_text({**(cfg.options or {}), **COLD_OPTIONS}),
             "cold_tol": COLD_TOL,
             "tstop": (cfg.t_free if beta == 0 else cfg.t_nudged) * tau, "tau": tau,
-            "settle_tol": cfg.settle_tol, "settle_window": SETTLE_WINDOW, "max_extend": cfg.max_extend,
+            # a timed phase is read at t_nudged whatever it is doing: no settle check, no extension
+            "settle_tol": math.inf if timed else cfg.settle_tol, "settle_window": SETTLE_WINDOW,
+            "max_extend": 0 if timed else cfg.max_extend,
             "raise_unsettled": cfg.on_unsettled == "raise", "ic_keys": ic_keys}

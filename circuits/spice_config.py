@@ -14,6 +14,7 @@ LEVELS = ("ideal", "crossbar", "physical")
 UPDATES = ("alter", "renetlist")
 MATRIX_SOLVERS = ("auto", "klu", "sparse")
 POLISHES = ("op", "cold")
+NUDGED_PHASES = ("settled", "timed")  # the nudged phase: an equilibrium, or the nudge held for t_nudged
 # Transient tolerances. "tran" must itself be within 1e-6 of the fixed point after the
 # settle time (reltol 1e-4 measured 2e-13 on 20-50-50-10); "tran+op" only needs the
 # basin, and ngspice's default-level tolerances are 3x faster there.
@@ -75,6 +76,11 @@ class SpiceConfig:
     clamp: stiff penalty clamp gain keeping u in [0, 1] like the clipped Euler state (0: none).
     t_free, t_nudged: transient length in tau = c/g0 (t_nudged None: t_free; from u = 0 a
         layered net needs ~300 tau). tstep: print step in tau.
+    nudged_phase: "settled" (the nudged equilibrium, as the free one: transient, settle check,
+        polish) or "timed" (the nudge held for exactly t_nudged tau from the free state, then read:
+        no settle check, no polish; the circuit analogue of the Euler reference's nudged_steps x eps,
+        e.g. 12 x 0.5 = 6 tau). With beta 0.5 on iris the settled nudged state trains worse, in
+        the Euler reference too (docs/training.md).
     clip_weights: crossbar: saturate |W| > w_max at the device range instead of raising.
     settle_tol: max |du/dt| (V per tau) at a transient's end to call it settled;
         max_extend: further transients of the same length while it is not; on_unsettled:
@@ -106,6 +112,7 @@ class SpiceConfig:
     clamp: float = 1e3
     t_free: float = 300.0
     t_nudged: float | None = None
+    nudged_phase: str = "settled"
     tstep: float = 1.0
     clip_weights: bool = False
     settle_tol: float = 1e-5
@@ -138,6 +145,11 @@ class SpiceConfig:
         if self.options is not None and any(str(k).lower() in ("klu", "sparse") for k in self.options):
             raise ValueError(f"{o}: options: choose the matrix solver by matrix_solver (auto, klu, sparse), not by "
                              f"a klu/sparse option")
+        if self.nudged_phase not in NUDGED_PHASES:
+            raise ValueError(f"{o}: nudged_phase must be one of {NUDGED_PHASES}, got {self.nudged_phase!r}")
+        if self.nudged_phase == "timed" and self.method == "op":
+            raise ValueError(f"{o}: nudged_phase 'timed' holds the nudge for t_nudged tau of transient; method 'op' "
+                             f"has no transient (use tran+op or tran)")
         if self.update not in UPDATES:
             raise ValueError(f"{o}: update must be one of {UPDATES}, got {self.update!r}")
         if isinstance(self.device, str):  # a preset name or a device TOML file (*.toml)

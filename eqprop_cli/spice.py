@@ -22,7 +22,8 @@ from .checks import (
 
 # flag dest -> SpiceConfig field (--device-preset: --device is the torch device everywhere)
 SPICE_FLAGS = {"method": "method", "level": "level", "device_preset": "device", "device_seed": "device_seed",
-               "clamp": "clamp", "t_free": "t_free", "t_nudged": "t_nudged", "on_unsettled": "on_unsettled",
+               "clamp": "clamp", "t_free": "t_free", "t_nudged": "t_nudged", "nudged_phase": "nudged_phase",
+               "on_unsettled": "on_unsettled",
                "update": "update",
                "workers": "workers", "timeout": "timeout", "force": "force", "clip_weights": "clip_weights",
                "physical": "physical", "g0": "g0", "c": "c", "measure": "measure", "settle_v": "settle_v"}
@@ -64,6 +65,9 @@ def add_solver_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clamp", type=float, help="stiff penalty clamp gain (default 1e3; 0 = none)")
     g.add_argument("--t-free", type=float, help="free-phase transient length in tau (default 300)")
     g.add_argument("--t-nudged", type=float, help="nudged-phase transient length in tau (default: t-free)")
+    g.add_argument("--nudged-phase", choices=["settled", "timed"],
+                   help="settled: the nudged equilibrium (default); timed: the nudge held for --t-nudged tau from "
+                        "the free state and read there (the Euler reference's nudged steps x eps)")
     g.add_argument("--on-unsettled", choices=["raise", "warn"],
                    help="a transient still moving after its extensions: stop with an error (default) or go on "
                         "and count it")

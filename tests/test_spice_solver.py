@@ -240,3 +240,31 @@ def test_crossbar_weights_beyond_the_device_range_raise_or_saturate():
     with SpiceSolver(level="crossbar", clip_weights=True) as sp:
         s = sp.relax(net, x)
         assert sp.report()["clipped_weights"] == [2] and torch.isfinite(s).all()
+
+
+def test_timed_nudged_phase_is_the_nudge_held_for_t_nudged_tau():
+    """nudged_phase "timed": the state after t_nudged tau of nudge from the free equilibrium (the Euler
+    reference's nudged_steps x eps in continuous time), not the nudged equilibrium; both routes (batched in the
+    worker, per example with measure) give it. Checked against a fine Euler integration of the same 6 tau."""
+    net = make("mlff", (6, 20, 20, 4), 4)
+    x, y = data(net, 2, 4)
+    fine = EulerSolver(EulerConfig(eps=0.01, free_steps=200_000, nudged_steps=600, nudge_form="gradient", tol=1e-12))
+    free_ref = fine.relax(net, x)
+    timed_ref = fine.relax(net, x, free_ref, beta=BETA, target=y)  # 600 x 0.01 = 6 tau
+    settled_ref = reference(net, x, y)[1]
+    assert dist(timed_ref, settled_ref) > 5e-2  # 6 tau is not yet the nudged equilibrium (0.16 here)
+    for measure in (False, True):
+        with SpiceSolver(nudged_phase="timed", t_nudged=6.0, measure=measure, timeout=120) as s:
+            free = s.relax(net, x)
+            timed = s.relax(net, x, free, beta=BETA, target=y)
+        assert dist(free, free_ref) <= TOL
+        assert dist(timed, timed_ref) <= 1e-3  # measured 1.7e-4: Euler's first-order error at eps 0.01
+        assert dist(timed, settled_ref) > 5e-2
+
+
+def test_timed_nudged_phase_is_refused_without_a_transient():
+    from circuits.spice_config import SpiceConfig
+    with pytest.raises(ValueError, match="nudged_phase 'timed'.*method 'op'"):
+        SpiceConfig(method="op", nudged_phase="timed")
+    with pytest.raises(ValueError, match="nudged_phase must be one of"):
+        SpiceConfig(nudged_phase="short")
