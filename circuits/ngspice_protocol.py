@@ -19,10 +19,6 @@ PAUSE_RE = re.compile(r"pause requested|simulation interrupted", re.I)
 FATAL_RE = re.compile(r"cannot recover|awaits to be detached|not parsed", re.I)
 # failures of an analysis itself (the batch route raises ConvergenceError for them)
 CONVERGENCE_RE = re.compile(r"abort|doanalyses", re.I)
-# the .op fallback "transient op" deselected (step size 0) for the cold polish, then ngspice's defaults
-# again (init.c): ngspice_worker._Engine.cold_op says why
-OPTRAN_OFF = "optran 1 1 1 0 0 0"
-OPTRAN_ON = "optran 1 1 1 100n 10u 0"
 DATA_ROWS = "No. of Data Rows"  # printed when an analysis stored data
 
 # the two-phase transient: stop at t1, alter the nudge, clear the breakpoint, resume
@@ -97,3 +93,16 @@ def failure_lines(lines, paused_ok: bool = False) -> list[str]:
     """
     return [line.strip() for line in lines
             if ERROR_RE.search(line) and not (paused_ok and PAUSE_RE.search(line))]
+
+
+def optran_command(tau: float) -> str:
+    """ngspice's last rescue of a failed ``.op`` (>= 37: after Newton, gmin and source stepping), "optran", a
+    transient from the initial conditions for 10 us in steps of 100 ns, scaled to the circuit's time constant.
+
+    Those defaults are 1e-5 tau at this project's normalised units (tau = c/g0 = 1 s): a few pseudo-transient
+    steps that rescue many of the cold polish's misses cheaply. At physical units (tau = 10 ns) the same 10 us is
+    1000 tau at the .op tolerances (reltol 1e-9): on an iris net with a diode clamp one such rescue ran past the
+    600 s call timeout (docs/physical.md). Scaled, it is the same few steps at every unit. The first three
+    arguments keep ngspice's defaults (first iteration, gmin and source stepping on); later ``option`` commands
+    (the cold polish's gminsteps=0 srcsteps=0) still set those."""
+    return f"optran 1 1 1 {fmt(1e-7 * tau)} {fmt(1e-5 * tau)} 0"

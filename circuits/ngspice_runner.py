@@ -25,7 +25,16 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConvergenceError, NgspiceUnavailable, SimulationError, SimulationTimeout, WorkerCrashed
-from .ngspice_protocol import CLEAR_BREAKPOINTS, RESUME, alter_command, fmt, stop_command, tran_line, with_nodeset  # noqa: F401
+from .ngspice_protocol import (  # noqa: F401
+    CLEAR_BREAKPOINTS,
+    RESUME,
+    alter_command,
+    fmt,
+    optran_command,
+    stop_command,
+    tran_line,
+    with_nodeset,
+)
 from .ngspice_worker import read_frame, write_all
 
 # alter_command and with_nodeset (imported above) stay importable from here: their home before ngspice_protocol
@@ -206,12 +215,14 @@ class NgspiceSession:
         raise cls(reply["message"], netlist=self.netlist, log=reply["log"], command=reply["command"])
 
     # -- circuit ---------------------------------------------------------------------
-    def load(self, netlist: str) -> None:
-        """Load a netlist (text as the generator writes it; ``.end`` is added if missing)."""
+    def load(self, netlist: str, tau: float | None = None) -> None:
+        """Load a netlist (text as the generator writes it; ``.end`` is added if missing). tau (s): the
+        circuit's time constant c/g0, to which ngspice's .op rescue transient is scaled (optran_command)."""
         self._ensure_worker(fresh_ok=True)  # before recording the text: a fresh worker forgets it
         self.netlist = netlist
         # a netlist error can leave libngspice unrecoverable: call() then drops the worker
-        self.call([("circ", netlist)], "load")
+        ops = [("circ", netlist)] + ([] if tau is None else [("quiet", optran_command(tau))])
+        self.call(ops, "load")
 
     def command(self, command: str) -> str:
         """Any ngspice control command; returns its output (the log of this call)."""

@@ -32,8 +32,6 @@ from .ngspice_protocol import (
     FATAL_RE,
     KLU_BUILD_RE,
     KLU_PROBE,
-    OPTRAN_OFF,
-    OPTRAN_ON,
     PAUSE_RE,
     RESUME,
     VERSION_RE,
@@ -132,7 +130,8 @@ class _Engine:
                            cmd)
 
     def quiet(self, cmd: str) -> None:
-        """A setting whose output is no result (optran prints an "Error:" line when it works)."""
+        """A setting whose output is no result (optran prints an "Error:" line when it works; ngspice < 37
+        has no optran command and says so: either way nothing to report)."""
         self.lib.ngSpice_Command(cmd.encode("ascii"))
         self.take_log()
 
@@ -264,12 +263,6 @@ class _Engine:
         ``.nodeset`` polish would reach from there), else None (no convergence within its iteration
         limit, or another fixed point: the caller falls back to the ``.nodeset`` reload)."""
         start = len(log)
-        # ngspice >= 37 ends a failed .op (Newton, gmin and source stepping) with a fourth rung, "optran": 10 us
-        # of transient at the circuit's tolerances. Here (reltol 1e-9, a diode clamp) one such fallback ran past
-        # the 600 s call timeout (docs/physical.md): this try must miss fast, so optran is off for it (step 0
-        # deselects it) and back to ngspice's defaults after, for the .nodeset polish and method "op", where it
-        # rescues cold starts. Builds without the command (ngspice < 37) have no such rung: answers discarded.
-        self.quiet(OPTRAN_OFF)
         try:
             self.command("option " + spec["cold_opts"], log)
             self.command("destroy all", log)
@@ -279,8 +272,6 @@ class _Engine:
                 raise  # the library cannot go on: the parent replaces this worker
             del log[start:]  # an expected miss, not this request's failure
             return None
-        finally:
-            self.quiet(OPTRAN_ON)
         return u2 if np.abs(np.clip(u2, 0, 1) - np.clip(u, 0, 1)).max() <= spec["cold_tol"] else None
 
     def probe(self, log: list) -> dict:
@@ -341,6 +332,8 @@ class _Engine:
                     results.append(self.load(op[1], log))
                 elif kind == "cmd":
                     results.append(self.command(op[1], log))
+                elif kind == "quiet":
+                    results.append(self.quiet(op[1]))
                 elif kind == "analysis":
                     results.append(self.analysis(op[1], log, *op[2:]))
                 elif kind == "alter":

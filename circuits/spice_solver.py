@@ -402,7 +402,7 @@ class SpiceSolver:
     def _load(self, slot, network, t, prog) -> None:
         t0 = time.perf_counter()
         slot.circuit = self._build(network, prog, choose_matrix_solver(self, slot, network, t, prog))
-        slot.session.load(slot.circuit.to_spice())
+        slot.session.load(slot.circuit.to_spice(), tau=self.config.c / self.config.g0)
         slot.mask = network.topology.mask.copy()
         slot.W, slot.b = _numpy(network.W), _numpy(network.b)
         slot.stats["load_s"] = slot.stats.get("load_s", 0.0) + time.perf_counter() - t0

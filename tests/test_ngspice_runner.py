@@ -199,18 +199,18 @@ def test_shared_library_and_subprocess_agree(session):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
 
 
-def test_a_failed_cold_op_fails_fast_instead_of_falling_back_to_a_transient_op(session):
-    """Recorded from an iris run on the physical level (diode clamp alone, docs/physical.md): the cold polish's
-    Newton misses from the transient's end, and with ngspice's default fourth rung ("optran": 10 us of transient
-    at reltol 1e-9) that one equilibrium ran past the 600 s call timeout. The worker deselects optran: the miss is
-    fast, and the .nodeset polish lands on the transient's fixed point."""
+def test_a_failed_cold_op_at_physical_units_does_not_stall_in_ngspices_rescue_transient(session):
+    """Recorded from an iris run on the physical level (diode clamp alone, tau = 10 ns; docs/physical.md): the
+    cold polish's Newton misses from its start, and ngspice's last rescue ("optran": 10 us = 1000 tau of transient
+    at reltol 1e-9) ran past the 600 s call timeout. Loaded with its tau, the rescue is scaled to the circuit
+    (optran_command): the miss is fast, and the .nodeset polish lands on the transient's fixed point."""
     import json
     from pathlib import Path
     data = Path(__file__).parent / "data"
     spec = json.loads((data / "diode_cold_op_miss.json").read_text())
     spec["alters"] = [tuple(a) for a in spec["alters"]]
-    session.load((data / "diode_cold_op_miss.cir").read_text())
-    (r,) = session.call([("equilibrium", spec)], timeout=30)  # minutes with optran on
+    session.load((data / "diode_cold_op_miss.cir").read_text(), tau=spec["tau"])
+    (r,) = session.call([("equilibrium", spec)], timeout=30)  # minutes with ngspice's unscaled optran
     assert r["cold"] == 0  # the cold op missed, and the fallback finished
     assert r["op_s"] < 5
     tran = session.call([("equilibrium", {**spec, "method": "tran"})], timeout=30)[0]["u"]
