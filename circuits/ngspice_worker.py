@@ -342,7 +342,7 @@ class _Engine:
                     results.append(self.op(op[1], op[2], log))
                 elif kind == "equilibrium":
                     try:
-                        results.append(self.equilibrium(op[1], log))
+                        results.append(self.equilibrium(_chained(op[1], results), log))
                     except _Failure as f:
                         f.message = f"{op[1].get('label', 'example')}: {f.message}"
                         raise
@@ -358,6 +358,20 @@ class _Engine:
             return {"ok": False, "kind": f.kind, "message": f.message, "command": f.command, "log": _join(log),
                     "cpu": time.process_time() - cpu0}
         return {"ok": True, "results": results, "log": _join(log), "cpu": time.process_time() - cpu0}
+
+
+def _chained(spec: dict, results: list) -> dict:
+    """A spec that starts where an earlier equilibrium of this request ended (``u0_from``: its index): that u as
+    the start state (the capacitors' initial conditions; the .nodeset of method "op"), e.g. the nudged phase
+    from the free one without a round trip between them."""
+    j = spec.get("u0_from")
+    if j is None:
+        return spec
+    u0 = results[j]["u"]
+    alters = list(spec["alters"])
+    if spec["method"] != "op":
+        alters += list(zip(spec["ic_keys"], u0.tolist()))
+    return {**spec, "alters": alters, "u0": u0.tolist(), "warm": True}
 
 
 class _Failure(Exception):

@@ -77,10 +77,13 @@ def _steps(cfg: SpiceConfig, beta: float, interp: bool) -> dict:
     return {"tstep": min(cfg.tstep, SETTLE_WINDOW) * tau, "tmax": min(cfg.tstep, tstop / 50) * tau}
 
 
-def example_spec(cfg: SpiceConfig, circ, cur, u0: np.ndarray, beta: float, y, warm: bool, label: str,
+def example_spec(cfg: SpiceConfig, circ, cur, u0: np.ndarray | int, beta: float, y, warm: bool, label: str,
                  interp: bool = False) -> dict:
     """One ``equilibrium`` request (ngspice_worker._Engine.equilibrium) for an example.
 
+    u0: the start state, or the index of an earlier equilibrium of the same request whose end it starts from
+    (``u0_from``; the worker sets the initial conditions then: the nudged phase after the free one, one round
+    trip for both).
     interp: ngspice stores the transient only at multiples of its print step (``option interp``; the end
     point is the computed one; see _steps): without it ngspice 46 reads /proc/meminfo at every stored
     time point (~50 us each, about half the loose transient's CPU on iris). It stays on in the worker
@@ -89,13 +92,14 @@ def example_spec(cfg: SpiceConfig, circ, cur, u0: np.ndarray, beta: float, y, wa
     nodes = [circ.u_node[i] for i in neurons]
     values = example_values(cfg, circ, cur, beta, y)
     ic_keys = [cap_ic_key(i) for i in neurons]
-    if cfg.method != "op":
+    chained = isinstance(u0, int)
+    if cfg.method != "op" and not chained:
         values.update(zip(ic_keys, np.asarray(u0, dtype=float).tolist()))
     tau = cfg.c / cfg.g0
     timed = timed_phase(cfg, beta)
+    start = {"u0_from": u0, "u0": None} if chained else {"u0": np.asarray(u0, dtype=float).tolist()}
     return {"alters": list(values.items()), "nodes": nodes, "method": "tran" if timed else cfg.method,
-            "warm": bool(warm),
-            "u0": np.asarray(u0, dtype=float).tolist(), "label": label,
+            "warm": bool(warm), **start, "label": label,
             "tran_opts": options_text(tran_options(cfg, beta)),
             "interp": bool(interp), "op_opts": options_text(op_options(cfg)), **_steps(cfg, beta, interp),
             "polish": cfg.polish, "cold_opts": options_text({**(cfg.options or {}), **COLD_OPTIONS}),

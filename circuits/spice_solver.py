@@ -197,7 +197,23 @@ class SpiceSolver:
         return stack.mask_tensor()
 
     def relax(self, network: Network, x, u0=None, beta=0.0, target=None) -> torch.Tensor:
-        x, u0, betas, target, nudged = check_relax(network, x, u0, beta, target)
+        return self._relax(network, x, u0, [(beta, target)])[0]
+
+    def relax_phases(self, network: Network, x, u0, beta, target) -> tuple[torch.Tensor, torch.Tensor]:
+        """The free phase from u0 and the nudged phase from its end (the protocol's optional call for both,
+        eqprop.solver.relax_phases): on the batched path each worker runs both for its examples in one round
+        trip, the nudged phase starting in the worker from the free state it just computed; the numbers are
+        those of two relax calls (bit for bit in float64)."""
+        if not self._batched():
+            free = self.relax(network, x, u0)
+            return free, self.relax(network, x, free, beta, target)
+        free, nudged = self._relax(network, x, u0, [(0.0, None), (beta, target)])
+        return free, nudged
+
+    def _relax(self, network: Network, x, u0, phases: list) -> list[torch.Tensor]:
+        """Phases (beta, target) one after another, each from the previous one's end (the first from u0)."""
+        checked = [check_relax(network, x, u0, b, tg) for b, tg in phases]
+        x, u0 = checked[0][0], checked[0][1]
         check_weights(network)
         self.last_stats = {}  # a call that raises leaves no stale numbers behind
         cfg = self.config
@@ -208,9 +224,10 @@ class SpiceSolver:
         xs = xs if xs.ndim == 3 else np.broadcast_to(xs, (T, *xs.shape))
         B, n_in = xs.shape[1], topo.n_in
         u0s = None if u0 is None else u0.detach().cpu().double().numpy()
-        ys = None if not nudged else target.detach().cpu().double().numpy()
-        if ys is not None and ys.ndim == 2:
-            ys = np.broadcast_to(ys, (T, *ys.shape))
+        nudges = []  # per phase: (betas (T,), targets (T, B, n_out) or None)
+        for _, _, betas, target, nudged in checked:
+            ys = None if not nudged else target.detach().cpu().double().numpy()
+            nudges.append((betas, ys if ys is None or ys.ndim == 3 else np.broadcast_to(ys, (T, *ys.shape))))
         per_trial = max(1, cfg.workers // T)
         jobs, all_slots = [], []
         for t in range(T):
@@ -229,7 +246,7 @@ class SpiceSolver:
             for k, slot in enumerate(slots):
                 jobs.append((t, slot, net, prog, cur, list(range(k, B, len(slots)))))
             all_slots += slots
-        u = np.zeros((T, B, topo.n - n_in))
+        u = np.zeros((len(phases), T, B, topo.n - n_in))
 
         def run(job):
             t, slot, net, prog, cur, rows = job
@@ -238,22 +255,24 @@ class SpiceSolver:
                 slot.circuit, slot.W, slot.solves = None, None, 0
                 slot.stats["recycled"] += 1
             self._sync(slot, net, t, prog)
-            slot.solves += len(rows)
+            slot.solves += len(rows) * len(phases)
             if self._batched():  # the worker's whole share in one round trip (circuits/spice_batching.py)
-                ys_t = None if ys is None else ys[t]
-                u[t, rows] = self._solve_batch(slot, cur, u0s, t, rows, float(betas[t]), ys_t)
+                phase_t = [(float(betas[t]), None if ys is None else ys[t]) for betas, ys in nudges]
+                u[:, t, rows] = self._solve_batch(slot, cur, u0s, t, rows, phase_t)
                 return
+            (betas, ys), = nudges  # more than one phase per call only on the batched path (relax_phases)
             for b in rows:
                 u0b = np.zeros(topo.n - n_in) if u0s is None else u0s[t, b, n_in:]
-                u[t, b] = self._solve(slot, cur[b], u0b, float(betas[t]), None if ys is None else ys[t, b],
-                                      b, warm=u0s is not None)
+                u[0, t, b] = self._solve(slot, cur[b], u0b, float(betas[t]), None if ys is None else ys[t, b],
+                                         b, warm=u0s is not None)
 
         _map(run, jobs)
-        out = torch.as_tensor(np.concatenate([xs, u], axis=2), dtype=network.dtype, device=network.device)
-        self.last_stats = {"examples": T * B, "trials": T, "method": cfg.method,
+        outs = [torch.as_tensor(np.concatenate([xs, up], axis=2), dtype=network.dtype, device=network.device)
+                for up in u]
+        self.last_stats = {"examples": T * B * len(phases), "trials": T, "method": cfg.method,
                            **matrix_solver_report(self, times=True),
                            **_merge_stats([sl.stats for sl in all_slots]), "seconds": time.perf_counter() - t_start}
-        return out if network.stacked else out[0]
+        return [o if network.stacked else o[0] for o in outs]
 
     # -- one example ---------------------------------------------------------------------
     def _solve(self, slot, cur, u0, beta, y, b, warm):
@@ -337,14 +356,23 @@ class SpiceSolver:
         cfg = self.config
         return self._batched() and cfg.method == "tran+op" and cfg.polish == "cold"
 
-    def _solve_batch(self, slot, cur, u0s, t, rows, beta, ys_t) -> np.ndarray:
-        """A worker's examples (rows) of trial t, one ``equilibria`` round trip; the same recipe as _solve."""
+    def _solve_batch(self, slot, cur, u0s, t, rows, phases) -> np.ndarray:
+        """A worker's examples (rows) of trial t, one ``equilibria`` round trip; the same recipe as _solve.
+        phases: (beta, targets of trial t or None) each; a later phase starts from the previous one's end in the
+        worker. Returns (phases, rows, neurons)."""
         cfg, circ, st = self.config, slot.circuit, slot.stats
         n_in = circ.n_in
-        phase = "free" if beta == 0 else "nudged"
-        specs = [example_spec(cfg, circ, cur[b], np.zeros(len(circ.neurons)) if u0s is None else u0s[t, b, n_in:],
-                              beta, None if ys_t is None else ys_t[b], u0s is not None,
-                              f"example {b}, {phase} phase ({cfg.method})", interp=self._interp()) for b in rows]
+        specs = []
+        for p, (beta, ys_t) in enumerate(phases):
+            phase = "free" if beta == 0 else "nudged"
+            for i, b in enumerate(rows):
+                if p:  # where this example's previous phase ends, in this request
+                    start = (p - 1) * len(rows) + i
+                else:
+                    start = np.zeros(len(circ.neurons)) if u0s is None else u0s[t, b, n_in:]
+                specs.append(example_spec(cfg, circ, cur[b], start, beta, None if ys_t is None else ys_t[b],
+                                          p > 0 or u0s is not None, f"example {b}, {phase} phase ({cfg.method})",
+                                          interp=self._interp()))
         try:
             res = slot.session.equilibria(specs)
         except SimulationError:
@@ -355,7 +383,7 @@ class SpiceSolver:
             for k in ("alter_s", "tran_s", "op_s", "extensions", "unsettled", "cold"):
                 st[k] += r[k]
             st["polish_max_change"] = max(st["polish_max_change"], r["polish_change"])
-        return np.stack([r["u"] for r in res])
+        return np.stack([r["u"] for r in res]).reshape(len(phases), len(rows), -1)
 
     def _after_transient(self, slot, b: int, beta: float, nodes: list[str]) -> None:
         """Called after each example's first transient (its plot still current); subclasses read

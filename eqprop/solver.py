@@ -15,7 +15,10 @@ for ngspice, ``circuits.DeviceEulerSolver`` for the device surrogate) answers:
 * ``prepare(network)``: before training, e.g. program the devices; the network then holds
   the weights that act. ``describe() -> dict``: its settings, recorded in config.json;
   ``close()``. Optional: ``report() -> dict`` (per-epoch diagnostics for metrics.json),
-  ``state_dict()`` / ``load_state_dict(state, network)`` (what a checkpoint must keep).
+  ``state_dict()`` / ``load_state_dict(state, network)`` (what a checkpoint must keep),
+  ``relax_phases(network, x, u0, beta, target) -> (free, nudged)``: both phases of a training
+  step in one call (``circuits.SpiceSolver``: one worker round trip for both), the same numbers as
+  ``relax`` twice; callers go through ``relax_phases`` below.
 """
 from __future__ import annotations
 
@@ -40,6 +43,15 @@ class Solver(Protocol):
     def describe(self) -> dict: ...
 
     def close(self) -> None: ...
+
+
+def relax_phases(solver, network: Network, x, u0, beta, target) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training step's free phase from u0 and its nudged phase from the free state: the solver's own
+    ``relax_phases`` where it has one (fewer round trips), else ``relax`` twice."""
+    if hasattr(solver, "relax_phases"):
+        return solver.relax_phases(network, x, u0, beta, target)
+    free = solver.relax(network, x, u0)
+    return free, solver.relax(network, x, free, beta, target)
 
 
 def check_update(network: Network, dW, db, lr_W, lr_b) -> None:

@@ -44,7 +44,7 @@ from .run_files import (
     write_run_outputs,
 )
 from .schedules import rate_factor, scaled_rate
-from .solver import Solver
+from .solver import Solver, relax_phases
 from .topology import mlff, small_world
 
 CHECKPOINT = "checkpoint.pt"
@@ -289,11 +289,11 @@ class Trainer:
         rows = slice(None) if L is None else slice(0, L)
         idx, valid = self.idx[:, k, rows], (self.valid[:, k] if L is None else None)
         x, y = self._t["x_train"][idx], self._t["y_train"][idx]
-        free = self.solver.relax(self.net, x, torch.cat([x, self.train_particles[:, k, rows]], -1))
+        beta = self.betas()  # each trial's own stream: drawn before the free phase, the same draws as after
+        free, nudged = relax_phases(self.solver, self.net, x, torch.cat([x, self.train_particles[:, k, rows]], -1),
+                                    beta, y)
         self.train_particles[:, k, rows] = free[..., n_in:]
         err = self._errors(free, y, valid)
-        beta = self.betas()
-        nudged = self.solver.relax(self.net, x, free, beta, y)
         beta_dev = beta.to(self.dtype).to(self.device, non_blocking=True)
         dW, db = self.rule(free, nudged, beta_dev, self._rule_mask, self.net.topologies[0].directed, n_in, valid)
         self.stats.add(dW)

@@ -58,6 +58,12 @@ CANDIDATES: dict[tuple[str, str], dict[str, dict]] = {
         # the fixed sign: 97.3 % mean, 96.7 % worst over seeds 0-4 (docs/training.md)
         "per-layer-0.3-w5-cosine-e40-fixed-sign": dict(hidden=[8], lr=[0.3, 0.075], beta=0.5, random_beta_sign=False,
                                                        batch_size=5, epochs=40, warmup=5, schedule="cosine"),
+        # the same with the nudge held for t tau (SpiceConfig.nudged_phase "timed") instead of the nudged
+        # equilibrium: the Euler reference's 12 nudged steps x eps 0.5 are 6 tau, and with the nudged phase
+        # run to its fixed point (1000 steps) the Euler reference itself fell to 59 % (docs/training.md)
+        **{f"per-layer-0.3-w5-cosine-e40-fixed-sign-timed{t:g}": dict(
+            hidden=[8], lr=[0.3, 0.075], beta=0.5, random_beta_sign=False, batch_size=5, epochs=40, warmup=5,
+            schedule="cosine", spice=dict(nudged_phase="timed", t_nudged=float(t))) for t in (3, 6, 12)},
     },
     **{(c, g): {"h4-e10-random-sign": dict(GATE), "h4-e10-fixed-sign": dict(GATE, random_beta_sign=False),
                 "h8-e60-fixed-sign": dict(GATE, hidden=[8], epochs=60, random_beta_sign=False)}
@@ -80,26 +86,32 @@ def base_settings(command: str) -> dict:
 
 
 def candidate_configs(command: str, dataset: str, settings: dict, seeds, folder: Path) -> list[RunConfig]:
-    run = {**base_settings(command), **settings, "dataset": dataset}
+    """The candidate's runs; its "spice" entry (SpiceConfig fields of a spice-train candidate) is not a run
+    setting: train_group takes it."""
+    run = {**base_settings(command), **{k: v for k, v in settings.items() if k != "spice"}, "dataset": dataset}
     return [RunConfig.from_dict({**run, "seed": s, "out": str(folder / f"s{s}")}) for s in seeds]
 
 
-def _group_key(cfgs: list[RunConfig]) -> str:
-    """A checkpoint name that changes with any member's config: a changed candidate never resumes
-    another's run (a resume may change the rates, so the name must hold them)."""
+def _group_key(cfgs: list[RunConfig], spice: dict | None = None) -> str:
+    """A checkpoint name that changes with any member's config and the solver settings: a changed candidate
+    never resumes another's run (a resume may change the rates, so the name must hold them)."""
     text = "\n".join(sorted(json.dumps(c.to_dict(), sort_keys=True) for c in cfgs))
+    text += json.dumps(spice or {}, sort_keys=True) if spice else ""
     return "group-" + hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def train_group(command: str, cfgs: list[RunConfig], checkpoint: Path, progress: bool) -> list[dict]:
-    """One lockstep Trainer over the configs, as the command would run them; resumes a checkpoint."""
+def train_group(command: str, cfgs: list[RunConfig], checkpoint: Path, progress: bool,
+                spice: dict | None = None) -> list[dict]:
+    """One lockstep Trainer over the configs, as the command would run them (spice: SpiceConfig fields beside
+    the command's defaults); resumes a checkpoint."""
     from eqprop.datasets import load_dataset
     data, resume = load_dataset(cfgs[0].dataset), checkpoint.exists()
     if command == "spice-train":
         from circuits.spice_config import SpiceConfig
 
         from .spice_train import spice_train
-        return spice_train(cfgs, SpiceConfig(), data, checkpoint=checkpoint, resume=resume, progress=progress)
+        return spice_train(cfgs, SpiceConfig(**(spice or {})), data, checkpoint=checkpoint, resume=resume,
+                           progress=progress)
     from eqprop.config import EulerConfig
     from eqprop.trainer import Trainer
     return Trainer(cfgs, data, euler=EulerConfig(), checkpoint=checkpoint).run(resume=resume, progress=progress)
@@ -136,13 +148,15 @@ def sweep(command: str, dataset: str, seeds=SEEDS, out: str | Path = "results/de
     cfgs = {label: candidate_configs(command, dataset, s, seeds, root / label) for label, s in cands.items()}
     groups: dict[tuple, list[str]] = {}
     for label, cs in cfgs.items():
-        groups.setdefault(tuple(getattr(cs[0], k) for k in LOCKSTEP_FIELDS), []).append(label)
+        spice = json.dumps(cands[label].get("spice", {}), sort_keys=True)  # one solver per group
+        groups.setdefault((spice, *(getattr(cs[0], k) for k in LOCKSTEP_FIELDS)), []).append(label)
     rows = []
     for labels in groups.values():
         members = [c for label in labels for c in cfgs[label]]
+        spice = cands[labels[0]].get("spice")
         log(f"{command} {dataset}: {', '.join(labels)} x {len(seeds)} seeds ({len(members)} trials)")
         t0 = time.perf_counter()
-        metrics = train_group(command, members, root / (_group_key(members) + ".pt"), progress)
+        metrics = train_group(command, members, root / (_group_key(members, spice) + ".pt"), progress, spice)
         sec = time.perf_counter() - t0
         by_out = {m["config"]["out"]: m for m in metrics}
         for label in labels:

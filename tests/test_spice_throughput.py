@@ -54,6 +54,33 @@ def test_batched_equals_per_example_in_one_round_trip(method):
     assert cfp >= 3 and cnp >= 3
 
 
+@pytest.mark.parametrize("settings", [dict(), dict(method="tran"), dict(method="op"),
+                                      dict(nudged_phase="timed", t_nudged=6.0), dict(workers=2)])
+def test_both_phases_in_one_round_trip_equal_two_relax_calls(settings):
+    """relax_phases (what the Trainer calls): each worker's free and nudged phases in one request, the nudged
+    phase starting in the worker from the free state; bit for bit the two relax calls, over 2 lockstep trials
+    with their own targets and betas."""
+    from eqprop.network import Network as Net
+    from eqprop.solver import relax_phases
+    net, x, y = net_and_data(batch=4)
+    stack = Net.stack([net, Net.init(mlff((4, 6, 3)), seed=1, dtype=torch.float64)])
+    u0 = torch.cat([x, torch.full((4, 9), 0.3, dtype=torch.float64)], -1).expand(2, -1, -1)
+    ys, betas = torch.stack([y, y.flip(0)]), torch.tensor([0.5, 0.25], dtype=torch.float64)
+    with SpiceSolver(matrix_solver="sparse", **settings) as s:
+        s.relax(stack, x[:1])  # start and load
+        c0 = calls(s)
+        free, nudged = relax_phases(s, stack, x, u0, betas, ys)
+        workers = sum(len(v) for v in s._slots.values())  # one per trial here
+        assert workers == 2 and calls(s) - c0 == workers  # both phases: one request per worker
+        assert s.last_stats["examples"] == 2 * 2 * 4
+        c1 = calls(s)
+        free2 = s.relax(stack, x, u0)
+        nudged2 = s.relax(stack, x, free2, betas, ys)
+        assert calls(s) - c1 == 2 * workers
+    assert torch.equal(free, free2) and torch.equal(nudged, nudged2)
+    assert (nudged - free).abs().amax((1, 2)).min() > 1e-3  # each trial's nudge did something
+
+
 def test_cold_polish_gives_the_nodeset_polish_fixed_points_and_falls_back_where_it_lands_elsewhere():
     """polish "cold" (the default): .op in the loaded circuit without the .nodeset reload, kept only
     within COLD_TOL of the transient's end. On the small-world net a cold .op lands on other fixed
