@@ -149,7 +149,8 @@ class SpiceConfig:
             raise ValueError(f"{o}: nudged_phase must be one of {NUDGED_PHASES}, got {self.nudged_phase!r}")
         if self.nudged_phase == "timed" and self.method == "op":
             raise ValueError(f"{o}: nudged_phase 'timed' holds the nudge for t_nudged tau of transient; method 'op' "
-                             f"has no transient (use tran+op or tran)")
+                             f"has no transient: use method tran+op or tran, or nudged_phase 'settled' "
+                             f"(--nudged-phase settled)")
         if self.update not in UPDATES:
             raise ValueError(f"{o}: update must be one of {UPDATES}, got {self.update!r}")
         if isinstance(self.device, str):  # a preset name or a device TOML file (*.toml)

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from eqprop.config import FREE_METHODS, EulerConfig, RunConfig, dataset_defaults, read_toml
+from eqprop.config import FREE_METHODS, EulerConfig, RunConfig, dataset_defaults, dataset_solver_defaults, read_toml
 
 from .checks import results_folder
 
@@ -116,17 +116,20 @@ def configs_from_args(args, command: str = "train", run_defaults: dict | None = 
     given = {**toml.get("run", {}), **_from_args(args, RUN_FLAGS)}
     dataset = given.get("dataset", (run_defaults or {}).get("dataset", RunConfig.dataset))
     chosen = {k: v for k, v in dataset_defaults(command, dataset).items() if k not in given}
+    # a dataset's solver defaults (e.g. spice-train's [spice] table): under the --config table and the flags
+    solver_defaults = {name: d for name, d in dataset_solver_defaults(command, dataset).items() if name in tables}
     epochs = given.get("epochs")
     if chosen.get("warmup") and isinstance(epochs, int) and not isinstance(epochs, bool) and epochs <= chosen["warmup"]:
         # the tuned warm-up belongs to the tuned run length; a shorter run the user asked for goes without
         chosen["warmup"] = 0
-    if chosen:  # said, so nobody mistakes a tuned default for RunConfig's
+    if chosen or solver_defaults:  # said, so nobody mistakes a tuned default for RunConfig's
+        shown = {**chosen, **{f"{name}.{k}": v for name, d in solver_defaults.items() for k, v in d.items()}}
         print(f"{command} defaults for {dataset} (docs/training.md; a flag overrides): "
-              + ", ".join(f"{k}={v}" for k, v in chosen.items()), file=sys.stderr)
+              + ", ".join(f"{k}={v}" for k, v in shown.items()), file=sys.stderr)
     run = {**(run_defaults or {}), **chosen, **given}
     # flags of the euler table here; other tables' flags are their command's to merge
-    settings = {name: {**toml.get(name, {}), **(_from_args(args, EULER_FLAGS) if name == "euler" else {})}
-                for name in tables}
+    settings = {name: {**solver_defaults.get(name, {}), **toml.get(name, {}),
+                       **(_from_args(args, EULER_FLAGS) if name == "euler" else {})} for name in tables}
     if "out" in run and not str(run["out"]).strip():
         raise ValueError("--out: empty path; give a results folder")
     seeds = args.seeds or [run.get("seed", 0)]

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from eqprop.config import LOCKSTEP_FIELDS, RunConfig, dataset_defaults
+from eqprop.config import LOCKSTEP_FIELDS, RunConfig, dataset_defaults, dataset_solver_defaults
 from eqprop.run_files import write_atomic, write_json
 
 COMMANDS = ("train", "spice-train")
@@ -125,9 +125,16 @@ def summarise(label: str, settings: dict, metrics: list[dict], seconds: float) -
             "best_epoch_mean": sum(best) / len(best), "seconds": seconds}
 
 
+def default_settings(command: str, dataset: str) -> dict:
+    """The command's settings for the dataset as a candidate: its run defaults and, for spice-train, its
+    solver defaults as the candidate's "spice" entry."""
+    run, spice = dataset_defaults(command, dataset), dataset_solver_defaults(command, dataset).get("spice")
+    return {**run, "spice": spice} if run and spice else run
+
+
 def candidates(command: str, dataset: str) -> dict[str, dict]:
     """The candidates of (command, dataset), and the current default as ``default`` unless it is one of them."""
-    default = dataset_defaults(command, dataset)
+    default = default_settings(command, dataset)
     cands = dict(CANDIDATES.get((command, dataset), {}))
     return cands if not default or default in cands.values() else {**cands, "default": default}
 
@@ -176,7 +183,7 @@ def write_table(rows: list[dict], command: str, dataset: str, out: str | Path) -
              "per seed | best-epoch mean |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(table, key=lambda r: (r["command"], r["dataset"], r["candidate"])):
         s = " ".join(f"{k}={v}" for k, v in r["settings"].items())
-        chosen = r["settings"] == dataset_defaults(r["command"], r["dataset"])
+        chosen = r["settings"] == default_settings(r["command"], r["dataset"])
         name = r["candidate"] + (" **(default)**" if chosen else "")
         lines.append(f"| {r['command']} | {r['dataset']} | {name} | {s} | {len(r['seeds'])} | {r['epochs']} "
                      f"| {r['mean']:.1%} | {r['worst']:.1%} | {' '.join(f'{a:.1%}' for a in r['accuracy'])} "

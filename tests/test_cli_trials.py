@@ -34,3 +34,30 @@ def test_seed_and_seeds_together_are_refused(tmp_path, capsys):
     assert "--seed or --seeds" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(BASE + ["--seeds", "0,0", "--out", str(tmp_path)])  # argparse: distinct seeds
+
+
+def test_a_datasets_solver_defaults_sit_under_the_config_table_and_the_flags(tmp_path, capsys):
+    """spice-train's iris default holds the nudge for a time (eqprop.config.DATASET_SOLVER_DEFAULTS): it reaches
+    the SpiceConfig and is said on stderr; a --config [spice] table and a flag each override it; other datasets
+    keep SpiceConfig's own."""
+    from circuits.spice_config import SpiceConfig
+    from eqprop.config import dataset_solver_defaults
+    from eqprop_cli.main import build_parser
+    from eqprop_cli.spice import spice_config
+    from eqprop_cli.train import configs_from_args
+
+    def solver(*argv):
+        args = build_parser().parse_args(["spice-train", "--out", str(tmp_path / "r"), *argv])
+        _, settings, _ = configs_from_args(args, "spice-train", None, {"spice": SpiceConfig})
+        return spice_config(args, settings["spice"])
+
+    want = dataset_solver_defaults("spice-train", "iris")["spice"]
+    s = solver("--dataset", "iris")
+    assert {k: getattr(s, k) for k in want} == want and s.nudged_phase == "timed"
+    assert "spice.nudged_phase=timed" in capsys.readouterr().err
+    assert solver("--dataset", "iris", "--nudged-phase", "settled").nudged_phase == "settled"
+    toml = tmp_path / "c.toml"
+    toml.write_text('[spice]\nt_nudged = 9.0\n')
+    s = solver("--dataset", "iris", "--config", str(toml))
+    assert s.t_nudged == 9.0 and s.nudged_phase == "timed"
+    assert solver("--dataset", "xor").nudged_phase == SpiceConfig().nudged_phase == "settled"
