@@ -12,7 +12,12 @@ without that counter is read from /proc/<pid>/stat of its worker) over the examp
 training batches (free + nudged phase + update) and of the evaluations (one free phase
 each), measured by wrapping ``Trainer.train_batch`` and ``Trainer.evaluate``.
 
-Rows, all in this run, the same SpiceConfig settings (defaults, --tstep):
+With --ebana-python and --ebana-src, EBANA itself is timed first in the same run (benchmarks/ebana_iris.py in
+its own environment, 1 pool process, --ebana-epochs x --ebana-repeats; set-up in docs/spice.md) and the ratios
+are against its median; without them, against its figures recorded on an earlier machine.
+
+Rows, all in this run, the same SpiceConfig settings (defaults, --tstep; this tree's rows also spice-train's
+iris solver settings, eqprop.config.DATASET_SOLVER_DEFAULTS: the nudge held 3 tau):
 * ``previous default``: the code of git revision --baseline-rev (the last commit before the
   cold polish; extracted with `git archive` into a temporary folder, run in a child process),
   --baseline-epochs epochs: throughput only.
@@ -88,7 +93,8 @@ def measure(run: dict) -> dict:
             return wrapped
 
         counts = {"unsettled": 0, "cold": 0, "equilibria": 0}
-        relax = solver.relax
+        name = "_relax" if hasattr(solver, "_relax") else "relax"  # every call, both phases in one or not
+        relax = getattr(solver, name)
 
         def counted(*a, **k):  # examples whose transient did not settle (on_unsettled "warn"), cold polishes
             out = relax(*a, **k)
@@ -96,7 +102,7 @@ def measure(run: dict) -> dict:
                 counts[key] += solver.last_stats.get(key, 0)
             counts["equilibria"] += solver.last_stats["examples"]
             return out
-        solver.relax = counted
+        setattr(solver, name, counted)
         tr.train_batch = timed(tr.train_batch, "train", lambda k: int(tr.idx.shape[-1] if tr.common_len[k] is None
                                                                        else tr.common_len[k]))
         tr.evaluate = timed(tr.evaluate, "eval", lambda: len(data.x_test))
@@ -128,6 +134,23 @@ def iris_defaults() -> dict:
     return dataset_defaults("train", "iris")
 
 
+def iris_solver_defaults() -> dict:
+    """`eqprop spice-train`'s iris solver settings (eqprop.config.dataset_solver_defaults: the timed nudge)."""
+    from eqprop.config import dataset_solver_defaults
+    return dataset_solver_defaults("spice-train", "iris").get("spice", {})
+
+
+def ebana(python: str, src: Path, epochs: int) -> dict:
+    """EBANA's iris example timed in its own environment (benchmarks/ebana_iris.py), one pool process."""
+    from circuits.ngspice_runner import LIBRARY_ENV, find_library
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.setdefault(LIBRARY_ENV, find_library() or "")  # PySpice looks for an unversioned libngspice.so
+    out = subprocess.run([python, str(ROOT / "benchmarks" / "ebana_iris.py"), "--ebana", str(src), "--epochs",
+                          str(epochs)], check=True, capture_output=True, text=True, env=env)
+    line = next(ln for ln in out.stdout.splitlines()[::-1] if ln.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     d = iris_defaults()
@@ -146,6 +169,11 @@ def main() -> None:
     ap.add_argument("--baseline-rev", default=BASELINE_REV)
     ap.add_argument("--baseline-epochs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("results/bench_iris_ebana.json"))
+    ap.add_argument("--ebana-python", help="EBANA's environment's python: EBANA is measured in this run (docs/spice.md "
+                                           "says how to set it up); without it the recorded figures are printed")
+    ap.add_argument("--ebana-src", type=Path, help="a checkout of mawatfa/ebana (with --ebana-python)")
+    ap.add_argument("--ebana-epochs", type=int, default=3, help="EBANA epochs timed (its iris trains 35 ex/epoch)")
+    ap.add_argument("--ebana-repeats", type=int, default=3)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -159,11 +187,16 @@ def main() -> None:
     lr = args.lr[0] if len(args.lr) == 1 else args.lr
     run = {"dataset": "iris", "hidden": [args.hidden], "lr": lr, "beta": args.beta, "warmup": args.warmup,
            "batch_size": args.batch_size, "dtype": "float64", "schedule": args.schedule}
+    if (args.ebana_python is None) != (args.ebana_src is None):
+        raise SystemExit("--ebana-python and --ebana-src go together")
     spice = {"tstep": args.tstep, "on_unsettled": args.on_unsettled}
-    rows = []
+    rows, eb = [], []
+    for _ in range(args.ebana_repeats if args.ebana_python else 0):
+        eb.append(ebana(args.ebana_python, args.ebana_src, args.ebana_epochs))
     short = {**run, "epochs": args.baseline_epochs, "warmup": min(args.warmup, max(args.baseline_epochs - 1, 0))}
     res = baseline(args.baseline_rev, {"run": {**short, "out": tempfile.mkdtemp(prefix="bench_iris_old_")},
                                        "spice": spice})
+    spice = {**spice, **iris_solver_defaults()}  # this tree's rows: spice-train's iris solver settings too
     rows.append((f"previous default (rev {args.baseline_rev})", res))
     tuned = []
     failed = []
@@ -178,19 +211,32 @@ def main() -> None:
         rows.append((f"new default, seed {seed}", res))
     old = rows[0][1]
     klu = "yes" if info["klu"] else "no"
+    if eb:  # measured here, in this run: ratios against the median of its repeats
+        e_train, e_eval = (statistics.median(r[k] for r in eb) for k in ("train_ex_s", "eval_ex_s"))
+        e_src = f"measured in this run (median of {len(eb)})"
+        e_train_rng, e_eval_rng = (e_train, e_train), (e_eval, e_eval)
+    else:
+        e_train_rng, e_eval_rng, e_src = EBANA_TRAIN, EBANA_EVAL, "recorded on an earlier machine (ngspice-notes.md)"
     print(f"ngspice-{info['version']} (KLU {klu}), {platform.node()}; iris 4-{args.hidden}-3, "
           f"batch {args.batch_size}, lr {args.lr}, beta {args.beta:g}, warm-up {args.warmup}, schedule "
-          f"{args.schedule}, tstep {args.tstep:g}; examples/s per core (CPU incl. the ngspice worker)")
+          f"{args.schedule}, tstep {args.tstep:g}, this tree's rows {iris_solver_defaults()}; examples/s per core "
+          f"(CPU incl. the ngspice worker)")
     print(f"{'run':<34} {'train ex/s':>10} {'x EBANA':>9} {'x prev':>7} {'eval ex/s':>10} {'x EBANA':>9} "
           f"{'x prev':>7} {'test acc last/best':>19}")
+
+    def ratio(v, rng):
+        return f"{v / rng[1]:.1f}" if rng[0] == rng[1] else f"{v / rng[1]:.1f}-{v / rng[0]:.1f}"
+    for r in eb:
+        print(f"{'EBANA (its iris example, 1 process)':<34} {r['train_ex_s']:>10.1f} {'':>9} {'':>7} "
+              f"{r['eval_ex_s']:>10.1f} {'':>9} {'':>7} {'':>19}")
     for name, r in rows:
-        tx = f"{r['train_ex_s'] / EBANA_TRAIN[1]:.1f}-{r['train_ex_s'] / EBANA_TRAIN[0]:.1f}"
-        ex = f"{r['eval_ex_s'] / EBANA_EVAL[1]:.1f}-{r['eval_ex_s'] / EBANA_EVAL[0]:.1f}"
         accs = f"{r['test_acc_last']:.3f}/{r['test_acc_best']:.3f} ({r['epochs']} ep)"
-        print(f"{name:<34} {r['train_ex_s']:>10.1f} {tx:>9} {r['train_ex_s'] / old['train_ex_s']:>6.1f}x "
-              f"{r['eval_ex_s']:>10.1f} {ex:>9} {r['eval_ex_s'] / old['eval_ex_s']:>6.1f}x {accs:>19}")
-    print(f"EBANA (ngspice-notes.md): training {EBANA_TRAIN[0]:g}-{EBANA_TRAIN[1]:g} ex/s, evaluation "
-          f"{EBANA_EVAL[0]:g}-{EBANA_EVAL[1]:g} ex/s, one core")
+        print(f"{name:<34} {r['train_ex_s']:>10.1f} {ratio(r['train_ex_s'], e_train_rng):>9} "
+              f"{r['train_ex_s'] / old['train_ex_s']:>6.1f}x {r['eval_ex_s']:>10.1f} "
+              f"{ratio(r['eval_ex_s'], e_eval_rng):>9} {r['eval_ex_s'] / old['eval_ex_s']:>6.1f}x {accs:>19}")
+    def span(rng):
+        return f"{rng[0]:.1f}" + ("" if rng[0] == rng[1] else f"-{rng[1]:.1f}")
+    print(f"EBANA {e_src}: training {span(e_train_rng)} ex/s, evaluation {span(e_eval_rng)} ex/s, one core")
     if tuned:
         med = statistics.median(r["train_ex_s"] for r in tuned)
         mean = statistics.mean(r["test_acc_last"] for r in tuned)
@@ -204,7 +250,7 @@ def main() -> None:
         print(f"FAILED {f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {"ngspice": info, "args": {k: v for k, v in vars(args).items() if k != "out"},
-              "rows": [{"run": n, **r} for n, r in rows], "failed": failed}
+              "rows": [{"run": n, **r} for n, r in rows], "ebana": eb, "failed": failed}
     args.out.write_text(json.dumps(report, indent=1, default=str))
     print(f"wrote {args.out}")
 

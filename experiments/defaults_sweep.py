@@ -63,7 +63,11 @@ CANDIDATES: dict[tuple[str, str], dict[str, dict]] = {
         # run to its fixed point (1000 steps) the Euler reference itself fell to 59 % (docs/training.md)
         **{f"per-layer-0.3-w5-cosine-e40-fixed-sign-timed{t:g}": dict(
             hidden=[8], lr=[0.3, 0.075], beta=0.5, random_beta_sign=False, batch_size=5, epochs=40, warmup=5,
-            schedule="cosine", spice=dict(nudged_phase="timed", t_nudged=float(t))) for t in (3, 6, 12)},
+            schedule="cosine", spice=dict(nudged_phase="timed", t_nudged=float(t))) for t in (1.5, 3, 6, 12)},
+        # a timed nudge has no settle check to fail, so train's random sign is possible again
+        "per-layer-0.3-w5-cosine-e40-random-sign-timed3": dict(
+            hidden=[8], lr=[0.3, 0.075], beta=0.5, batch_size=5, epochs=40, warmup=5, schedule="cosine",
+            spice=dict(nudged_phase="timed", t_nudged=3.0)),
     },
     **{(c, g): {"h4-e10-random-sign": dict(GATE), "h4-e10-fixed-sign": dict(GATE, random_beta_sign=False),
                 "h8-e60-fixed-sign": dict(GATE, hidden=[8], epochs=60, random_beta_sign=False)}
@@ -75,6 +79,14 @@ LR04 = dict(GATE, hidden=[8], epochs=60, lr=0.4, random_beta_sign=False)
 CANDIDATES[("train", "or")].update({"h8-e60-random-sign": dict(GATE, hidden=[8], epochs=60),
                                     "h8-e60-fixed-sign-lr0.4": LR04})
 CANDIDATES[("spice-train", "and")]["h8-e60-fixed-sign-lr0.4"] = LR04
+
+
+def _stops() -> tuple:
+    """What ends a candidate's training without ending the sweep: a simulator failure or an unsettled circuit
+    (spice-train), a diverged run."""
+    from circuits.errors import SimulationError
+    from eqprop.trainer import TrainingDiverged
+    return SimulationError, TrainingDiverged
 
 
 def base_settings(command: str) -> dict:
@@ -132,6 +144,12 @@ def default_settings(command: str, dataset: str) -> dict:
     return {**run, "spice": spice} if run and spice else run
 
 
+def stopped(label: str, settings: dict, seeds, why: str, seconds: float) -> dict:
+    """The row of a candidate whose training stopped (no accuracy: None, not a number)."""
+    return {"candidate": label, "settings": settings, "seeds": list(seeds), "epochs": None, "accuracy": [],
+            "mean": None, "worst": None, "best_epoch_mean": None, "seconds": seconds, "error": why}
+
+
 def candidates(command: str, dataset: str) -> dict[str, dict]:
     """The candidates of (command, dataset), and the current default as ``default`` unless it is one of them."""
     default = default_settings(command, dataset)
@@ -163,7 +181,13 @@ def sweep(command: str, dataset: str, seeds=SEEDS, out: str | Path = "results/de
         spice = cands[labels[0]].get("spice")
         log(f"{command} {dataset}: {', '.join(labels)} x {len(seeds)} seeds ({len(members)} trials)")
         t0 = time.perf_counter()
-        metrics = train_group(command, members, root / (_group_key(members, spice) + ".pt"), progress, spice)
+        try:
+            metrics = train_group(command, members, root / (_group_key(members, spice) + ".pt"), progress, spice)
+        except _stops() as e:  # a candidate that cannot finish is a result too: its row says why, the others go on
+            why = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+            log(f"{command} {dataset}: {', '.join(labels)} stopped: {why}")
+            rows += [stopped(label, cands[label], seeds, why, time.perf_counter() - t0) for label in labels]
+            continue
         sec = time.perf_counter() - t0
         by_out = {m["config"]["out"]: m for m in metrics}
         for label in labels:
@@ -185,6 +209,10 @@ def write_table(rows: list[dict], command: str, dataset: str, out: str | Path) -
         s = " ".join(f"{k}={v}" for k, v in r["settings"].items())
         chosen = r["settings"] == default_settings(r["command"], r["dataset"])
         name = r["candidate"] + (" **(default)**" if chosen else "")
+        if r.get("error"):
+            lines.append(f"| {r['command']} | {r['dataset']} | {name} | {s} | {len(r['seeds'])} | - | **stopped** "
+                         f"| - | {r['error'][:160]} | - |")
+            continue
         lines.append(f"| {r['command']} | {r['dataset']} | {name} | {s} | {len(r['seeds'])} | {r['epochs']} "
                      f"| {r['mean']:.1%} | {r['worst']:.1%} | {' '.join(f'{a:.1%}' for a in r['accuracy'])} "
                      f"| {r['best_epoch_mean']:.1%} |")
@@ -209,6 +237,9 @@ def main(argv=None) -> int:
                          log=lambda s: print(s, file=sys.stderr))
             table = write_table(rows, command, dataset, a.out)
             for r in rows:
+                if r.get("error"):
+                    print(f"{command} {dataset} {r['candidate']}: stopped: {r['error']}")
+                    continue
                 print(f"{command} {dataset} {r['candidate']}: final test accuracy mean {r['mean']:.1%}, worst "
                       f"{r['worst']:.1%} over seeds {r['seeds']} ({r['epochs']} epochs, {r['seconds']:.0f} s)")
     print(f"table: {table}")

@@ -225,3 +225,19 @@ def test_demo_trains_at_the_spice_train_defaults():
     args = p.parse_args(["spice-train", "--dataset", SPICE_DATASET])
     (cli,), _, _ = configs_from_args(args, "spice-train", SPICE_TRAIN_DEFAULTS, {"spice": SpiceConfig})
     assert spice_run() == dataclasses.replace(cli, out=spice_run().out)
+
+
+def test_defaults_sweep_records_a_candidate_that_stops_and_goes_on(tmp_path, monkeypatch):
+    """A candidate whose training cannot finish (here it diverges) is a row saying why, not the sweep's end."""
+
+    from experiments import defaults_sweep as ds
+    monkeypatch.setitem(ds.CANDIDATES[("train", "xor")], "diverges", dict(ds.GATE, lr=1e30, epochs=2))
+    rows = ds.sweep("train", "xor", seeds=(0,), out=tmp_path, only=["diverges", "h4-e10-fixed-sign"],
+                    progress=False, log=lambda s: None)
+    by = {r["candidate"]: r for r in rows}
+    assert by["diverges"]["mean"] is None and "TrainingDiverged" in by["diverges"]["error"]
+    assert by["h4-e10-fixed-sign"]["epochs"] == 10 and by["h4-e10-fixed-sign"]["mean"] is not None
+    ds.write_table(rows, "train", "xor", tmp_path)
+    line = next(ln for ln in (tmp_path / "table.md").read_text().splitlines() if "| diverges |" in ln)
+    assert "**stopped**" in line and "TrainingDiverged" in line
+    assert "NaN" not in (tmp_path / "table.json").read_text()
