@@ -203,8 +203,10 @@ class SpiceSolver:
         """The free phase from u0 and the nudged phase from its end (the protocol's optional call for both,
         eqprop.solver.relax_phases): on the batched path each worker runs both for its examples in one round
         trip, the nudged phase starting in the worker from the free state it just computed; the numbers are
-        those of two relax calls (bit for bit in float64)."""
-        if not self._batched():
+        those of two relax calls (bit for bit in float64). Devices whose read varies (read noise, drift) are
+        read once per relax call, as the device surrogate does: there each phase keeps its own call."""
+        cfg = self.config
+        if not self._batched() or (cfg.devices and cfg.device.read_varies):
             free = self.relax(network, x, u0)
             return free, self.relax(network, x, free, beta, target)
         free, nudged = self._relax(network, x, u0, [(0.0, None), (beta, target)])
