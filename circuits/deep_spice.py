@@ -69,7 +69,6 @@ class DeepSpiceSolver(SpiceSolver):
         self.weights: torch.Tensor | None = None  # the W last relaxed (DeepRule's L1 term reads its sign)
         self.rule: dict | None = None  # the DeepRule reading this solver, recorded with our settings
         self._n_in = 0
-        self._unsettled: dict[int, int] = {}  # per trial: transients still moving at their end since the last report
 
     def describe(self) -> dict:
         d = {**super().describe(), "dynamics": self.dynamics, "record_dt": self.record_dt}
@@ -82,9 +81,6 @@ class DeepSpiceSolver(SpiceSolver):
                 slot.traj = {}
         u = super().relax(network, x, u0, beta, target)
         stack = network.as_stack()
-        for t in range(stack.T):  # each worker's stats hold its share of this call
-            n = sum(getattr(sl, "stats", {}).get("unsettled", 0) for sl in self._slots.get(t, []))
-            self._unsettled[t] = self._unsettled.get(t, 0) + n
         self.weights, self._n_in = network.W, stack.topologies[0].n_in
         parts = {(t, b): a for t, slots in self._slots.items() if t < stack.T
                  for slot in slots for b, a in getattr(slot, "traj", {}).items()}
@@ -138,8 +134,7 @@ class DeepSpiceSolver(SpiceSolver):
         if self.weights is None:
             return super().report()
         W = self.weights if self.weights.ndim == 3 else self.weights.unsqueeze(0)
-        rep = {**super().report(), "unsettled": [self._unsettled.get(t, 0) for t in range(W.shape[0])]}
-        self._unsettled = {}
+        rep = super().report()  # with the unsettled transients per trial
         if self.config.level == "crossbar":
             W = torch.as_tensor(np.stack([self._arrays[t].realised_weights() for t in range(W.shape[0])]))
         rep.update(stability_summary(deep_jacobian(W.double(), self._n_in), self.eig_max_neurons))

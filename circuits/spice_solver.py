@@ -61,6 +61,9 @@ class SpiceSolver:
         self._slots: dict[int, list[_Slot]] = {}
         self._arrays: dict[int, DeviceArray] = {}
         self._source: dict[int, np.ndarray] = {}  # the weights each trial's devices were set to
+        # per trial: transients still moving at their end since the last report (on_unsettled "warn")
+        self._unsettled: dict[int, int] = {}
+        self._trials = 0
 
     def describe(self) -> dict:
         d = {"solver": type(self).__name__, **self.config.to_dict()}
@@ -133,11 +136,16 @@ class SpiceSolver:
         self._source[t] = _numpy(net.W)
 
     def report(self) -> dict:
-        """Crossbar: weights saturated at the device range, and ||W - W^T|| / ||W|| of the weights the
-        devices realise (d2d mismatch and write noise make the two directions differ). With
+        """Per trial: the transients still moving at their end since the last report (``unsettled``; counted
+        with on_unsettled "warn", raised otherwise). Crossbar: weights saturated at the device range, and
+        ||W - W^T|| / ||W|| of the weights the devices realise (d2d mismatch and write noise make the two
+        directions differ). With
         ``measure``: per trial the mean settling time (s) and energy (J) per example and phase
         over the solves since the last report (then cleared)."""
         out = {**self._measured_report(), **matrix_solver_report(self)}
+        if self._trials:
+            out["unsettled"] = [self._unsettled.get(t, 0) for t in range(self._trials)]
+            self._unsettled = {}
         if not self._arrays:
             return out
         return {**out, "clipped_weights": [a.n_clipped for _, a in sorted(self._arrays.items())],
@@ -247,7 +255,7 @@ class SpiceSolver:
                 cur = np.clip(xs[t], 0.0, 1.0)
             for k, slot in enumerate(slots):
                 jobs.append((t, slot, net, prog, cur, list(range(k, B, len(slots)))))
-            all_slots += slots
+            all_slots += [(t, slot) for slot in slots]
         u = np.zeros((len(phases), T, B, topo.n - n_in))
 
         def run(job):
@@ -269,11 +277,14 @@ class SpiceSolver:
                                          b, warm=u0s is not None)
 
         _map(run, jobs)
+        self._trials = T
+        for t, slot in all_slots:  # each worker's stats hold its share of this call
+            self._unsettled[t] = self._unsettled.get(t, 0) + slot.stats.get("unsettled", 0)
         outs = [torch.as_tensor(np.concatenate([xs, up], axis=2), dtype=network.dtype, device=network.device)
                 for up in u]
         self.last_stats = {"examples": T * B * len(phases), "trials": T, "method": cfg.method,
                            **matrix_solver_report(self, times=True),
-                           **_merge_stats([sl.stats for sl in all_slots]), "seconds": time.perf_counter() - t_start}
+                           **_merge_stats([sl.stats for _, sl in all_slots]), "seconds": time.perf_counter() - t_start}
         return [o if network.stacked else o[0] for o in outs]
 
     # -- one example ---------------------------------------------------------------------
