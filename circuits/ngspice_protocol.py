@@ -95,6 +95,10 @@ def failure_lines(lines, paused_ok: bool = False) -> list[str]:
             if ERROR_RE.search(line) and not (paused_ok and PAUSE_RE.search(line))]
 
 
+# the rescue deselected (step size 0: "Note: Optran is deselected."), for the cold polish's try
+OPTRAN_OFF = "optran 1 1 1 0 0 0"
+
+
 def optran_command(tau: float) -> str:
     """ngspice's last rescue of a failed ``.op`` (>= 37: after Newton, gmin and source stepping), "optran", a
     transient from the initial conditions for 10 us in steps of 100 ns, scaled to the circuit's time constant.
