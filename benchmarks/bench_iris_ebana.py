@@ -17,7 +17,7 @@ its own environment, 1 pool process, --ebana-epochs x --ebana-repeats; set-up in
 are against its median; without them, against its figures recorded on an earlier machine.
 
 Rows, all in this run, the same SpiceConfig settings (defaults, --tstep; this tree's rows also spice-train's
-iris solver settings, eqprop.config.DATASET_SOLVER_DEFAULTS: the nudge held 6 tau):
+iris solver settings, eqprop.config.DATASET_SOLVER_DEFAULTS: the nudge held 3 tau):
 * ``previous default``: the code of git revision --baseline-rev (the last commit before the
   cold polish; extracted with `git archive` into a temporary folder, run in a child process),
   --baseline-epochs epochs: throughput only.
