@@ -199,7 +199,7 @@ class NgspiceSession:
         Operations: ("circ", text), ("cmd", command), ("analysis", command),
         ("alter", [(name, value), ...]), ("op", nodeset or None, nodes or None),
         ("equilibrium", spec) (ngspice_worker._Engine.equilibrium), ("get", nodes, index),
-        ("plot",), ("probe",).
+        ("plot",), ("probe",), ("optran", command) (the .op rescue for the loaded circuit, kept by the worker).
         """
         self._ensure_worker()
         what = what or "; ".join(str(op[1])[:60] if len(op) > 1 else op[0] for op in ops)[:200]
@@ -221,7 +221,7 @@ class NgspiceSession:
         self._ensure_worker(fresh_ok=True)  # before recording the text: a fresh worker forgets it
         self.netlist = netlist
         # a netlist error can leave libngspice unrecoverable: call() then drops the worker
-        ops = [("circ", netlist)] + ([] if tau is None else [("quiet", optran_command(tau))])
+        ops = [("circ", netlist)] + ([] if tau is None else [("optran", optran_command(tau))])
         self.call(ops, "load")
 
     def command(self, command: str) -> str:

@@ -106,6 +106,7 @@ class _Engine:
         self.altered: dict[str, float] = {}  # alters since that load: a .nodeset reload replays them
         self.nodeset_loaded = False  # the circuit in the library carries .nodeset lines
         self.interp = False  # ``option interp`` was given (ngspice keeps it for the process: a static flag)
+        self.optran = optran_command(1.0)  # the .op rescue in force: ngspice's default is the tau = 1 s case
 
     # output handling: each callback line is "stdout ..." or "stderr ..."
     def take_log(self) -> list[str]:
@@ -136,6 +137,12 @@ class _Engine:
         has no optran command and says so: either way nothing to report)."""
         self.lib.ngSpice_Command(cmd.encode("ascii"))
         self.take_log()
+
+    def set_optran(self, cmd: str) -> None:
+        """The .op rescue for this circuit's time constant (ngspice_protocol.optran_command); the cold polish
+        turns it off for its try and puts this one back."""
+        self.optran = cmd
+        self.quiet(cmd)
 
     def cur_plot(self) -> str:
         return self.ffi.string(self.lib.ngSpice_CurPlot()).decode()
@@ -280,7 +287,7 @@ class _Engine:
             del log[start:]  # an expected miss, not this request's failure
             return None
         finally:
-            self.quiet(optran_command(spec["tau"]))
+            self.quiet(self.optran)
         return u2 if np.abs(np.clip(u2, 0, 1) - np.clip(u, 0, 1)).max() <= spec["cold_tol"] else None
 
     def probe(self, log: list) -> dict:
@@ -341,8 +348,8 @@ class _Engine:
                     results.append(self.load(op[1], log))
                 elif kind == "cmd":
                     results.append(self.command(op[1], log))
-                elif kind == "quiet":
-                    results.append(self.quiet(op[1]))
+                elif kind == "optran":
+                    results.append(self.set_optran(op[1]))
                 elif kind == "analysis":
                     results.append(self.analysis(op[1], log, *op[2:]))
                 elif kind == "alter":

@@ -109,7 +109,8 @@ def _group_key(cfgs: list[RunConfig], spice: dict | None = None) -> str:
     """A checkpoint name that changes with any member's config and the solver settings: a changed candidate
     never resumes another's run (a resume may change the rates, so the name must hold them)."""
     text = "\n".join(sorted(json.dumps(c.to_dict(), sort_keys=True) for c in cfgs))
-    text += json.dumps(spice or {}, sort_keys=True) if spice else ""
+    if spice:
+        text += json.dumps(spice, sort_keys=True)
     return "group-" + hashlib.sha1(text.encode()).hexdigest()[:12]
 
 

@@ -60,9 +60,10 @@ SWEEPS: dict[str, tuple] = {
 # the diode fields of the `realistic` preset: a swept diode parameter changes one of them
 DIODE_FIELDS = ("activation", "diode_is", "diode_n", "diode_rs", "v_low", "v_high")
 STUDY_SPICE = dict(g0=1e-5, c=1e-13, clamp=0.0, on_unsettled="warn")  # the preset's units; every element physical
-# the study's own run settings where they are not spice-train's default (iris: 10 epochs, ~900 CPU s per point
-# of the realistic preset; a fixed beta sign, as in spice-train's default, because with a random sign
-# (spice-train's former default) two of three seeds stayed at 60 % whatever the circuit: docs/physical.md)
+# the study's own run settings where they are not spice-train's default (iris: 10 epochs, ~300-900 CPU s per
+# point of the realistic preset as measured in sessions 6-7; a fixed beta sign, as in spice-train's default,
+# because with a random sign (spice-train's former default) two of three seeds stayed at 60 % whatever the
+# circuit; the settled nudged phase, so every point is compared on the same recipe: docs/physical.md)
 STUDY_RUN = {"iris": dict(hidden=[8], lr=0.2, beta=0.5, random_beta_sign=False, batch_size=5, epochs=10,
                           schedule="cosine")}
 POINT, RESULT, SUMMARY = "point.json", "result.json", "summary"
