@@ -323,6 +323,26 @@ def cached_blocks(topologies: Sequence[Topology], device) -> ConnectionBlocks:
     return hit[0]
 
 
+def connected_abs_max(network: Network) -> torch.Tensor:
+    """max |W| per trial (T,) over the topology's connections only (tiles and sparse skips), NaN where one of
+    them is NaN: the divergence check reads these instead of all N x N (18x fewer entries on 784-100x5-10)."""
+    stack = network.as_stack()
+    W = stack.W
+    blocks = cached_blocks(stack.topologies, W.device)
+    out = torch.zeros(stack.T, dtype=W.dtype, device=W.device)
+    for rows, cols in blocks.pieces():
+        out = torch.maximum(out, W[:, rows, cols].abs().amax((1, 2)))  # maximum and amax keep NaN
+    sp = blocks.sparse_skips()
+    if len(sp):
+        at = sp.flat if sp.mirror is None else torch.cat([sp.flat, sp.mirror])
+        trial = sp.trial if sp.mirror is None else torch.cat([sp.trial, sp.trial])
+        v = W.reshape(-1).index_select(0, at).abs()
+        out = out.scatter_reduce(0, trial, v, "amax")
+        nan = torch.zeros_like(out).index_add_(0, trial, torch.isnan(v).to(out.dtype)) > 0
+        out = out.masked_fill(nan, float("nan"))  # scatter_reduce's amax need not keep NaN
+    return out
+
+
 def apply_update(network: Network, dW: torch.Tensor, db: torch.Tensor, lr_W, lr_b) -> None:
     """W += lr_W (.) dW in place, on the topology's connected tiles and sparse skips only
     (``ConnectionBlocks``): entries of dW elsewhere are no connections and are never read. Each

@@ -8,7 +8,7 @@ import torch
 from eqprop import learning
 from eqprop.config import EulerConfig
 from eqprop.deep_rule import deep_update
-from eqprop.learning import ConnectionBlocks, apply_update, eqprop_update, rate_tensors
+from eqprop.learning import ConnectionBlocks, apply_update, connected_abs_max, eqprop_update, rate_tensors
 from eqprop.metrics import BlockStats
 from eqprop.network import Network
 from eqprop.topology import Topology, complete_directed, mlff, small_world
@@ -106,6 +106,23 @@ def test_apply_update_on_tiles_equals_the_dense_update_bitwise(skips, monkeypatc
     before = one.W.clone()
     apply_update(one, outside, torch.zeros_like(db[0]), 1.0, 1.0)
     assert torch.equal(one.W, before), "entries outside the connected tiles are no connections: never read"
+
+
+@pytest.mark.parametrize("skips", ["dense", "sparse"])
+def test_connected_abs_max_is_the_dense_max_and_keeps_nan_per_trial(skips, monkeypatch):
+    monkeypatch.setattr(learning, "SKIPS", skips)
+    topos = undirected_trials()
+    st = Network.stack([Network.init(t, seed=k) for k, t in enumerate(topos)])
+    assert torch.equal(connected_abs_max(st), st.W.abs().amax((1, 2)))
+    t = topos[1]
+    skip = np.argwhere(np.triu(t.mask & (np.abs(t.layer_of[:, None] - t.layer_of[None, :]) >= 2)))
+    assert len(skip), "the small-world trial needs a skip connection for this test"
+    i, j = skip[0]
+    st.W[1, j, i] = float("nan")  # the mirror of a skip connection
+    a, c = np.argwhere(topos[2].mask & (np.abs(topos[2].layer_of[:, None] - topos[2].layer_of[None, :]) == 1))[0]
+    st.W[2, a, c] = 1e7  # an adjacent-layer tile
+    m = connected_abs_max(st)
+    assert not torch.isnan(m[0]) and torch.isnan(m[1]) and float(m[2]) == 1e7
 
 
 @pytest.mark.parametrize("skips", ["dense", "sparse"])
