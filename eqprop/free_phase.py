@@ -79,6 +79,12 @@ class LayerDrive:
     def __call__(self, s: torch.Tensor, c0: torch.Tensor, l: int) -> torch.Tensor:
         return torch.baddbmm(c0[..., self.layers[l]], s[..., self.spans[l]], self.W[l])
 
+    def plan(self, s: torch.Tensor, c0: torch.Tensor) -> list:
+        """Per layer (its view of s, its sources' view of s, its c0, its W rows, an h buffer): a sweep's
+        operands made once per batch shape (at a few live rows, slicing per sweep cost as much as the products)."""
+        return [(s[..., cols], s[..., span], c0[..., cols], W, torch.empty_like(c0[..., cols]))
+                for cols, span, W in zip(self.layers, self.spans, self.W)]
+
     def residual(self, s: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
         """max_i |s_i - clip(h_i)| per (trial, example): 0 exactly at a fixed point of the clipped dynamics."""
         r = torch.zeros(s.shape[:-1], dtype=s.dtype, device=s.device)
@@ -132,18 +138,18 @@ def hybrid_sor(drive: LayerDrive, s0: torch.Tensor, c0: torch.Tensor, omega: flo
     result, sweeps = s0.clone(), torch.full((T, B), max_sweeps, dtype=torch.long)
     cur, prev = s0.clone(), torch.empty_like(s0)
     om = torch.ones(T, B, 1, dtype=s0.dtype, device=s0.device) if omega != 1 else None
+    plan = drive.plan(cur, c0)
     for k in range(1, max_sweeps + 1):
         check = k % every == 0 or k == max_sweeps
         if check:
             prev.copy_(cur)
-        for l, cols in enumerate(drive.layers):
-            h = drive(cur, c0, l)
-            layer = cur[..., cols]
+        for layer, span, c, W, h in plan:
+            torch.baddbmm(c, span, W, out=h)
             if om is None:
                 torch.clamp(h, 0.0, 1.0, out=layer)
             else:  # in place: each entry reads its own old value only
                 torch.lerp(layer, h, om, out=layer)
-                clip_(layer)
+                layer.clamp_(0.0, 1.0)
         if not check:
             continue
         moved = (cur - prev).abs_().amax(-1)
@@ -154,9 +160,10 @@ def hybrid_sor(drive: LayerDrive, s0: torch.Tensor, c0: torch.Tensor, omega: flo
             tt, bb = rows.coords(done)
             result[tt, bb], sweeps[tt.cpu(), bb.cpu()] = cur[done], k
             cur, c0, *o = rows.finish(done, cur, c0, *([om] if om is not None else []))
-            om, prev = (o[0] if o else None), torch.empty_like(cur)
             if not rows.A:
                 break
+            if cur.shape[1] != prev.shape[1]:  # compacted: new tensors, new views
+                om, prev, plan = (o[0] if o else None), torch.empty_like(cur), drive.plan(cur, c0)
     converged = torch.ones(T, B, dtype=torch.bool)
     if bool(rows.live.any()):
         tt, bb = rows.coords(rows.live)
