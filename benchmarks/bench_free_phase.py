@@ -8,7 +8,8 @@ through the one Trainer with
 
   fixed        the reference step count (the reproductions' setting)
   per-example  each example stops at |ds| < tol (the reference steps, no more than it needs)
-  hybrid       prefix_steps Euler steps, then layer-wise projected Gauss-Seidel/SOR to tol
+  hybrid       prefix_steps Euler steps, then layer-wise projected Gauss-Seidel/SOR to tol, the
+               batch's last examples finished by face solves (hybrid-no-face: without them)
 
 and prints CPU seconds per training batch of each pass (min and median of --repeats runs,
 each method in turn within a repeat, one thread) and the ratio to fixed. Fidelity, on the
@@ -42,6 +43,7 @@ from eqprop.trainer import Trainer
 
 NETS = {"784-100x5-10": ((100,) * 5, 1000, 12), "784-500x3-10": ((500,) * 3, 500, 8)}
 METHODS = ("fixed", "per-example", "hybrid")
+EXTRA = ("hybrid-no-face",)  # the hybrid without its face solves (EulerConfig.face_solve=False), on request
 SCRATCH = Path(tempfile.gettempdir()) / "bench_free_phase"  # checkpoint path the Trainer needs; never written
 
 
@@ -57,7 +59,9 @@ def data(synthetic: bool, n: int) -> Dataset:
 
 def euler(method: str, steps: tuple[int, int], tol: float, prefix: int, omega: float) -> EulerConfig:
     kw = dict(free_steps=steps[0], nudged_steps=steps[1], engine="fast")
-    if method != "fixed":
+    if method == "hybrid-no-face":
+        kw.update(free_method="hybrid", tol=tol, prefix_steps=prefix, omega=omega, face_solve=False)
+    elif method != "fixed":
         kw.update(free_method=method, tol=tol, prefix_steps=prefix, omega=omega)
     return EulerConfig(**kw)
 
@@ -103,7 +107,8 @@ def main() -> None:
                     help="reference steps allowed to find s* (0: no fidelity)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--synthetic", action="store_true", help="random pixels instead of MNIST")
-    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {list(METHODS)} (fixed is the base)")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help=f"comma list of {list(METHODS + EXTRA)} (fixed is the base)")
     ap.add_argument("--passes", type=int, default=2, choices=[1, 2], help="1: epoch 1 only (e.g. --batches 3000: a "
                                                                          "full MNIST epoch)")
     a = ap.parse_args()
@@ -112,13 +117,16 @@ def main() -> None:
     for n in nets:
         if n not in NETS:
             raise SystemExit(f"unknown net {n!r}; known: {list(NETS)}")
+    for m in a.methods.split(","):
+        if m not in METHODS + EXTRA:
+            raise SystemExit(f"unknown method {m!r}; known: {list(METHODS + EXTRA)}")
     ds = data(a.synthetic, a.batches * 20)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {a.threads} thread(s), "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, data {ds.name}, K={a.batches} batches, "
           f"{a.repeats} repeats, tol {a.tol}, hybrid prefix {a.prefix} omega {a.omega}")
     print("| net | method | CPU s / batch, epoch 1 (min, median) | x fixed | epoch 2 (min, median) | x fixed | "
-          "free steps mean / max | sweeps mean / max | within 1e-4 of s* | max |s - s*| |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "free steps mean / max | sweeps mean / max | face solves | within 1e-4 of s* | max |s - s*| |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in nets:
         hidden, fs, ns = NETS[name]
         for topo in a.topologies.split(","):
@@ -141,8 +149,9 @@ def main() -> None:
                 r, f, (t1, t2) = reps[m], fids[m], times[m]
                 steps = f"{r['free_steps_mean'][0]:.0f} / {r['free_steps_max'][0]}" if r else f"{fs} / {fs}"
                 sweeps = f"{r['free_sweeps_mean'][0]:.0f} / {r['free_sweeps_max'][0]}" if r else "-"
+                faces = f"{r['free_face_solves'][0]} of {r['free_examples'][0]}" if r else "-"
                 print(f"| {name} {topo} | {m} | {min(t1):.3f}, {statistics.median(t1):.3f} | {b1 / min(t1):.2f} | "
-                      f"{min(t2):.3f}, {statistics.median(t2):.3f} | {b2 / min(t2):.2f} | {steps} | {sweeps} | "
+                      f"{min(t2):.3f}, {statistics.median(t2):.3f} | {b2 / min(t2):.2f} | {steps} | {sweeps} | {faces} | "
                       f"{100 * f['within_1e-4']:.0f} % | {f['max']:.1e} |", flush=True)
 
 

@@ -225,7 +225,9 @@ class EulerConfig:
     * "hybrid": prefix_steps Euler steps, then layer-wise projected sweeps
       s_l <- clip(s_l + w (h_l - s_l)), w = 1 (Gauss-Seidel) until a sweep moves the example
       < omega_from (it is in its basin), then w = omega (SOR), until a sweep moves it < tol (at
-      most max_sweeps): the fixed point a long Euler run reaches, in fewer operations.
+      most max_sweeps): the fixed point a long Euler run reaches, in fewer operations. With
+      face_solve, the batch's last few examples are finished by solving their fixed point on
+      the face of the box they are on (free_phase.face_solve), kept only where it is one.
     The last two need tol and the fast engine (engine auto picks it for them).
     """
 
@@ -244,6 +246,7 @@ class EulerConfig:
     # 1e-2: 20-25 % fewer sweeps than 1e-3 at the same share of examples at s* (docs/free-phase.md);
     # from 3e-2 on, examples start to land in other minima
     omega_from: float = 1e-2
+    face_solve: bool = True
 
     def __post_init__(self):
         o = "euler config"
@@ -251,6 +254,7 @@ class EulerConfig:
             raise ValueError(f"{o}: eps must lie in (0, 1], got {self.eps}")
         for k in ("free_steps", "nudged_steps", "check_every", "prefix_steps", "max_sweeps"):
             _check_type(o, k, getattr(self, k), (int,), "an integer")
+        _check_type(o, "face_solve", self.face_solve, (bool,), "true or false")
         if self.free_steps < 0 or self.nudged_steps < 0:
             raise ValueError(f"{o}: step counts must be >= 0, got {self.free_steps}, {self.nudged_steps}")
         if self.check_every < 1:
@@ -286,14 +290,16 @@ class EulerConfig:
         for k, default in EULER_LATER_FIELDS.items():  # runs recorded before these existed still compare equal
             if d[k] == default:
                 del d[k]
-        if self.free_method != "hybrid" and self.omega_from == EulerConfig.omega_from:
-            del d["omega_from"]  # meaningless without the hybrid: fixed-step runs' configs stay as they were
+        if self.free_method != "hybrid":  # meaningless without the hybrid: fixed-step runs' configs stay as they were
+            for k in ("omega_from", "face_solve"):
+                if d[k] == getattr(EulerConfig, k):
+                    del d[k]
         return d
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "EulerConfig":
-        if data.get("free_method") == "hybrid" and "omega_from" not in data:
-            data = {**data, "omega_from": OMEGA_FROM_BEFORE}  # a hybrid run recorded before the field: what it ran
+        if data.get("free_method") == "hybrid":  # a hybrid run recorded before a field: what it ran
+            data = {"omega_from": OMEGA_FROM_BEFORE, "face_solve": False, **data}
         return _from_dict(cls, data, source)
 
 

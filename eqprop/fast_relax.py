@@ -252,13 +252,13 @@ class FastEulerSolver:
         drive, c0 = LayerDrive(k, sizes, topologies), k.input_drive()
         if cfg.free_method == "per-example":
             s, steps, converged = per_example(k, k.s[0], cfg.free_steps, cfg.tol, cfg.check_every)
-            sweeps = torch.zeros(T, B, dtype=torch.long)
+            sweeps, faced = torch.zeros(T, B, dtype=torch.long), None
         else:
             k.run(cfg.prefix_steps, False)
             steps = torch.full((T, B), cfg.prefix_steps, dtype=torch.long)
-            s, sweeps, converged = hybrid_sor(drive, k.s[0], c0, cfg.omega, cfg.omega_from, cfg.tol,
-                                               cfg.max_sweeps, cfg.check_every)
-        self._free.add(steps, sweeps, converged, drive.residual(s, c0).cpu())
+            s, sweeps, converged, faced = hybrid_sor(drive, k.s[0], c0, cfg.omega, cfg.omega_from, cfg.tol,
+                                                      cfg.max_sweeps, cfg.check_every, cfg.face_solve)
+        self._free.add(steps, sweeps, converged, drive.residual(s, c0).cpu(), faced)
         self._report(steps.amax(1))
         return s
 

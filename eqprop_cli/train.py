@@ -49,7 +49,7 @@ RUN_FLAGS = ("dataset", "hidden", "topology", "p", "sw_mode", "intralayer", "lr"
              "random_beta_sign",
              "batch_size", "epochs", "seed", "device", "dtype", "train_limit", "test_limit", "out")
 EULER_FLAGS = ("eps", "free_steps", "nudged_steps", "nudge_form", "coupling", "engine", "tol", "free_method",
-               "prefix_steps", "omega", "omega_from", "max_sweeps")
+               "prefix_steps", "omega", "omega_from", "max_sweeps", "face_solve")
 
 
 def add_config_flags(p: argparse.ArgumentParser, euler: bool = True) -> None:
@@ -100,6 +100,8 @@ def add_config_flags(p: argparse.ArgumentParser, euler: bool = True) -> None:
         e.add_argument("--omega-from", type=float, help="hybrid: Gauss-Seidel until a sweep moves an example less "
                                                         "than this, then --omega (default 1e-2)")
         e.add_argument("--max-sweeps", type=int, help="hybrid: sweep limit per example (default 1000)")
+        e.add_argument("--face-solve", action=argparse.BooleanOptionalAction, default=None,
+                       help="hybrid: finish a batch's last examples by solving their fixed point exactly (default on)")
 
 
 def _from_args(args, names) -> dict:

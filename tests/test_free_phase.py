@@ -8,7 +8,8 @@ import torch
 from eqprop.config import EulerConfig, RunConfig
 from eqprop.datasets import load_dataset
 from eqprop.fast_relax import FastEulerSolver, make_euler_solver
-from eqprop.free_phase import ActiveRows
+from eqprop import free_phase
+from eqprop.free_phase import ActiveRows, face_solve
 from eqprop.network import Network
 from eqprop.solver import EulerSolver
 from eqprop.topology import mlff, small_world
@@ -81,6 +82,44 @@ def test_hybrid_reaches_the_reference_trajectorys_limit(kind, omega):
     assert (fixed - star).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("kind", sorted(TOPOLOGIES))
+def test_face_solve_lands_exactly_on_the_fixed_point_near_it(kind):
+    net, x = net_and_batch(kind, seed=5, B=6)
+    n = net.topology.n_in
+    star = EulerSolver(EulerConfig(free_steps=200_000, tol=1e-13)).relax(net, x)[:, n:]
+    Wff, c = net.W[n:, n:], net.b[n:] + x.clamp(0, 1) @ net.W[:n, n:]
+    assert ((star > 1e-9) & (star < 1 - 1e-9)).any() and ((star < 1e-9) | (star > 1 - 1e-9)).any(), \
+        "the fixed points need free and bound units for the face to matter"
+    g = torch.Generator().manual_seed(1)
+    for i in range(x.shape[0]):
+        near = (star[i] + 1e-4 * torch.randn(star.shape[1], generator=g, dtype=torch.float64)).clamp(0, 1)
+        got = face_solve(Wff, c[i], near, 1e-12)
+        assert got is not None and (got - star[i]).abs().max() <= 1e-10
+    monkey = free_phase.FACE_TRIES
+    try:  # no face read: nothing accepted, never a state that is not a fixed point
+        free_phase.FACE_TRIES = 0
+        assert face_solve(Wff, c[0], star[0], 1e-12) is None
+    finally:
+        free_phase.FACE_TRIES = monkey
+
+
+@pytest.mark.parametrize("kind", sorted(TOPOLOGIES))
+def test_the_hybrid_with_face_solves_reaches_the_same_limit_and_counts_them(kind):
+    net, x = net_and_batch(kind, seed=5, B=12)
+    star = EulerSolver(EulerConfig(free_steps=200_000, tol=1e-13)).relax(net, x)
+    reports = {}
+    for face in (False, True):
+        hy = FastEulerSolver(EulerConfig(free_method="hybrid", tol=1e-10, prefix_steps=20, engine="fast",
+                                         check_every=1, face_solve=face))
+        out = hy.relax(net, x)
+        reports[face] = hy.report()
+        assert (out - star).abs().max() <= 1e-7
+        assert reports[face]["free_residual_max"][0] < 1e-8
+    assert reports[False]["free_face_solves"] == [0]
+    assert 1 <= reports[True]["free_face_solves"][0] <= free_phase.FACE_ROWS
+    assert reports[True]["free_sweeps_max"][0] <= reports[False]["free_sweeps_max"][0]
+
+
 def test_the_nudged_phase_stays_the_fixed_step_reference():
     net, x = net_and_batch("sw")
     y = torch.rand(x.shape[0], net.topology.n_out, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -130,6 +169,11 @@ def test_config_errors_and_engine_choice():
     assert EulerConfig.from_dict(hyb.to_dict()) == hyb
     with pytest.raises(ValueError, match="omega_from must be > 0"):
         EulerConfig(free_method="hybrid", tol=1e-6, omega_from=0.0)
+    # face_solve: on for new hybrid runs, off for those recorded before it, not written for fixed-step runs
+    assert hyb.face_solve and hyb.to_dict()["face_solve"] is True and "face_solve" not in EulerConfig().to_dict()
+    assert EulerConfig.from_dict({k: v for k, v in hyb.to_dict().items() if k != "face_solve"}).face_solve is False
+    with pytest.raises(ValueError, match="face_solve must be true or false"):
+        EulerConfig(free_method="hybrid", tol=1e-6, face_solve=1)
 
 
 def test_training_with_the_hybrid_records_its_steps_and_learns(tmp_path):
