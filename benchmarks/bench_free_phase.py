@@ -151,7 +151,8 @@ def main() -> None:
                 sweeps = f"{r['free_sweeps_mean'][0]:.0f} / {r['free_sweeps_max'][0]}" if r else "-"
                 faces = f"{r['free_face_solves'][0]} of {r['free_examples'][0]}" if r else "-"
                 print(f"| {name} {topo} | {m} | {min(t1):.3f}, {statistics.median(t1):.3f} | {b1 / min(t1):.2f} | "
-                      f"{min(t2):.3f}, {statistics.median(t2):.3f} | {b2 / min(t2):.2f} | {steps} | {sweeps} | {faces} | "
+                      f"{min(t2):.3f}, {statistics.median(t2):.3f} | {b2 / min(t2):.2f} | {steps} | {sweeps} | "
+                      f"{faces} | "
                       f"{100 * f['within_1e-4']:.0f} % | {f['max']:.1e} |", flush=True)
 
 

@@ -56,58 +56,107 @@ class ActiveRows:
         return [t.gather(1, order[..., None].expand(-1, -1, t.shape[-1])) for t in tensors]
 
 
-class LayerDrive:
-    """h_l = b_l + rho(x) W[in, l] + sum_m rho(s_m) W[m, l], one free layer at a time (for SOR and residuals).
+# Skips this sparse (connections / the two layers' possible pairs) may join layers updated together. Measured
+# (bench_free_phase, 10 batches, 2 passes, MNIST): 784-100x5-10 SW p 0.1 (its skip pairs 2-3 % connected) in
+# 2 groups instead of 6: hybrid 2.4-2.8x the fixed steps against 1.7-1.8x, every example still within 1e-4
+# of s*; 784-500x3-10 SW p 0.1 (layers 1-3 8 % connected) in 2 groups: slower (0.9-1.1x) and 5 % of the
+# examples not at s* (sweep cap hit), so it keeps 3 groups.
+SKIP_LAG_DENSITY = 0.05
 
-    One product per layer against the rows of W that can reach it: its connected free layers only
-    (its own rows only with intralayer connections), those rows copied contiguous once per call.
-    Where they are one contiguous span of s the product reads a view of it; otherwise (a layered
-    net's middle layers: the layers before and after) they are gathered into a kept buffer first.
-    Leaving out a layered net's own zero diagonal block reads 43 % fewer weights per sweep on
-    784-500x3-10, where reading the weights is what a sweep costs; at 784-100x5-10's sizes and
-    batch 20 the launches cost more than the flops.
+
+class LayerDrive:
+    """h_g = b_g + rho(x) W[in, g] + sum_m rho(s_m) W[m, g], for one group g of free layers at a time (for SOR
+    and residuals).
+
+    Groups: the layers coloured greedily, in layer order, so that no two layers share a colour where they
+    are adjacent or joined by skips denser than SKIP_LAG_DENSITY: a layered net's groups are the odd
+    layers, then the even ones, and do not drive themselves, so updating a group in one product is
+    Gauss-Seidel over the layers in that order. Sparser skips may join layers of one group; those
+    couplings, like intralayer ones, are read from the state before the group's update (Jacobi inside
+    the group).
+    The free units are held in group order (``pack``/``unpack``) so each group's columns are one slice.
+    One product per group against the rows of W that can reach it: its connected layers only (its own rows
+    only with intralayer connections), copied contiguous once per call. Where those rows are one slice of
+    s the product reads a view of it, otherwise they are gathered into a kept buffer first. Fewer groups
+    mean fewer launches (784-100x5-10 at batch 20: the launches, not the flops, are what a sweep costs);
+    leaving out a layer's own zero block reads 43 % fewer weights per sweep on 784-500x3-10.
     """
 
     def __init__(self, kernel, sizes, topologies):
         off, n, W = free_offsets(sizes), kernel.n_in, kernel.W
         L = len(off) - 1
-        self.layers = [slice(off[i], off[i + 1]) for i in range(L)]
-        src = {l: set() for l in range(L)}
+        nbr = {l: set() for l in range(L)}
         for a, c in free_layer_pairs(topologies):
-            src[c].add(a)
-        self.sources, self.W = [], []
-        for l, cols in enumerate(self.layers):
-            S = sorted(src[l])
-            rows = torch.cat([torch.arange(off[m], off[m + 1]) for m in S]) if S else torch.zeros(0, dtype=torch.long)
-            rows = rows.to(W.device)
-            contiguous = bool(S) and S == list(range(S[0], S[-1] + 1))
-            self.sources.append(slice(off[S[0]], off[S[-1] + 1]) if contiguous else rows)
-            self.W.append(W[:, n:, n + cols.start:n + cols.stop].index_select(1, rows).contiguous())
-        self.Wff = W[:, n:, n:]  # a view: the face solve's couplings
+            nbr[c].add(a)
+        dense = set()  # free-layer pairs whose couplings a group may not lag: adjacent, or skips above the density
+        for topo in topologies:
+            for blk in topo.blocks():
+                if blk.src and (blk.dst == blk.src + 1
+                                or blk.count > SKIP_LAG_DENSITY * sizes[blk.src] * sizes[blk.dst]):
+                    dense |= {(blk.src - 1, blk.dst - 1), (blk.dst - 1, blk.src - 1)}
+        colour: dict[int, int] = {}
+        for l in range(L):
+            used = {colour[m] for m in nbr[l] if m in colour and (m, l) in dense}
+            colour[l] = min(set(range(L + 1)) - used)
+        order = sorted(range(L), key=lambda l: (colour[l], l))
+        units = [torch.arange(off[l], off[l + 1]) for l in order]
+        perm = torch.cat(units).to(W.device) if units else torch.zeros(0, dtype=torch.long, device=W.device)
+        identity = order == list(range(L))
+        self.perm, self.inv = (None, None) if identity else (perm, torch.argsort(perm))
+        at, p = {}, 0  # each layer's slice in group order
+        for l in order:
+            at[l] = slice(p, p + off[l + 1] - off[l])
+            p = at[l].stop
+        self.groups, self.sources, self.W = [], [], []
+        Wf = W[:, n:, n:]
+        for g in sorted(set(colour.values())):
+            members = [l for l in order if colour[l] == g]
+            cols = slice(at[members[0]].start, at[members[-1]].stop)
+            S = sorted(set().union(*(nbr[l] for l in members)), key=lambda m: at[m].start)
+            rows = (torch.cat([torch.arange(at[m].start, at[m].stop) for m in S]) if S
+                    else torch.zeros(0, dtype=torch.long)).to(W.device)
+            contiguous = bool(S) and all(at[a].stop == at[b].start for a, b in zip(S, S[1:]))
+            self.groups.append(cols)
+            self.sources.append(slice(at[S[0]].start, at[S[-1]].stop) if contiguous else rows)
+            nat_rows = rows if identity else perm[rows]
+            nat_cols = torch.arange(cols.start, cols.stop, device=W.device)
+            nat_cols = nat_cols if identity else perm[nat_cols]
+            self.W.append(Wf.index_select(1, nat_rows).index_select(2, nat_cols).contiguous())
+        self.Wff = Wf  # a view, in natural order: the face solve's couplings
 
-    def _source(self, s: torch.Tensor, l: int) -> torch.Tensor:
-        src = self.sources[l]
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        """(..., Nf) in natural order -> group order (a new tensor)."""
+        return t.clone() if self.perm is None else t.index_select(-1, self.perm)
+
+    def unpack(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.inv is None else t.index_select(-1, self.inv)
+
+    def _source(self, s: torch.Tensor, g: int) -> torch.Tensor:
+        src = self.sources[g]
         return s[..., src] if isinstance(src, slice) else s.index_select(-1, src)
 
-    def __call__(self, s: torch.Tensor, c0: torch.Tensor, l: int) -> torch.Tensor:
-        return torch.baddbmm(c0[..., self.layers[l]], self._source(s, l), self.W[l])
+    def __call__(self, s: torch.Tensor, c0: torch.Tensor, g: int) -> torch.Tensor:
+        """Group g's drive h from packed s and c0."""
+        return torch.baddbmm(c0[..., self.groups[g]], self._source(s, g), self.W[g])
 
     def plan(self, s: torch.Tensor, c0: torch.Tensor) -> list:
-        """Per layer (its view of s, its sources' index or None, their view of s or a gather buffer, its c0, its
-        W rows, an h buffer): a sweep's operands made once per batch shape (at a few live rows, slicing per
-        sweep cost as much as the products)."""
+        """Per group (its view of packed s, its sources' index or None, their view of s or a gather buffer, its
+        c0, its W rows, an h buffer): a sweep's operands made once per batch shape (at a few live rows,
+        slicing per sweep cost as much as the products)."""
         out = []
-        for cols, src, W in zip(self.layers, self.sources, self.W):
+        for cols, src, W in zip(self.groups, self.sources, self.W):
             idx = None if isinstance(src, slice) else src
             buf = s[..., src] if idx is None else s.new_empty(*s.shape[:-1], len(idx))
             out.append((s[..., cols], idx, buf, c0[..., cols], W, torch.empty_like(c0[..., cols])))
         return out
 
     def residual(self, s: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
-        """max_i |s_i - clip(h_i)| per (trial, example): 0 exactly at a fixed point of the clipped dynamics."""
+        """max_i |s_i - clip(h_i)| per (trial, example), s and c0 in natural order: 0 exactly at a fixed point
+        of the clipped dynamics."""
+        s, c0 = self.pack(s), self.pack(c0)
         r = torch.zeros(s.shape[:-1], dtype=s.dtype, device=s.device)
-        for l, cols in enumerate(self.layers):
-            torch.maximum(r, (s[..., cols] - self(s, c0, l).clamp_(0, 1)).abs().amax(-1), out=r)
+        for g, cols in enumerate(self.groups):
+            torch.maximum(r, (s[..., cols] - self(s, c0, g).clamp_(0, 1)).abs().amax(-1), out=r)
         return r
 
 
@@ -193,6 +242,7 @@ def hybrid_sor(drive: LayerDrive, s0: torch.Tensor, c0: torch.Tensor, omega: flo
     """
     T, B, _ = s0.shape
     rows = ActiveRows(T, B, s0.device)
+    s0, c0 = drive.pack(s0), drive.pack(c0)  # sweeps run in the drive's group order
     result, sweeps = s0.clone(), torch.full((T, B), max_sweeps, dtype=torch.long)
     faced = torch.zeros(T, B, dtype=torch.bool)
     cur, prev = s0.clone(), torch.empty_like(s0)
@@ -219,9 +269,9 @@ def hybrid_sor(drive: LayerDrive, s0: torch.Tensor, c0: torch.Tensor, omega: flo
         done = (moved < tol) & rows.live
         if face and rows.A <= FACE_ROWS:
             for t, a in torch.nonzero((moved < FACE_FROM) & rows.live & ~done).tolist():
-                got = face_solve(drive.Wff[t], c0[t, a], cur[t, a], tol)
+                got = face_solve(drive.Wff[t], drive.unpack(c0[t, a]), drive.unpack(cur[t, a]), tol)
                 if got is not None:
-                    cur[t, a], done[t, a] = got, True
+                    cur[t, a], done[t, a] = drive.pack(got), True
                     faced[t, int(rows.idx[t, a])] = True
         if bool(done.any()):
             tt, bb = rows.coords(done)
@@ -236,7 +286,7 @@ def hybrid_sor(drive: LayerDrive, s0: torch.Tensor, c0: torch.Tensor, omega: flo
         tt, bb = rows.coords(rows.live)
         result[tt, bb] = cur[rows.live]
         converged[tt.cpu(), bb.cpu()] = False
-    return result, sweeps, converged, faced
+    return drive.unpack(result), sweeps, converged, faced
 
 
 class FreePhaseLog:
@@ -261,13 +311,15 @@ class FreePhaseLog:
             self._t[k] = torch.maximum(self._t[k], v)
 
     def report(self) -> dict:
-        """Per trial: the free phases' examples, mean and max Euler steps and SOR sweeps per example, examples that hit the step or sweep
-        cap, examples finished by a face solve, and the largest fixed-point residual reached; then cleared."""
+        """Per trial: the free phases' examples, mean and max Euler steps and SOR sweeps per example, examples
+        that hit the step or sweep cap, examples finished by a face solve, and the largest fixed-point residual
+        reached; then cleared."""
         t, self._t = self._t, None
         if t is None:
             return {}
         n = t["examples"].double()
-        return {"free_examples": t["examples"].tolist(), "free_steps_mean": (t["steps"] / n).tolist(), "free_steps_max": t["steps_max"].tolist(),
+        return {"free_examples": t["examples"].tolist(), "free_steps_mean": (t["steps"] / n).tolist(),
+                "free_steps_max": t["steps_max"].tolist(),
                 "free_sweeps_mean": (t["sweeps"] / n).tolist(), "free_sweeps_max": t["sweeps_max"].tolist(),
                 "free_unconverged": t["unconverged"].tolist(), "free_face_solves": t["faced"].tolist(),
                 "free_residual_max": t["residual_max"].tolist()}
