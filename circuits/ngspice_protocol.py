@@ -20,6 +20,9 @@ FATAL_RE = re.compile(r"cannot recover|awaits to be detached|not parsed", re.I)
 # failures of an analysis itself (the batch route raises ConvergenceError for them)
 CONVERGENCE_RE = re.compile(r"abort|doanalyses", re.I)
 DATA_ROWS = "No. of Data Rows"  # printed when an analysis stored data
+# ngspice >= 37 when Newton, gmin and source stepping failed and its "optran" transient gave the .op answer
+# (on stderr; "Note: Transient op finished successfully" follows): the transient's end, no fixed point
+OP_RESCUED_RE = re.compile(r"Transient op started", re.I)
 
 # the two-phase transient: stop at t1, alter the nudge, clear the breakpoint, resume
 STOP_WHEN = "stop when"
@@ -84,6 +87,17 @@ def solver_used(log: str) -> str | None:
     """'klu' or 'sparse' as the log's last analysis reported it; None when ngspice did not say."""
     hits = SOLVER_LINE_RE.findall(log)
     return None if not hits else ("klu" if hits[-1].upper() == "KLU" else "sparse")
+
+
+def op_rescued(lines) -> bool:
+    """Whether these output lines say an ``.op`` was answered by ngspice's transient rescue (optran)."""
+    return any(OP_RESCUED_RE.search(line) for line in lines)
+
+
+# method "op" refuses a rescued answer: on a 4-6-3 net one was 1.0 from the fixed point (residual 0.48)
+OP_RESCUED_MESSAGE = ("ngspice's .op did not converge (Newton, gmin and source stepping failed) and its transient "
+                      "rescue (optran) gave the answer, which is no fixed point; use method 'tran+op', which follows "
+                      "the dynamics first")
 
 
 def failure_lines(lines, paused_ok: bool = False) -> list[str]:

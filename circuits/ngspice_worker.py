@@ -32,12 +32,14 @@ from .ngspice_protocol import (
     FATAL_RE,
     KLU_BUILD_RE,
     KLU_PROBE,
+    OP_RESCUED_MESSAGE,
     OPTRAN_OFF,
     PAUSE_RE,
     RESUME,
     VERSION_RE,
     alter_command,
     failure_lines,
+    op_rescued,
     optran_command,
     solver_used,
     tran_line,
@@ -207,7 +209,7 @@ class _Engine:
         node order), label (names the example in errors).
         """
         st = {"alter_s": 0.0, "tran_s": 0.0, "op_s": 0.0, "extensions": 0, "unsettled": 0, "polish_change": 0.0,
-              "cold": 0}
+              "cold": 0, "rescued": 0}
         nodes = spec["nodes"]
         t = time.perf_counter()
         self.alter(spec["alters"], log)
@@ -215,7 +217,10 @@ class _Engine:
         if spec["method"] == "op":
             t = time.perf_counter()
             self.command("destroy all", log)  # one op plot per example would pile up
+            start = len(log)
             u = self.op(dict(zip(nodes, spec["u0"])) if spec["warm"] else None, nodes, log)
+            if op_rescued(log[start:]):
+                raise _Failure("convergence", OP_RESCUED_MESSAGE, "op")
             st["op_s"] = time.perf_counter() - t
             return {"u": u, **st}
         t = time.perf_counter()
@@ -259,7 +264,10 @@ class _Engine:
         u2 = self.cold_op(spec, u, nodes, log) if spec.get("polish") == "cold" else None
         if u2 is None:
             self.command("option " + spec["op_opts"], log)  # interactive options outlive a reload
+            start = len(log)
             u2 = self.op(dict(zip(nodes, u.tolist())), nodes, log)
+            if op_rescued(log[start:]):  # the rescue's answer is no fixed point: keep the settled transient's end
+                st["rescued"], u2 = 1, u
         else:
             st["cold"] = 1
         st["op_s"] = time.perf_counter() - t

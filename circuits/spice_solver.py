@@ -36,8 +36,9 @@ from eqprop.solver import check_relax, check_update, check_weights
 from netlist_gen import build_circuit, cap_ic_key, folded_input_currents
 
 from .devices import DeviceArray, instance_seed, symmetrise, weight_asymmetry
-from .errors import SimulationError
+from .errors import ConvergenceError, SimulationError
 from .matrix_solver import choose_matrix_solver, matrix_solver_report, restore_choices, saved_choices
+from .ngspice_protocol import OP_RESCUED_MESSAGE, op_rescued
 from .ngspice_runner import NgspiceSession
 from .spice_batching import SETTLE_WINDOW, example_spec, example_values, timed_phase, tran_options
 from .spice_config import SpiceConfig
@@ -61,8 +62,10 @@ class SpiceSolver:
         self._slots: dict[int, list[_Slot]] = {}
         self._arrays: dict[int, DeviceArray] = {}
         self._source: dict[int, np.ndarray] = {}  # the weights each trial's devices were set to
-        # per trial: transients still moving at their end since the last report (on_unsettled "warn")
+        # per trial since the last report: transients still moving at their end (on_unsettled "warn"), and
+        # .op answers that were ngspice's transient rescue (optran), not Newton's fixed point
         self._unsettled: dict[int, int] = {}
+        self._rescued: dict[int, int] = {}
         self._trials = 0
 
     def describe(self) -> dict:
@@ -137,7 +140,9 @@ class SpiceSolver:
 
     def report(self) -> dict:
         """Per trial: the transients still moving at their end since the last report (``unsettled``; counted
-        with on_unsettled "warn", raised otherwise). Crossbar: weights saturated at the device range, and
+        with on_unsettled "warn", raised otherwise) and the ``.op`` answers ngspice's transient rescue gave
+        (``op_rescued``: Newton, gmin and source stepping had failed; the answer is that transient's end,
+        which the polish's tolerances do not vouch for). Crossbar: weights saturated at the device range, and
         ||W - W^T|| / ||W|| of the weights the devices realise (d2d mismatch and write noise make the two
         directions differ). With
         ``measure``: per trial the mean settling time (s) and energy (J) per example and phase
@@ -145,7 +150,8 @@ class SpiceSolver:
         out = {**self._measured_report(), **matrix_solver_report(self)}
         if self._trials:
             out["unsettled"] = [self._unsettled.get(t, 0) for t in range(self._trials)]
-            self._unsettled = {}
+            out["op_rescued"] = [self._rescued.get(t, 0) for t in range(self._trials)]
+            self._unsettled, self._rescued = {}, {}
         if not self._arrays:
             return out
         return {**out, "clipped_weights": [a.n_clipped for _, a in sorted(self._arrays.items())],
@@ -280,6 +286,7 @@ class SpiceSolver:
         self._trials = T
         for t, slot in all_slots:  # each worker's stats hold its share of this call
             self._unsettled[t] = self._unsettled.get(t, 0) + slot.stats.get("unsettled", 0)
+            self._rescued[t] = self._rescued.get(t, 0) + slot.stats.get("rescued", 0)
         outs = [torch.as_tensor(np.concatenate([xs, up], axis=2), dtype=network.dtype, device=network.device)
                 for up in u]
         self.last_stats = {"examples": T * B * len(phases), "trials": T, "method": cfg.method,
@@ -307,6 +314,8 @@ class SpiceSolver:
                 ns = dict(zip(nodes, u0.tolist())) if warm else None
                 ses.command("destroy all")  # one op plot per example would pile up in the worker
                 u = ses.op(nodeset=ns, nodes=nodes) if ns else ses.op(nodes=nodes)
+                if op_rescued(ses.log.splitlines()):
+                    raise ConvergenceError(OP_RESCUED_MESSAGE, netlist=ses.netlist, log=ses.log, command="op")
                 st["op_s"] += time.perf_counter() - t
                 return u
             t = time.perf_counter()
@@ -348,6 +357,8 @@ class SpiceSolver:
             # the per-example path (measure, DEEP) always takes the .nodeset polish (polish "cold" is batched only)
             ses.command("option " + _opts(cfg.options or {}))  # interactive options outlive a reload
             u2 = ses.op(nodeset=dict(zip(nodes, u.tolist())), nodes=nodes)
+            if op_rescued(ses.log.splitlines()):  # the rescue's answer is no fixed point: keep the transient's end
+                st["rescued"], u2 = st["rescued"] + 1, u
             st["op_s"] += time.perf_counter() - t
             st["polish_max_change"] = max(st["polish_max_change"],
                                           float(np.abs(np.clip(u2, 0, 1) - np.clip(u, 0, 1)).max()))
@@ -393,7 +404,7 @@ class SpiceSolver:
                 slot.circuit = None  # a fresh worker must load the circuit again
             raise
         for r in res:
-            for k in ("alter_s", "tran_s", "op_s", "extensions", "unsettled", "cold"):
+            for k in ("alter_s", "tran_s", "op_s", "extensions", "unsettled", "cold", "rescued"):
                 st[k] += r[k]
             st["polish_max_change"] = max(st["polish_max_change"], r["polish_change"])
         return np.stack([r["u"] for r in res]).reshape(len(phases), len(rows), -1)
@@ -525,7 +536,7 @@ class _Slot:
 
 def _new_stats() -> dict:
     return {"load_s": 0.0, "alter_s": 0.0, "tran_s": 0.0, "op_s": 0.0, "polish_max_change": 0.0,
-            "extensions": 0, "unsettled": 0, "recycled": 0, "cold": 0}
+            "extensions": 0, "unsettled": 0, "recycled": 0, "cold": 0, "rescued": 0}
 
 
 def _merge_stats(parts: list[dict]) -> dict:
