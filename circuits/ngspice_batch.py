@@ -26,10 +26,13 @@ from .errors import ConvergenceError, NgspiceUnavailable, SimulationError, Simul
 from .ngspice_protocol import (
     CLEAR_BREAKPOINTS,
     CONVERGENCE_RE,
+    OP_RESCUED_MESSAGE,
     RESUME,
     STOP_WHEN,
     alter_command,
     failure_lines,
+    op_rescued,
+    optran_command,
     stop_command,
     tran_line,
 )
@@ -184,10 +187,17 @@ def run_batch(netlist: str, control: list[str], timeout: float = 600.0, binary: 
     return BatchResult(plots, log, str(workdir) if keep else None)
 
 
-def batch_op(netlist: str, nodes, alters: dict[str, float] | None = None, **kw) -> np.ndarray:
-    """DC operating point (after optional alters); the voltages of ``nodes``."""
-    ctl = [alter_command(k, v) for k, v in (alters or {}).items()] + ["op", "write"]
-    return run_batch(netlist, ctl, **kw).plots[0].last(list(nodes))
+def batch_op(netlist: str, nodes, alters: dict[str, float] | None = None, tau: float | None = None,
+             **kw) -> np.ndarray:
+    """DC operating point (after optional alters); the voltages of ``nodes``. tau (s): the circuit's time
+    constant, to which ngspice's .op rescue is scaled as in the library route (optran_command); an answer
+    that rescue gave is no fixed point and raises ConvergenceError, as method "op" does."""
+    ctl = [] if tau is None else [optran_command(tau)]
+    ctl += [alter_command(k, v) for k, v in (alters or {}).items()] + ["op", "write"]
+    res = run_batch(netlist, ctl, **kw)
+    if op_rescued(res.log.splitlines()):
+        raise ConvergenceError(f"ngspice -b: {OP_RESCUED_MESSAGE}", netlist=netlist, log=res.log, command="op")
+    return res.plots[0].last(list(nodes))
 
 
 def batch_tran(netlist: str, nodes, tstep: float, tstop: float, tmax: float | None = None, uic: bool = False,

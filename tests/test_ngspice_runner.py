@@ -163,6 +163,15 @@ def test_batch_route_standalone():
         batch_op("* bad\nR1 a 0 1k\nQ5 x y\n.end\n", ["a"])
     assert info.value.rundir and "Error on line" in info.value.log
     shutil.rmtree(info.value.rundir)  # kept for the user on failure; not needed here
+    # Newton capped at 3 iterations without stepping: ngspice's transient rescue answers, which is refused
+    stiff = ("* rescue\n.options itl1=3 gminsteps=0 srcsteps=0 noopiter\nV1 in 0 5\nR1 in a 1k\nD1 a 0 dm\n"
+             "D2 a b dm\nR2 b 0 10\nC1 a 0 1p\n.model dm d is=1e-14 n=1\n.end\n")
+    with pytest.raises(ConvergenceError, match="transient rescue") as info:
+        batch_op(stiff, ["a"])
+    assert "Transient op started" in info.value.log
+    # with tau the rescue is scaled as in the library route; its command also turns gmin and source stepping
+    # back on (optran's first three flags), which converge here
+    assert 0.6 < batch_op(stiff, ["a"], tau=1e-9)[0] < 0.8
 
 
 @needs_binary
