@@ -171,6 +171,9 @@ def main() -> None:
                     help="SpiceConfig.on_unsettled of every row (warn: counted, the polish still runs)")
     ap.add_argument("--baseline-rev", default=BASELINE_REV)
     ap.add_argument("--baseline-epochs", type=int, default=1)
+    ap.add_argument("--baseline-solver-defaults", action="store_true",
+                    help="the baseline also runs with this tree's iris solver settings (for a baseline revision "
+                         "that knows them, e.g. one with the timed nudge)")
     ap.add_argument("--out", type=Path, default=Path("results/bench_iris_ebana.json"))
     ap.add_argument("--ebana-python", help="EBANA's environment's python: EBANA is measured in this run (docs/spice.md "
                                            "says how to set it up); without it the recorded figures are printed")
@@ -199,7 +202,8 @@ def main() -> None:
         eb.append(ebana(args.ebana_python, args.ebana_src, args.ebana_epochs))
     short = {**run, "epochs": args.baseline_epochs, "warmup": min(args.warmup, max(args.baseline_epochs - 1, 0))}
     res = baseline(args.baseline_rev, {"run": {**short, "out": tempfile.mkdtemp(prefix="bench_iris_old_")},
-                                       "spice": spice})
+                                       "spice": {**spice, **(iris_solver_defaults()
+                                                             if args.baseline_solver_defaults else {})}})
     spice = {**spice, **iris_solver_defaults()}  # this tree's rows: spice-train's iris solver settings too
     rows.append((f"previous default (rev {args.baseline_rev})", res))
     tuned = []

@@ -53,19 +53,6 @@ def timed_phase(cfg: SpiceConfig, beta: float) -> bool:
     return beta != 0 and cfg.nudged_phase == "timed"
 
 
-# A timed phase's maximum step: t_nudged / TIMED_STEPS (ngspice's own rule, tstop / 50, forced 50 steps on
-# every 3 tau nudge: a fifth of iris's worker CPU). Measured on a 6-20-20-4 net, 6 tau against a fine Euler
-# integration (eps 0.001): 6.6e-5 at /50, 1.1e-4 at /20, 2.4e-4 at /10, where the reference's own 12 steps of
-# 0.5 tau differ from the continuous 6 tau by 8.2e-3 and the nudge moves the state by 0.33.
-TIMED_STEPS = 10
-
-
-def max_step(cfg: SpiceConfig, beta: float) -> float | None:
-    """The transient's maximum step in tau units: min(tstep, t_nudged / TIMED_STEPS) for a timed phase, else
-    None (ngspice's min(tstep, tstop / 50))."""
-    return min(cfg.tstep, cfg.t_nudged / TIMED_STEPS) if timed_phase(cfg, beta) else None
-
-
 def tran_options(cfg: SpiceConfig, beta: float) -> dict:
     """The transient's tolerances: a timed phase is read where it ends, so it takes method "tran"'s (tight:
     its end is the result, not a start for the polish)."""
@@ -80,17 +67,16 @@ def op_options(cfg: SpiceConfig) -> dict:
 
 def _steps(cfg: SpiceConfig, beta: float, interp: bool) -> dict:
     """The transient's print step and maximum step (tau units times tau). ngspice's maximum step is
-    min(tstep, tstop/50) unless given (a timed phase gives it: max_step); with interp the print step is
-    also the spacing of the stored points, which the settle check reads over its last SETTLE_WINDOW: so
-    there the points are stored every min(tstep, SETTLE_WINDOW) and the maximum step is given, the steps
-    unchanged."""
+    min(tstep, tstop/50) unless given; with interp the print step is also the spacing of the stored
+    points, which the settle check reads over its last SETTLE_WINDOW: so there the points are stored
+    every min(tstep, SETTLE_WINDOW) and the maximum step is given, the steps unchanged. (A timed nudge's
+    forced 50 steps cost a fifth of iris's worker CPU; capping its step at t_nudged/10 was tried in
+    session 8 and dropped: docs/results.md.)"""
     tau = cfg.c / cfg.g0
-    cap = max_step(cfg, beta)
     if not interp:
-        return {"tstep": cfg.tstep * tau, "tmax": None if cap is None else cap * tau}
+        return {"tstep": cfg.tstep * tau, "tmax": None}
     tstop = cfg.t_free if beta == 0 else cfg.t_nudged
-    tmax = min(cfg.tstep, tstop / 50) if cap is None else cap
-    return {"tstep": min(cfg.tstep, SETTLE_WINDOW) * tau, "tmax": tmax * tau}
+    return {"tstep": min(cfg.tstep, SETTLE_WINDOW) * tau, "tmax": min(cfg.tstep, tstop / 50) * tau}
 
 
 def example_spec(cfg: SpiceConfig, circ, cur, u0: np.ndarray | int, beta: float, y, warm: bool, label: str,

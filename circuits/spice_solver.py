@@ -40,7 +40,7 @@ from .errors import ConvergenceError, SimulationError
 from .matrix_solver import choose_matrix_solver, matrix_solver_report, restore_choices, saved_choices
 from .ngspice_protocol import OP_RESCUED_MESSAGE, op_rescued
 from .ngspice_runner import NgspiceSession
-from .spice_batching import SETTLE_WINDOW, example_spec, example_values, max_step, timed_phase, tran_options
+from .spice_batching import SETTLE_WINDOW, example_spec, example_values, timed_phase, tran_options
 from .spice_config import SpiceConfig
 
 
@@ -323,8 +323,7 @@ class SpiceSolver:
             ses.command("option " + _opts(tran_options(cfg, beta)))
             tstop = (cfg.t_free if beta == 0 else cfg.t_nudged) * tau
             ses.command("destroy all")  # earlier transients' plots would pile up in the worker
-            cap = max_step(cfg, beta)
-            u = ses.tran(cfg.tstep * tau, tstop, uic=True, nodes=nodes, tmax=None if cap is None else cap * tau)
+            u = ses.tran(cfg.tstep * tau, tstop, uic=True, nodes=nodes)
             self._after_transient(slot, b, beta, nodes)
             if cfg.measure:  # before any extension or polish replaces the plot
                 self._measure(slot, beta)
