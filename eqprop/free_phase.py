@@ -8,8 +8,9 @@ fixed count or a stop on the worst example of a batch wastes most of the work.
   its own max |ds| < tol, exactly as it would relaxing alone; finished examples drop out of
   the products (the batch is compacted), so they cost nothing further.
 * ``hybrid``: after a prefix of the reference's own Euler steps (which picks the basin the
-  reference would reach), layer-wise projected SOR, s_l <- clip(s_l + omega (h_l - s_l)) layer
-  after layer with the newest activities of the others. Its fixed points are the Euler map's
+  reference would reach), projected SOR, s_g <- clip(s_g + omega (h_g - s_g)) over groups of
+  layers (LayerDrive: the odd layers, then the even ones) with the newest activities of the others,
+  the batch's last examples finished by a face solve. Its fixed points are the Euler map's
   (s = clip(h) either way); it reaches them in tens of sweeps instead of hundreds of steps.
   SOR alone from the particles lands in another local minimum for 3-26 % of the examples;
   the prefix is what keeps it faithful.
@@ -270,8 +271,9 @@ def face_solve(Wff: torch.Tensor, c: torch.Tensor, s: torch.Tensor, tol: float) 
 
 def hybrid_sor(drive: LayerDrive, s0: torch.Tensor, c0: torch.Tensor, omega: float, omega_from: float, tol: float,
                max_sweeps: int, every: int = 1, face: bool = False):
-    """Layer-wise projected SOR from s0 (T, B, Nf) until a sweep moves an example < tol (checked every
-    ``every`` sweeps). Returns (s, sweeps used (T, B), converged (T, B), finished by a face solve (T, B)).
+    """Projected SOR over the drive's layer groups from s0 (T, B, Nf) until a sweep moves an example < tol
+    (checked every ``every`` sweeps). Returns (s, sweeps used (T, B), converged (T, B), finished by a face
+    solve (T, B)).
 
     Each example sweeps as projected Gauss-Seidel (omega 1: each layer's exact minimiser when it
     has no intralayer couplings) until a sweep moves it less than ``omega_from``, i.e. it is in
