@@ -64,7 +64,7 @@ class ActiveRows:
 # (bench_free_phase, 10 batches, 2 passes, MNIST): 784-100x5-10 SW p 0.1 (its skip pairs 2-3 % connected) in
 # 2 groups instead of 6: hybrid 2.4-2.8x the fixed steps against 1.7-1.8x, every example still within 1e-4
 # of s*; 784-500x3-10 SW p 0.1 (layers 1-3 8 % connected) in 2 groups: slower (0.9-1.1x) and 5 % of the
-# examples not at s* (sweep cap hit), so it keeps 3 groups.
+# examples not at s* (sweep cap hit), so it keeps one layer per group.
 SKIP_LAG_DENSITY = 0.05
 
 
