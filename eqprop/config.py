@@ -67,7 +67,7 @@ DATASET_SOLVER_DEFAULTS: dict[str, dict[str, dict[str, dict]]] = {
         # beta 0.5, in the Euler reference too: 95.3 % mean, 90.0 % worst over seeds 0-4 (6 tau, as long as the
         # reference's 12 steps x eps 0.5: 94.0 / 90.0; the nudged equilibrium: 91.3 / 83.3)
         # (tstep 10, a maximum free step of 6 tau instead of 1, saves a third of the free transient's CPU but
-        # left a free transient ringing unsettled after 3,300 tau in one of two 5-seed runs: not the default)
+        # left a free transient unsettled after 3,300 tau in one of two 5-seed runs: not the default)
         "iris": {"spice": dict(nudged_phase="timed", t_nudged=3.0)},
     },
 }

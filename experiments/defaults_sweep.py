@@ -66,8 +66,8 @@ CANDIDATES: dict[tuple[str, str], dict[str, dict]] = {
             hidden=[8], lr=[0.3, 0.075], beta=0.5, random_beta_sign=False, batch_size=5, epochs=40, warmup=5,
             schedule="cosine", spice=dict(nudged_phase="timed", t_nudged=float(t))) for t in (1.5, 3, 6, 12)},
         # timed3 with the free transient's maximum step 6 tau instead of 1 (print step tstep 10): a third less
-        # CPU per free phase, but in one of two 5-seed runs a free transient rang (trapezoidal steps of 6 tau on
-        # the stiff clamp) and never settled: SimulationError (docs/training.md)
+        # CPU per free phase, but in one of two 5-seed runs a free transient never settled (probably trapezoidal
+        # steps of 6 tau ringing on the stiff clamp): SimulationError (docs/training.md)
         "per-layer-0.3-w5-cosine-e40-fixed-sign-timed3-tstep10": dict(
             hidden=[8], lr=[0.3, 0.075], beta=0.5, random_beta_sign=False, batch_size=5, epochs=40, warmup=5,
             schedule="cosine", spice=dict(nudged_phase="timed", t_nudged=3.0, tstep=10.0)),
