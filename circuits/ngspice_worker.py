@@ -182,15 +182,14 @@ class _Engine:
             self.command(alter_command(name, value), log)
             altered[name] = value
 
-    def op(self, nodeset, nodes, log: list, keep_loaded: bool = False):
+    def op(self, nodeset, nodes, log: list):
         """DC operating point; ``nodeset`` ({node: volts}) starts Newton there.
 
         ngspice has no interactive nodeset, so a warm start reloads the netlist with
         ``.nodeset`` lines and replays the alters since the load; a cold op after a warm
-        one reloads the plain text (it must not inherit the last nodesets), unless
-        ``keep_loaded`` (the cold polish: see cold_op).
+        one reloads the plain text (it must not inherit the last nodesets).
         """
-        if nodeset or (self.nodeset_loaded and not keep_loaded):
+        if nodeset or self.nodeset_loaded:
             if self.netlist is None:
                 raise _Failure("error", "op with a nodeset needs a loaded netlist", "op")
             self.circ(with_nodeset(self.netlist, nodeset) if nodeset else self.netlist, log)
@@ -289,12 +288,11 @@ class _Engine:
         try:
             self.command("option " + spec["cold_opts"], log)
             self.command("destroy all", log)
-            # after a fallback the circuit still carries the last example's .nodeset lines: Newton then starts
-            # next to that fixed point instead of ngspice's own start, and the answer is kept only within
-            # cold_tol of this example's transient, so no other fixed point passes. It spares the plain
-            # reload (a parse and every alter replayed): iris, 8 epochs, reloads 1,154 -> 793, worker CPU
-            # 8.09 -> 7.55 s, the same accuracies
-            u2 = self.op(None, nodes, log, keep_loaded=True)
+            # the plain text again after a fallback: trying it on the circuit as the fallback left it (its
+            # .nodeset lines starting Newton) spared a reload (iris worker CPU -7 %) but made an example's
+            # bits depend on which earlier example fell back in this worker: a resumed run was no longer
+            # bit-identical (tests/test_kill_resume.py caught it; session 8)
+            u2 = self.op(None, nodes, log)
         except _Failure as f:
             if f.kind in ("fatal", "netlist"):
                 raise  # the library cannot go on: the parent replaces this worker
