@@ -288,10 +288,8 @@ class _Engine:
         try:
             self.command("option " + spec["cold_opts"], log)
             self.command("destroy all", log)
-            # the plain text again after a fallback: trying it on the circuit as the fallback left it (its
-            # .nodeset lines starting Newton) spared a reload (iris worker CPU -7 %) but made an example's
-            # bits depend on which earlier example fell back in this worker: a resumed run was no longer
-            # bit-identical (tests/test_kill_resume.py caught it; session 8)
+            # the plain text again after a fallback: Newton from the last example's nodesets would make an
+            # example's bits depend on this worker's history (no bit-identical resume; docs/results.md)
             u2 = self.op(None, nodes, log)
         except _Failure as f:
             if f.kind in ("fatal", "netlist"):
