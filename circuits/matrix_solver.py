@@ -9,7 +9,8 @@ project measured both ways (KLU 2x on 20-50-50-10, 9.5x on 64-100-100-100-10), s
 measures: the circuit is loaded with each solver and one short example (zero inputs, from
 u = 0, the configured method) is solved twice; KLU is taken when its worker CPU time is
 KLU_MARGIN times less (else Sparse, ngspice's default). Circuits
-beyond Sparse's size limits take KLU without measuring (Sparse would not finish).
+beyond Sparse's size limits take KLU without measuring (Sparse would not finish), circuits of fewer
+than MEASURE_FROM_NEURONS neurons Sparse (a measurement there is noise).
 """
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ MEASURE_REPEATS = 2
 # KLU only when clearly faster: on small circuits the two are within noise of each other, and a
 # choice that flipped between runs would change equilibria in the last bits (resume is bit-identical)
 KLU_MARGIN = 1.3
+# below this many neurons Sparse without measuring: both solve in microseconds, so the measurement picks by the
+# machine's noise (a 2-2-1 XOR net measured as KLU in one of five runs on a loaded machine, its equilibria then
+# differing in the last bits from the others': two runs of one command must give the same result)
+MEASURE_FROM_NEURONS = 20
 
 
 def choose_matrix_solver(solver, slot, network, t: int, prog) -> str:
@@ -53,6 +58,8 @@ def choose_matrix_solver(solver, slot, network, t: int, prog) -> str:
     known = getattr(solver, "_matrix_choice", {}).get(t)
     if known is not None and known["key"] == key:
         return known["solver"]
+    if network.topology.n - network.topology.n_in < MEASURE_FROM_NEURONS:
+        return _record(solver, t, "sparse", None, key)
     if not estimate_size(network.topology, cfg.fold_inputs, cfg.level, cfg.clamp > 0, "sparse").ok:
         return _record(solver, t, "klu", None, key)
     short = dataclasses.replace(cfg, t_free=min(cfg.t_free, MEASURE_TAU), on_unsettled="warn", max_extend=0)

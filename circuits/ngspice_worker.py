@@ -190,14 +190,19 @@ class _Engine:
         one reloads the plain text (it must not inherit the last nodesets).
         """
         if nodeset or self.nodeset_loaded:
-            if self.netlist is None:
-                raise _Failure("error", "op with a nodeset needs a loaded netlist", "op")
-            self.circ(with_nodeset(self.netlist, nodeset) if nodeset else self.netlist, log)
-            for name, value in self.altered.items():
-                self.command(alter_command(name, value), log)
-            self.nodeset_loaded = bool(nodeset)
+            self.reload(nodeset, log)
         self.analysis("op", log)
         return None if nodes is None else self.get(nodes, 0)
+
+    def reload(self, nodeset, log: list) -> None:
+        """The netlist again, with ``.nodeset`` lines for ``nodeset`` (None: the plain text), and the alters
+        since its load replayed."""
+        if self.netlist is None:
+            raise _Failure("error", "a reload needs a loaded netlist", "op")
+        self.circ(with_nodeset(self.netlist, nodeset) if nodeset else self.netlist, log)
+        for name, value in self.altered.items():
+            self.command(alter_command(name, value), log)
+        self.nodeset_loaded = bool(nodeset)
 
     def equilibrium(self, spec: dict, log: list) -> dict:
         """SpiceSolver's recipe for one example, all in this process (spice_solver says why each step).
@@ -275,7 +280,7 @@ class _Engine:
         return {"u": u2, **st}
 
     def cold_op(self, spec: dict, u: np.ndarray, nodes, log: list) -> np.ndarray | None:
-        """The polish "cold": ``.op`` in the loaded circuit (no reload: Newton from ngspice's own start),
+        """The polish "cold": ``.op`` in the plain netlist, freshly reloaded (Newton from ngspice's own start),
         kept when it lands within ``cold_tol`` of the transient's end u (the same fixed point the
         ``.nodeset`` polish would reach from there), else None (no convergence within its iteration
         limit, or another fixed point: the caller falls back to the ``.nodeset`` reload)."""
@@ -288,8 +293,11 @@ class _Engine:
         try:
             self.command("option " + spec["cold_opts"], log)
             self.command("destroy all", log)
-            # the plain text again after a fallback: Newton from the last example's nodesets would make an
-            # example's bits depend on this worker's history (no bit-identical resume; docs/results.md)
+            # a fresh load every time: Newton's start in a circuit that already ran depends on what it ran (after
+            # a free transient from u = 0 a 4-10-3 net's .op fell to u = 0, 1.0 from the fixed point; after the
+            # last example's .nodeset fallback it did not), so an example's bits depended on this worker's
+            # history and a run resumed in a fresh worker was not bit-identical (tests/test_kill_resume.py)
+            self.reload(None, log)
             u2 = self.op(None, nodes, log)
         except _Failure as f:
             if f.kind in ("fatal", "netlist"):

@@ -61,9 +61,9 @@ class SpiceConfig:
         (.op warm-started by .nodeset from u0; cold without one).
     polish: how "tran+op" reaches the exact fixed point from the loose transient's end: "op" (the
         netlist reloaded with .nodeset lines there, then .op: a parse per example) or "cold" (.op in
-        the loaded circuit without a reload, kept when it lands within spice_batching.COLD_TOL of the
-        transient's end, else the "op" reload; batched path only, which then also stores the
-        transient at tstep only, ngspice's interp).
+        the plain netlist reloaded, Newton from ngspice's own start, kept when it lands within
+        spice_batching.COLD_TOL of the transient's end, else the "op" reload; batched path only,
+        which then also stores the transient at tstep only, ngspice's interp).
     level: "ideal" (behavioural transconductances), "crossbar" (device pairs) or "physical"
         (device pairs plus the non-idealities of ``physical``).
     physical: level "physical": a PhysicalModel or a preset name (spice_models/physical_<name>.toml;

@@ -478,7 +478,7 @@ class SpiceSolver:
             return  # the next relax loads it (with a varying read: with that solve's conductances)
         prog = self._arrays[t].prog if cfg.devices else None
         if cfg.update == "renetlist" or cfg.method != "tran":
-            # op and tran+op reload the netlist per example (nodeset; the cold polish on its fallbacks),
+            # op and tran+op reload the netlist per example (the nodeset or the cold polish),
             # which would replay every weight alter: a fresh text is cheaper, and a resumed run (which
             # loads the text) then sees the very circuit an uninterrupted one does
             self._load(slot, network, t, prog)

@@ -119,6 +119,29 @@ def test_cold_polish_gives_the_nodeset_polish_fixed_points_and_falls_back_where_
     assert 0 < used[1] < 8  # small-world: some fell back to the reload (and still match)
 
 
+def test_an_equilibrium_does_not_depend_on_what_the_worker_solved_before():
+    """Bit-identical resume needs an example's bits to be independent of the worker's history: a batch
+    in a fresh worker and the same batch after other examples in one worker give the same bits, both
+    phases (the cold .op in the circuit as the last transient left it did not: docs/spice.md, session 9).
+    Same batch size in both: the folded input currents' matmul may round differently at another size."""
+    net, x = net_and_data((4, 10, 3), batch=4)[:2]
+    y = torch.eye(3, dtype=torch.float64)[[0, 1, 2, 0]]
+    z = torch.tensor(np.random.default_rng(7).random((4, 4)))
+    with SpiceSolver() as fresh:
+        free = fresh.relax(net, x)
+        assert fresh.last_stats["matrix_solver"] == ["sparse"]  # 13 neurons: Sparse, not measured (that is noise)
+        assert fresh.last_stats["matrix_solver_cpu_s"] == [None]
+        nudged = fresh.relax(net, x, free, 0.5, y)
+    for k, nudge in [(1, False), (2, False), (3, False), (2, True)]:  # histories ending in a fallback and not
+        with SpiceSolver() as s:
+            zf = s.relax(net, z[:k])
+            if nudge:
+                s.relax(net, z[:k], zf, 0.5, y[:k])
+            after = f"after {k} other examples (their nudged phase too: {nudge})"
+            assert torch.equal(s.relax(net, x), free), f"free phase {after}"
+            assert torch.equal(s.relax(net, x, free, 0.5, y), nudged), f"nudged phase {after}"
+
+
 def test_polish_is_recorded_only_when_not_the_nodeset_polish():
     # a run recorded before the field existed (config.json, checkpoint) ran the .nodeset polish
     assert "polish" not in SpiceSolver(polish="op").describe()
