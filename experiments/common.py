@@ -251,8 +251,11 @@ def projection_lines(paper_runs: list[Run], results: dict[str, list[dict]], batc
         total += proj
         names = [f"{lb}/s{c.seed}" for lb, c, _, _ in members]
         who = ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]} ({len(names)} trials)"
-        rows.append(f"| {who} | {sec:.1f} s/epoch of {measured} steps | {full.run.epochs} epochs of {target} steps | "
-                    f"{duration(proj)} |")
+        # a free phase ended by convergence (per-example, hybrid) runs fewer steps than its budget: the column
+        # names it, and its projection is per epoch (it scales with the budget only where the budgets differ)
+        how = "" if euler.free_method == "fixed" else f", free phase {euler.free_method} to tol {euler.tol:g}"
+        rows.append(f"| {who} | {sec:.1f} s/epoch of {measured} steps{how} | {full.run.epochs} epochs of {target} "
+                    f"steps | {duration(proj)} |")
     if not rows:
         return []
     return (["Projected paper-length time at this run's measured speed (seconds per Euler step, this machine):", "",
