@@ -202,13 +202,18 @@ class LayerDrive:
         return r
 
 
-def per_example(kernel, s0: torch.Tensor, steps: int, tol: float, every: int):
+def per_example(kernel, s0: torch.Tensor, steps: int, tol: float, every: int, live: torch.Tensor | None = None):
     """Euler steps from s0 (T, B, Nf), each example stopping on its own.
-    Returns (s, steps used (T, B), converged (T, B): stopped by tol rather than by the step count)."""
+    Returns (s, steps used (T, B), converged (T, B): stopped by tol rather than by the step count).
+    live: (T, B) the examples to relax (default all); the others are returned as s0 with 0 steps."""
     T, B, _ = s0.shape
     rows = ActiveRows(T, B, s0.device)
     result, used = s0.clone(), torch.full((T, B), steps, dtype=torch.long)
     cur, nxt, c, t = s0.clone(), torch.empty_like(s0), kernel.c, 0
+    if live is not None:
+        used[~live.cpu()] = 0
+        cur, c = rows.finish(~live.to(s0.device), cur, c)
+        nxt = torch.empty_like(cur)
     while t < steps and rows.A:
         n = min(every, steps - t)
         for _ in range(n):
@@ -338,12 +343,14 @@ class FreePhaseLog:
     def __init__(self):
         self._t: dict | None = None
 
-    def add(self, steps, sweeps, converged, residual, faced=None) -> None:
-        """One relaxation's (T, B) steps, sweeps, converged flags, residuals and face-solve flags (host tensors)."""
+    def add(self, steps, sweeps, converged, residual, faced=None, fell_back=None) -> None:
+        """One relaxation's (T, B) steps, sweeps, converged flags, residuals, face-solve flags and Euler
+        fallbacks after the sweep cap (host tensors)."""
         faced = torch.zeros_like(converged) if faced is None else faced
+        fell_back = torch.zeros_like(converged) if fell_back is None else fell_back
         new = {"examples": torch.full((steps.shape[0],), steps.shape[1], dtype=torch.long),
                "steps": steps.sum(1), "sweeps": sweeps.sum(1), "unconverged": (~converged).sum(1),
-               "faced": faced.sum(1)}
+               "faced": faced.sum(1), "fell_back": fell_back.sum(1)}
         peaks = {"steps_max": steps.amax(1), "sweeps_max": sweeps.amax(1), "residual_max": residual.double().amax(1)}
         if self._t is None or len(self._t["examples"]) != steps.shape[0]:
             self._t = {**new, **peaks}
@@ -355,8 +362,9 @@ class FreePhaseLog:
 
     def report(self) -> dict:
         """Per trial: the free phases' examples, mean and max Euler steps and SOR sweeps per example, examples
-        that hit the step or sweep cap, examples finished by a face solve, and the largest fixed-point residual
-        reached; then cleared."""
+        that hit the step cap (after the sweep cap's fallback: the hybrid's examples that hit max_sweeps go on
+        with the reference's Euler steps from the prefix's end, counted as free_sweep_fallbacks), examples
+        finished by a face solve, and the largest fixed-point residual reached; then cleared."""
         t, self._t = self._t, None
         if t is None:
             return {}
@@ -365,4 +373,5 @@ class FreePhaseLog:
                 "free_steps_max": t["steps_max"].tolist(),
                 "free_sweeps_mean": (t["sweeps"] / n).tolist(), "free_sweeps_max": t["sweeps_max"].tolist(),
                 "free_unconverged": t["unconverged"].tolist(), "free_face_solves": t["faced"].tolist(),
+                "free_sweep_fallbacks": t["fell_back"].tolist(),
                 "free_residual_max": t["residual_max"].tolist()}

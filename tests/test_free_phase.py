@@ -84,6 +84,27 @@ def test_hybrid_reaches_the_reference_trajectorys_limit(kind, omega):
 
 
 @pytest.mark.parametrize("kind", sorted(TOPOLOGIES))
+def test_examples_at_the_sweep_cap_go_on_with_the_reference_euler_steps(kind):
+    """Sweeps can cycle instead of converging (full-data Fig 4, docs/free-phase.md): an example at max_sweeps
+    is finished by the reference's Euler steps from the prefix's end, as per-example stopping would, and
+    counted. With a cap of 1 sweep every example takes that path: the hybrid equals per-example stopping."""
+    net, x = net_and_batch(kind, seed=5, B=7)
+    kw = dict(free_steps=3000, tol=1e-10, check_every=5, engine="fast")
+    per = FastEulerSolver(EulerConfig(free_method="per-example", **kw))
+    want = per.relax(net, x)
+    hy = FastEulerSolver(EulerConfig(free_method="hybrid", prefix_steps=20, max_sweeps=1, **kw))
+    out = hy.relax(net, x)
+    r = hy.report()
+    assert (out - want).abs().max() <= 1e-12
+    assert r["free_sweep_fallbacks"] == [7] and r["free_unconverged"] == [0] and r["free_residual_max"][0] < 1e-8
+    assert r["free_steps_max"] == per.report()["free_steps_max"]
+    kw["free_steps"] = 20
+    capped = FastEulerSolver(EulerConfig(free_method="hybrid", prefix_steps=20, max_sweeps=1, **kw))
+    capped.relax(net, x)  # no Euler budget beyond the prefix: the cap is where it stays, and it says so
+    assert capped.report()["free_unconverged"] == [7]
+
+
+@pytest.mark.parametrize("kind", sorted(TOPOLOGIES))
 def test_face_solve_lands_exactly_on_the_fixed_point_near_it(kind):
     net, x = net_and_batch(kind, seed=5, B=6)
     n = net.topology.n_in
