@@ -56,7 +56,12 @@ def timed_phase(cfg: SpiceConfig, beta: float) -> bool:
 def tran_options(cfg: SpiceConfig, beta: float) -> dict:
     """The transient's tolerances: a timed phase is read where it ends, so it takes method "tran"'s (tight:
     its end is the result, not a start for the polish)."""
-    return cfg.tran_options or TRAN_OPTIONS.get("tran" if timed_phase(cfg, beta) else cfg.method, {})
+    timed = timed_phase(cfg, beta)
+    opts = cfg.tran_options or TRAN_OPTIONS.get("tran" if timed else cfg.method, {})
+    if cfg.free_integration == "trap":
+        return opts  # ngspice's default, never set: the commands of runs recorded before the field
+    # an interactive option outlives the transient: the timed nudge sets trap back
+    return {**opts, "method": "trap" if timed else cfg.free_integration}
 
 
 def op_options(cfg: SpiceConfig) -> dict:

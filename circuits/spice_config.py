@@ -14,6 +14,7 @@ LEVELS = ("ideal", "crossbar", "physical")
 UPDATES = ("alter", "renetlist")
 MATRIX_SOLVERS = ("auto", "klu", "sparse")
 POLISHES = ("op", "cold")
+INTEGRATIONS = ("trap", "gear")  # ngspice's integration methods for the loose (settled) transients
 NUDGED_PHASES = ("settled", "timed")  # the nudged phase: an equilibrium, or the nudge held for t_nudged
 # Transient tolerances. "tran" must itself be within 1e-6 of the fixed point after the
 # settle time (reltol 1e-4 measured 2e-13 on 20-50-50-10); "tran+op" only needs the
@@ -76,6 +77,10 @@ class SpiceConfig:
     clamp: stiff penalty clamp gain keeping u in [0, 1] like the clipped Euler state (0: none).
     t_free, t_nudged: transient length in tau = c/g0 (t_nudged None: t_free; from u = 0 a
         layered net needs ~300 tau). tstep: print step in tau.
+    free_integration: ngspice's integration method for the transients that only pick a basin (those
+        ended by a settle check and the polish): "trap" (ngspice's default) or "gear" (BDF, damps the
+        stiff clamp's ringing that holds trap's steps back at a large tstep: docs/spice.md). A timed
+        nudge, read where it ends, keeps trap.
     nudged_phase: "settled" (the nudged equilibrium, as the free one: transient, settle check,
         polish) or "timed" (the nudge held for exactly t_nudged tau from the free state, then read:
         no settle check, no polish; the circuit analogue of the Euler reference's nudged_steps x eps,
@@ -114,6 +119,7 @@ class SpiceConfig:
     t_nudged: float | None = None
     nudged_phase: str = "settled"
     tstep: float = 1.0
+    free_integration: str = "trap"
     clip_weights: bool = False
     settle_tol: float = 1e-5
     max_extend: int = 10
@@ -145,6 +151,8 @@ class SpiceConfig:
         if self.options is not None and any(str(k).lower() in ("klu", "sparse") for k in self.options):
             raise ValueError(f"{o}: options: choose the matrix solver by matrix_solver (auto, klu, sparse), not by "
                              f"a klu/sparse option")
+        if self.free_integration not in INTEGRATIONS:
+            raise ValueError(f"{o}: free_integration must be one of {INTEGRATIONS}, got {self.free_integration!r}")
         if self.nudged_phase not in NUDGED_PHASES:
             raise ValueError(f"{o}: nudged_phase must be one of {NUDGED_PHASES}, got {self.nudged_phase!r}")
         if self.nudged_phase == "timed" and self.method == "op":

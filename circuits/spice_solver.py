@@ -72,6 +72,8 @@ class SpiceSolver:
         d = {"solver": type(self).__name__, **self.config.to_dict()}
         if d["polish"] == "op":  # recorded only when not the .op polish: a run recorded before the
             del d["polish"]  # field existed (config.json, checkpoint) compares equal to what it ran
+        if d["free_integration"] == "trap":  # likewise, recorded only when not ngspice's default
+            del d["free_integration"]
         return d
 
     # -- lifecycle ---------------------------------------------------------------------

@@ -23,6 +23,7 @@ from .checks import (
 # flag dest -> SpiceConfig field (--device-preset: --device is the torch device everywhere)
 SPICE_FLAGS = {"method": "method", "level": "level", "device_preset": "device", "device_seed": "device_seed",
                "clamp": "clamp", "t_free": "t_free", "t_nudged": "t_nudged", "nudged_phase": "nudged_phase",
+               "free_integration": "free_integration",
                "on_unsettled": "on_unsettled",
                "update": "update",
                "workers": "workers", "timeout": "timeout", "force": "force", "clip_weights": "clip_weights",
@@ -68,6 +69,9 @@ def add_solver_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--nudged-phase", choices=["settled", "timed"],
                    help="settled: the nudged equilibrium (default); timed: the nudge held for --t-nudged tau from "
                         "the free state and read there (the Euler reference's nudged steps x eps)")
+    g.add_argument("--free-integration", choices=["trap", "gear"],
+                   help="ngspice's integration method for the settled transients (default trap; gear damps the "
+                        "stiff clamp's ringing at a large print step, docs/spice.md); a timed nudge keeps trap")
     g.add_argument("--on-unsettled", choices=["raise", "warn"],
                    help="a transient still moving after its extensions: stop with an error (default) or go on "
                         "and count it")

@@ -71,6 +71,11 @@ CANDIDATES: dict[tuple[str, str], dict[str, dict]] = {
         "per-layer-0.3-w5-cosine-e40-fixed-sign-timed3-tstep10": dict(
             hidden=[8], lr=[0.3, 0.075], beta=0.5, random_beta_sign=False, batch_size=5, epochs=40, warmup=5,
             schedule="cosine", spice=dict(nudged_phase="timed", t_nudged=3.0, tstep=10.0)),
+        # the same with gear integration for the free transient (SpiceConfig.free_integration; the timed nudge
+        # keeps trap): gear damps what trapezoidal steps of 6 tau leave ringing (docs/spice.md)
+        "per-layer-0.3-w5-cosine-e40-fixed-sign-timed3-tstep10-gear": dict(
+            hidden=[8], lr=[0.3, 0.075], beta=0.5, random_beta_sign=False, batch_size=5, epochs=40, warmup=5,
+            schedule="cosine", spice=dict(nudged_phase="timed", t_nudged=3.0, tstep=10.0, free_integration="gear")),
         # a timed nudge has no settle check to fail, so train's random sign is possible again
         "per-layer-0.3-w5-cosine-e40-random-sign-timed3": dict(
             hidden=[8], lr=[0.3, 0.075], beta=0.5, batch_size=5, epochs=40, warmup=5, schedule="cosine",

@@ -299,3 +299,27 @@ def test_the_cold_polish_is_an_exact_fixed_point_on_784_100x5_10():
     with SpiceSolver(timeout=1200) as s:
         free = s.relax(net, x)
     assert residual(net, free) < 1e-9
+
+
+def test_gear_for_the_settled_transients_reaches_the_same_fixed_points_and_the_timed_nudge_keeps_trap():
+    from circuits.spice_batching import tran_options
+    from circuits.spice_config import SpiceConfig
+    with pytest.raises(ValueError, match="free_integration must be one of"):
+        SpiceConfig(free_integration="bdf")
+    trap, gear = SpiceConfig(), SpiceConfig(free_integration="gear", nudged_phase="timed", t_nudged=3.0)
+    assert "method" not in tran_options(trap, 0.0) and "method" not in tran_options(trap, 0.5)  # never set
+    assert tran_options(gear, 0.0)["method"] == "gear" and tran_options(gear, 0.5)["method"] == "trap"
+    net, x, y = net_and_data((4, 10, 3), batch=4)
+    out = {}
+    for integ in ("trap", "gear"):
+        with SpiceSolver(free_integration=integ, tstep=10.0, matrix_solver="sparse") as s:
+            free = s.relax(net, x)
+            out[integ] = (free, s.relax(net, x, free, 0.5, y))
+            assert s.describe().get("free_integration") == (None if integ == "trap" else "gear")
+    for a, b in zip(out["trap"], out["gear"]):  # the polish ends both at the exact fixed points
+        assert float((a - b).abs().max()) < 1e-10
+    loose = {}
+    for integ in ("trap", "gear"):  # without the polish the two integrations end apart: gear was applied
+        with SpiceSolver(free_integration=integ, tstep=10.0, method="tran", matrix_solver="sparse") as s:
+            loose[integ] = s.relax(net, x)
+    assert float((loose["trap"] - loose["gear"]).abs().max()) > 1e-12
