@@ -72,7 +72,8 @@ CANDIDATES: dict[tuple[str, str], dict[str, dict]] = {
             hidden=[8], lr=[0.3, 0.075], beta=0.5, random_beta_sign=False, batch_size=5, epochs=40, warmup=5,
             schedule="cosine", spice=dict(nudged_phase="timed", t_nudged=3.0, tstep=10.0)),
         # the same with gear integration for the free transient (SpiceConfig.free_integration; the timed nudge
-        # keeps trap): gear damps what trapezoidal steps of 6 tau leave ringing (docs/spice.md)
+        # keeps trap): gear damps what trapezoidal steps of 6 tau leave ringing (docs/spice.md); the default
+        # since session 9
         "per-layer-0.3-w5-cosine-e40-fixed-sign-timed3-tstep10-gear": dict(
             hidden=[8], lr=[0.3, 0.075], beta=0.5, random_beta_sign=False, batch_size=5, epochs=40, warmup=5,
             schedule="cosine", spice=dict(nudged_phase="timed", t_nudged=3.0, tstep=10.0, free_integration="gear")),
