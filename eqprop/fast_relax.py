@@ -256,7 +256,7 @@ class FastEulerSolver:
         else:
             k.run(cfg.prefix_steps, False)
             steps = torch.full((T, B), cfg.prefix_steps, dtype=torch.long)
-            prefix = k.s[0].clone()
+            prefix = k.s[0]  # read, never written, by hybrid_sor and per_example (each starts from a copy)
             s, sweeps, converged, faced = hybrid_sor(drive, prefix, c0, cfg.omega, cfg.omega_from, cfg.tol,
                                                       cfg.max_sweeps, cfg.check_every, cfg.face_solve)
             fell_back = ~converged
@@ -269,7 +269,7 @@ class FastEulerSolver:
                 rows = fell_back.to(s.device)
                 s[rows] = s2[rows]
                 steps += used
-                converged |= conv2 & fell_back
+                converged = conv2  # True on the rows it did not relax, which had converged
             else:
                 fell_back = None
         self._free.add(steps, sweeps, converged, drive.residual(s, c0).cpu(), faced, fell_back)
