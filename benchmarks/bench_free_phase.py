@@ -125,8 +125,9 @@ def main() -> None:
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, data {ds.name}, K={a.batches} batches, "
           f"{a.repeats} repeats, tol {a.tol}, hybrid prefix {a.prefix} omega {a.omega}")
     print("| net | method | CPU s / batch, epoch 1 (min, median) | x fixed | epoch 2 (min, median) | x fixed | "
-          "free steps mean / max | sweeps mean / max | face solves | within 1e-4 of s* | max |s - s*| |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "free steps mean / max | sweeps mean / max | face solves | sweep-cap fallbacks / unconverged | "
+          "within 1e-4 of s* | max |s - s*| |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in nets:
         hidden, fs, ns = NETS[name]
         for topo in a.topologies.split(","):
@@ -150,9 +151,12 @@ def main() -> None:
                 steps = f"{r['free_steps_mean'][0]:.0f} / {r['free_steps_max'][0]}" if r else f"{fs} / {fs}"
                 sweeps = f"{r['free_sweeps_mean'][0]:.0f} / {r['free_sweeps_max'][0]}" if r else "-"
                 faces = f"{r['free_face_solves'][0]} of {r['free_examples'][0]}" if r else "-"
+                # examples the hybrid's sweeps left at the cap (finished by Euler steps), and examples no method
+                # brought to tol: both change what a run learns, so they belong beside its speed
+                capped = f"{r['free_sweep_fallbacks'][0]} / {r['free_unconverged'][0]}" if r else "-"
                 print(f"| {name} {topo} | {m} | {min(t1):.3f}, {statistics.median(t1):.3f} | {b1 / min(t1):.2f} | "
                       f"{min(t2):.3f}, {statistics.median(t2):.3f} | {b2 / min(t2):.2f} | {steps} | {sweeps} | "
-                      f"{faces} | "
+                      f"{faces} | {capped} | "
                       f"{100 * f['within_1e-4']:.0f} % | {f['max']:.1e} |", flush=True)
 
 
