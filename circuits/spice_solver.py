@@ -67,6 +67,7 @@ class SpiceSolver:
         self._unsettled: dict[int, int] = {}
         self._rescued: dict[int, int] = {}
         self._trials = 0
+        self._retired_cpu = 0.0  # worker CPU of the sessions close() has dropped
 
     def describe(self) -> dict:
         d = {"solver": type(self).__name__, **self.config.to_dict()}
@@ -78,10 +79,16 @@ class SpiceSolver:
 
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:
+        self._retired_cpu = self.worker_cpu_seconds()
         for slots in self._slots.values():
             for slot in slots:
                 slot.session.close()
         self._slots = {}
+
+    def worker_cpu_seconds(self) -> float:
+        """CPU seconds the ngspice worker processes spent on this solver's requests so far (the
+        Trainer adds them to its own process's CPU time: most of a SPICE epoch runs in the workers)."""
+        return self._retired_cpu + sum(slot.session.cpu_seconds for slots in self._slots.values() for slot in slots)
 
     def __enter__(self):
         return self

@@ -32,6 +32,9 @@ class EpochResult:
     rms: list[float]
     seconds: float
     solver: dict = dataclasses.field(default_factory=dict)  # the solver's report (e.g. device state)
+    # CPU seconds of the epoch (this process plus the solver's worker processes): on a shared machine
+    # the wall seconds above measure the load as much as the run. None in runs recorded before it existed.
+    cpu_seconds: float | None = None
 
 
 _UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it) ...
@@ -144,9 +147,11 @@ def write_run_outputs(m: dict, out: str | Path, dw_full: np.ndarray | None = Non
     buf = io.StringIO()
     w = csv.writer(buf)
     nb = len(m["mean_rms"])
-    w.writerow(["epoch", "train_error", "test_error", "seconds"] + [f"rms_{l}" for l in range(nb)])
+    w.writerow(["epoch", "train_error", "test_error", "seconds", "cpu_seconds"] + [f"rms_{l}" for l in range(nb)])
     for h in m["epochs"]:
-        w.writerow([h["epoch"], h["train_error"], h["test_error"], h["seconds"]] + list(h["rms"]))
+        cpu = h.get("cpu_seconds")
+        w.writerow([h["epoch"], h["train_error"], h["test_error"], h["seconds"], "" if cpu is None else cpu]
+                   + list(h["rms"]))
     write_atomic(out / "metrics.csv", buf.getvalue())
     if dw_full is not None:
         b = io.BytesIO()

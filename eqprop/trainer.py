@@ -316,20 +316,25 @@ class Trainer:
             total += self._errors(free, y)
         return (total / max(len(self.data.x_test), 1)).cpu().numpy()
 
+    def _cpu_seconds(self) -> float:
+        """This process's CPU time plus the solver's worker processes' (SpiceSolver), if it has any."""
+        workers = getattr(self.solver, "worker_cpu_seconds", None)
+        return time.process_time() + (workers() if workers is not None else 0.0)
+
     def run_epoch(self, progress: bool = False) -> list[EpochResult]:
         epoch = len(self.history[0]) + 1
         self._set_epoch_rates(epoch)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), self._cpu_seconds()
         err = torch.zeros(self.T, dtype=torch.float64, device=self.device)
         desc = f"epoch {epoch}" + (f" ({self.T} trials)" if self.T > 1 else "")
         for k in tqdm(range(self.n_batches), desc=desc, disable=not progress, leave=False, unit="batch"):
             err += self.train_batch(k)
         train = (err / len(self.data.x_train)).cpu().numpy()
         test, rms = self.evaluate(), self.stats.end_epoch()
-        sec = time.perf_counter() - t0
+        sec, cpu = time.perf_counter() - t0, self._cpu_seconds() - c0
         rep = self.solver.report() if hasattr(self.solver, "report") else {}
         res = [EpochResult(epoch, float(train[t]), float(test[t]), [float(v) for v in rms[t]], sec,
-                           {k: v[t] for k, v in rep.items()}) for t in range(self.T)]
+                           {k: v[t] for k, v in rep.items()}, cpu_seconds=cpu) for t in range(self.T)]
         for h, r in zip(self.history, res):
             h.append(r)
         for used, lr in zip(self.lr_used, self._epoch_lr):

@@ -243,8 +243,10 @@ def projection_lines(paper_runs: list[Run], results: dict[str, list[dict]], batc
             d = load_dataset(run.dataset)
             sizes[run.dataset] = (len(d.x_train), len(d.x_test), d.batch_size)
         n_train, n_test, bs = sizes[run.dataset]
-        secs = [e["seconds"] for e in m["epochs"]]
-        sec = float(np.mean(secs[1:] if len(secs) > 1 else secs))  # epoch 1 also pays one-off set-up
+        # CPU seconds where every epoch has them (a shared machine's wall time measures its load too)
+        used = m["epochs"][1:] if len(m["epochs"]) > 1 else m["epochs"]  # epoch 1 also pays one-off set-up
+        cpu = all(e.get("cpu_seconds") is not None for e in used)
+        sec = float(np.mean([e["cpu_seconds" if cpu else "seconds"] for e in used]))
         measured = epoch_steps(run, euler, n_train, n_test, bs)
         target = epoch_steps(full.run, full.euler, n_train, n_test, bs)
         proj = sec / measured * target * full.run.epochs
@@ -254,10 +256,12 @@ def projection_lines(paper_runs: list[Run], results: dict[str, list[dict]], batc
         # a free phase ended by convergence (per-example, hybrid) runs fewer steps than its budget: the column
         # names it, and its projection is per epoch (it scales with the budget only where the budgets differ)
         how = "" if euler.free_method == "fixed" else f", free phase {euler.free_method} to tol {euler.tol:g}"
-        rows.append(f"| {who} | {sec:.1f} s/epoch of {measured} steps{how} | {full.run.epochs} epochs of {target} "
+        unit = "CPU s" if cpu else "s"
+        rows.append(f"| {who} | {sec:.1f} {unit}/epoch of {measured} steps{how} | {full.run.epochs} epochs of {target} "
                     f"steps | {duration(proj)} |")
     if not rows:
         return []
-    return (["Projected paper-length time at this run's measured speed (seconds per Euler step, this machine):", "",
+    return (["Projected paper-length time at this run's measured speed (seconds per Euler step, this machine; CPU "
+             "seconds where the runs recorded them, else wall seconds):", "",
              f"| {'lockstep group' if batched else 'run'} | measured | paper length | projected |", "|---|---|---|---|"]
             + rows + [f"| total | | | {duration(total)} |"])

@@ -145,6 +145,14 @@ def test_projection_scales_measured_seconds_per_step_to_the_paper_length():
     lines = projection_lines(paper, {"wine-5-mlff": [m]}, batched=False)
     seconds = 2.0 / 210 * (30 * 18 + 5 * 15) * 10  # 58.6 s
     assert f"| wine-5-mlff/s0 | 2.0 s/epoch of 210 steps | 10 epochs of 615 steps | {seconds:.0f} s |" in lines
+    # CPU seconds, where every epoch recorded them, stand in for the wall seconds (a shared machine's load)
+    timed = dict(m, epochs=[{"seconds": 9.0, "cpu_seconds": 4.0}, {"seconds": 2.1, "cpu_seconds": 1.1},
+                            {"seconds": 1.9, "cpu_seconds": 0.9}])
+    cpu = 1.0 / 210 * (30 * 18 + 5 * 15) * 10
+    assert (f"| wine-5-mlff/s0 | 1.0 CPU s/epoch of 210 steps | 10 epochs of 615 steps | {cpu:.0f} s |"
+            in projection_lines(paper, {"wine-5-mlff": [timed]}, batched=False))
+    partly = dict(m, epochs=[*timed["epochs"][:2], {"seconds": 1.9}])  # an old run resumed, or the reverse
+    assert any("| 2.0 s/epoch" in ln for ln in projection_lines(paper, {"wine-5-mlff": [partly]}, batched=False))
     sw = dict(m, config={**m["config"], "topology": "sw"})
     both = projection_lines(paper, {"wine-5-mlff": [m], "wine-5-sw": [sw]}, batched=True)
     assert sum("wine-5-mlff/s0, wine-5-sw/s0" in ln for ln in both) == 1  # one lockstep group, one time

@@ -80,10 +80,10 @@ def rerun_argv(cmd: Command, out: Path) -> list[str]:
 
 
 # -- reading results back -------------------------------------------------------------------------
-def _strip(obj, drop=("seconds", "out", "coupling_chosen")):
-    """A results file's content without wall-clock seconds, the results folder's name and the solver description's
-    ``coupling_chosen`` (what this process relaxed with so far: a run resumed after its last epoch relaxes nothing;
-    the choices themselves are the checkpoint's ``coupling_choices``, compared in full)."""
+def _strip(obj, drop=("seconds", "cpu_seconds", "out", "coupling_chosen")):
+    """A results file's content without wall-clock and CPU seconds, the results folder's name and the solver
+    description's ``coupling_chosen`` (what this process relaxed with so far: a run resumed after its last epoch
+    relaxes nothing; the choices themselves are the checkpoint's ``coupling_choices``, compared in full)."""
     if isinstance(obj, dict):
         return {k: _strip(v, drop) for k, v in obj.items() if k not in drop}
     if isinstance(obj, list):
@@ -94,7 +94,7 @@ def _strip(obj, drop=("seconds", "out", "coupling_chosen")):
 def _csv_rows(path: Path) -> list[list[str]]:
     rows = list(csv.reader(io.StringIO(path.read_text())))
     assert rows and all(len(r) == len(rows[0]) for r in rows), f"{path}: ragged or empty CSV"
-    keep = [i for i, h in enumerate(rows[0]) if h != "seconds"]
+    keep = [i for i, h in enumerate(rows[0]) if h not in ("seconds", "cpu_seconds")]
     return [[r[i] for i in keep] for r in rows]
 
 

@@ -158,8 +158,12 @@ def test_worker_cpu_is_counted_and_recycling_keeps_the_equilibria():
     with SpiceSolver(matrix_solver="sparse", recycle_after=2) as s:
         first = s.relax(net, x)  # 3 solves: the next relax starts a fresh worker
         pid = s._slots[0][0].session.pid
+        cpu = s.worker_cpu_seconds()
         second = s.relax(net, x)
         assert s.last_stats["recycled"] == 1 and s._slots[0][0].session.pid != pid
+        assert s.worker_cpu_seconds() > cpu > 0, "the recycled worker's CPU is kept, the new one's added"
+        cpu = s.worker_cpu_seconds()
+    assert s.worker_cpu_seconds() == cpu, "closing keeps the count"
     assert torch.equal(first, ref) and torch.equal(second, ref)
 
 

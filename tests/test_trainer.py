@@ -358,6 +358,9 @@ def test_run_writes_results_and_learns_wine(tmp_path, with_plots):
     assert len(saved["epochs"][0]["rms"]) == 2 and np.isfinite(saved["log_spread"])
     assert m["epochs"][-1]["test_error"] < 0.3, "wine is easy: well below chance (0.67)"
     assert len((out / "metrics.csv").read_text().splitlines()) == 5
+    assert "cpu_seconds" in (out / "metrics.csv").read_text().splitlines()[0]
+    # each epoch's CPU time (the machine may be shared, so only its sign and the wall time's order are sure)
+    assert all(0 < e["cpu_seconds"] < 5 * e["seconds"] + 1 for e in saved["epochs"])
     conf = json.loads((out / "config.json").read_text())
     assert RunConfig.from_dict(conf["run"]) == cfg and (conf["trial"], conf["trials"]) == (0, 1)
 
