@@ -36,21 +36,24 @@ def _exit_when_orphaned(parent: int) -> None:
             return
 
 
-def worker_start() -> None:
+def worker_start(parent: int | None = None) -> None:
     """Worker start: torch on one thread (one process per core; N threads each would oversubscribe), and an
     exit once the sweep's process is gone, so a killed sweep leaves no workers training on (and holding its
     runs' locks) behind it."""
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
     torch.set_num_threads(1)
-    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True,
+    # the sweep's pid as the pool gave it, not os.getppid() here: a worker's start (torch's import) can take
+    # minutes on a loaded machine, and a sweep killed meanwhile had left its workers re-parented already, so
+    # they recorded init as their parent and trained on (seen: two orphans holding Fig 4 runs' locks)
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid() if parent is None else parent,), daemon=True,
                      name="exit-when-orphaned").start()
 
 
 def local_pool(workers: int) -> ProcessPoolExecutor:
     """``workers`` local single-threaded worker processes (spawned: a fork after torch has started threads can
     deadlock) that end with the process that started them."""
-    return ProcessPoolExecutor(max_workers=workers, initializer=worker_start,
+    return ProcessPoolExecutor(max_workers=workers, initializer=worker_start, initargs=(os.getpid(),),
                                mp_context=multiprocessing.get_context("spawn"))
 
 

@@ -130,3 +130,33 @@ def test_workers_end_when_the_sweeps_process_is_killed(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_a_worker_orphaned_before_its_start_up_ends_too(tmp_path):
+    """A sweep killed while its workers still import torch (minutes on a loaded machine): the worker has been
+    re-parented before worker_start runs, so it must compare with the sweep's pid it was given, not its
+    parent at that moment."""
+    import multiprocessing
+    import os
+    import signal
+
+    from experiments.sweep import worker_start
+    gone = multiprocessing.get_context("spawn").Process(target=os.getpid)  # a pid that has ended
+    gone.start()
+    gone.join()
+    w = multiprocessing.get_context("spawn").Process(target=_start_then_sleep, args=(gone.pid,))
+    w.start()
+    w.join(30)
+    if w.is_alive():
+        w.kill()
+        pytest.fail("a worker whose sweep had ended before its start-up trained on")
+    assert w.exitcode == -signal.SIGTERM
+    assert worker_start.__defaults__ == (None,)  # in-process callers may still omit it
+
+
+def _start_then_sleep(parent: int) -> None:
+    import time
+
+    from experiments.sweep import worker_start
+    worker_start(parent)
+    time.sleep(60)
