@@ -166,6 +166,32 @@ def test_sweep_groups_follow_the_layers_and_a_sparse_skip_net_still_reaches_the_
     assert len(LayerDrive(kernel(Network.init(dense_skips, seed=1)), sizes, [dense_skips]).groups) > 2
 
 
+def test_blocks_and_sources_gathered_by_runs_equal_index_select():
+    """LayerDrive copies its weight blocks and the sweeps their sources as slices of whole layers: the same
+    numbers as index_select's gathers, bit for bit (the runs' bits, e.g. Fig 4's, do not move)."""
+    assert free_phase.index_runs(torch.tensor([3, 4, 5, 9, 10, 0])) == [slice(3, 6), slice(9, 11), slice(0, 1)]
+    assert free_phase.index_runs(torch.zeros(0, dtype=torch.long)) == []
+    gathered = 0
+    for sizes, topo in [((12, 30, 30, 30, 30, 4), mlff((12, 30, 30, 30, 30, 4))),
+                        ((12, 30, 30, 30, 30, 4), small_world((12, 30, 30, 30, 30, 4), p=0.3, seed=4)),
+                        ((5, 6, 6, 3), small_world((5, 6, 6, 3), p=0.2, seed=2, intralayer=True))]:
+        net = Network.init(topo, seed=1, dtype=torch.float32)
+        W = (net.W + torch.rand_like(net.W)).unsqueeze(0)  # distinct entries everywhere, the zeros included
+        drive = LayerDrive(types.SimpleNamespace(n_in=sizes[0], W=W), sizes, [topo])
+        lay = free_phase.sweep_layout(sizes, [topo], "cpu")
+        Wf = W[:, sizes[0]:, sizes[0]:]
+        for blk, r, c in zip(drive.W, lay.rows, lay.cols):
+            assert blk.is_contiguous() and torch.equal(blk, Wf.index_select(1, r).index_select(2, c))
+        s = torch.rand(1, 7, W.shape[-1] - sizes[0])
+        c0 = torch.rand_like(s)
+        for (_, parts, span, *_), src in zip(drive.plan(s, c0), lay.sources):
+            if parts is not None:  # as a sweep gathers them
+                gathered += 1
+                torch.cat(parts, -1, out=span)
+                assert torch.equal(span, s.index_select(-1, src))
+    assert gathered, "no layout above gathers its sources: the test would not check that path"
+
+
 def test_the_nudged_phase_stays_the_fixed_step_reference():
     net, x = net_and_batch("sw")
     y = torch.rand(x.shape[0], net.topology.n_out, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
