@@ -96,7 +96,6 @@ def index_runs(idx: torch.Tensor) -> list[slice]:
     return [slice(v[a], v[b - 1] + 1) for a, b in zip(starts, starts[1:] + [len(v)])]
 
 
-
 _LAYOUTS: OrderedDict = OrderedDict()
 
 
