@@ -57,8 +57,9 @@ def data(synthetic: bool, n: int) -> Dataset:
                    rng.random((20, 784), dtype=np.float32), eye[lab[:20]], lab, lab[:20], batch_size=20)
 
 
-def euler(method: str, steps: tuple[int, int], tol: float, prefix: int, omega: float) -> EulerConfig:
-    kw = dict(free_steps=steps[0], nudged_steps=steps[1], engine="fast")
+def euler(method: str, steps: tuple[int, int], tol: float, prefix: int, omega: float,
+          coupling: str = "auto") -> EulerConfig:
+    kw = dict(free_steps=steps[0], nudged_steps=steps[1], engine="fast", coupling=coupling)
     if method == "hybrid-no-face":
         kw.update(free_method="hybrid", tol=tol, prefix_steps=prefix, omega=omega, face_solve=False)
     elif method != "fixed":
@@ -106,6 +107,9 @@ def main() -> None:
     ap.add_argument("--limit-steps", type=int, default=20000,
                     help="reference steps allowed to find s* (0: no fidelity)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--coupling", default="auto",
+                    help="EulerConfig.coupling of every method (auto: chosen by timing at start, so two runs under "
+                         "different load may run different products; the choice is printed per row)")
     ap.add_argument("--synthetic", action="store_true", help="random pixels instead of MNIST")
     ap.add_argument("--methods", default=",".join(METHODS),
                     help=f"comma list of {list(METHODS + EXTRA)} (fixed is the base)")
@@ -123,25 +127,27 @@ def main() -> None:
     ds = data(a.synthetic, a.batches * 20)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {a.threads} thread(s), "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, data {ds.name}, K={a.batches} batches, "
-          f"{a.repeats} repeats, tol {a.tol}, hybrid prefix {a.prefix} omega {a.omega}")
+          f"{a.repeats} repeats, tol {a.tol}, hybrid prefix {a.prefix} omega {a.omega}, coupling {a.coupling}")
     print("| net | method | CPU s / batch, epoch 1 (min, median) | x fixed | epoch 2 (min, median) | x fixed | "
           "free steps mean / max | sweeps mean / max | face solves | sweep-cap fallbacks / unconverged | "
-          "within 1e-4 of s* | max |s - s*| |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "within 1e-4 of s* | max |s - s*| | coupling |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in nets:
         hidden, fs, ns = NETS[name]
         for topo in a.topologies.split(","):
             methods = a.methods.split(",")
             times = {m: ([], []) for m in methods}
-            reps, fids = {}, {}
+            reps, fids, chosen = {}, {}, {}
             for rep in range(a.repeats):
                 for m in methods:  # each method in turn within a repeat: the machine's load hits all alike
-                    tr = trainer(ds, hidden, topo, euler(m, (fs, ns), a.tol, a.prefix, a.omega))
+                    tr = trainer(ds, hidden, topo, euler(m, (fs, ns), a.tol, a.prefix, a.omega, a.coupling))
                     e1, e2 = time_passes(tr, a.batches, a.passes)
                     times[m][0].append(e1)
                     times[m][1].append(e2)
                     if rep == 0:  # the trajectories are the same in every repeat
                         reps[m] = tr.solver.report()  # what the solver reported over both passes
+                        c = tr.solver.describe().get("coupling_chosen", a.coupling)
+                        chosen[m] = ", ".join(f"{v} ({k})" for k, v in c.items()) if isinstance(c, dict) else c
                         fids[m] = fidelity(tr, 0, a.limit_steps) if a.limit_steps else {"within_1e-4": float("nan"),
                                                                                       "max": float("nan")}
             base = "fixed" if "fixed" in times else methods[0]
@@ -157,7 +163,7 @@ def main() -> None:
                 print(f"| {name} {topo} | {m} | {min(t1):.3f}, {statistics.median(t1):.3f} | {b1 / min(t1):.2f} | "
                       f"{min(t2):.3f}, {statistics.median(t2):.3f} | {b2 / min(t2):.2f} | {steps} | {sweeps} | "
                       f"{faces} | {capped} | "
-                      f"{100 * f['within_1e-4']:.0f} % | {f['max']:.1e} |", flush=True)
+                      f"{100 * f['within_1e-4']:.0f} % | {f['max']:.1e} | {chosen[m]} |", flush=True)
 
 
 if __name__ == "__main__":
