@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from circuits.spice_config import TRAN_OPTIONS
 from eqprop.config import LOCKSTEP_FIELDS, RunConfig, dataset_defaults, dataset_solver_defaults
 from eqprop.run_files import write_atomic, write_json
 
@@ -100,11 +101,11 @@ CANDIDATES[("spice-train", "iris")]["per-layer-0.3-w5-cosine-e40-fixed-sign-time
     _GEAR, spice=dict(_GEAR["spice"], method="tran"))
 # the same with the loose transient tolerances of tran+op's transient (TRAN_OPTIONS["tran+op"]: reltol 1e-3)
 # instead of method tran's own (reltol 1e-4). Session 12: the polish was more than half of the worker's CPU, and
-# this candidate took ~1.6x less CPU per epoch with seeds 0-4's final accuracies the default's to the seed; seeds
+# this candidate took 1.7x less worker CPU with seeds 0-4's final accuracies the default's to the seed; seeds
 # 5-9 stopped in epoch 17 on a free transient still moving 2e-5 V/tau after 3,300 tau (seed 9; a slow mode of the
 # learned net, 5.7e-3 V over the last 300 tau at reltol 1e-6 too, not integration error): not the default
 CANDIDATES[("spice-train", "iris")]["per-layer-0.3-w5-cosine-e40-fixed-sign-timed3-tstep10-gear-tran-loose"] = dict(
-    _GEAR, spice=dict(_GEAR["spice"], method="tran", tran_options={"reltol": 1e-3, "abstol": 1e-9, "vntol": 1e-6}))
+    _GEAR, spice=dict(_GEAR["spice"], method="tran", tran_options=dict(TRAN_OPTIONS["tran+op"])))
 
 
 def _stops() -> tuple:
