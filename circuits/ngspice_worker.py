@@ -208,13 +208,14 @@ class _Engine:
         """SpiceSolver's recipe for one example, all in this process (spice_solver says why each step).
 
         spec: alters, nodes, method ("tran", "op", "tran+op"), warm (op: u0 as nodeset),
-        u0, tran_opts / op_opts / cold_opts (option command arguments), polish ("op" or "cold"),
+        u0, tran_opts / op_opts / cold_opts (option command arguments), polish ("op" or "cold"), rest_tol (no
+        polish where the transient's end moves slower: SpiceConfig.rest_tol),
         cold_tol, interp (``option interp`` before the transient), tstep, tmax, tstop, tau, settle_tol,
         settle_window, max_extend, raise_unsettled, ic_keys (the capacitor IC alter keys, in
         node order), label (names the example in errors).
         """
         st = {"alter_s": 0.0, "tran_s": 0.0, "op_s": 0.0, "extensions": 0, "unsettled": 0, "polish_change": 0.0,
-              "cold": 0, "rescued": 0}
+              "cold": 0, "rescued": 0, "rested": 0}
         nodes = spec["nodes"]
         t = time.perf_counter()
         self.alter(spec["alters"], log)
@@ -263,7 +264,11 @@ class _Engine:
             u = self.get(nodes, -1)
             st["extensions"] += 1
         st["tran_s"] = time.perf_counter() - t
+        st["rate"] = float(rate)  # max |du/dt| over the settle window at the end (V/tau)
         if spec["method"] == "tran":
+            return {"u": u, **st}
+        if rate < spec.get("rest_tol", 0.0):  # at rest: the transient's Newton already solved the fixed point
+            st["rested"] = 1
             return {"u": u, **st}
         t = time.perf_counter()
         u2 = self.cold_op(spec, u, nodes, log) if spec.get("polish") == "cold" else None

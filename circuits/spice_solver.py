@@ -362,6 +362,9 @@ class SpiceSolver:
             st["tran_s"] += time.perf_counter() - t
             if cfg.method == "tran" or timed:
                 return u
+            if rate < cfg.rest_tol:  # at rest: the transient's Newton already solved the fixed point
+                st["rested"] += 1
+                return u
             t = time.perf_counter()
             # the per-example path (measure, DEEP) always takes the .nodeset polish (polish "cold" is batched only)
             ses.command("option " + _opts(cfg.options or {}))  # interactive options outlive a reload
@@ -413,7 +416,7 @@ class SpiceSolver:
                 slot.circuit = None  # a fresh worker must load the circuit again
             raise
         for r in res:
-            for k in ("alter_s", "tran_s", "op_s", "extensions", "unsettled", "cold", "rescued"):
+            for k in ("alter_s", "tran_s", "op_s", "extensions", "unsettled", "cold", "rescued", "rested"):
                 st[k] += r[k]
             st["polish_max_change"] = max(st["polish_max_change"], r["polish_change"])
         return np.stack([r["u"] for r in res]).reshape(len(phases), len(rows), -1)
@@ -545,7 +548,7 @@ class _Slot:
 
 def _new_stats() -> dict:
     return {"load_s": 0.0, "alter_s": 0.0, "tran_s": 0.0, "op_s": 0.0, "polish_max_change": 0.0,
-            "extensions": 0, "unsettled": 0, "recycled": 0, "cold": 0, "rescued": 0}
+            "extensions": 0, "unsettled": 0, "recycled": 0, "cold": 0, "rescued": 0, "rested": 0}
 
 
 def _merge_stats(parts: list[dict]) -> dict:

@@ -23,7 +23,7 @@ from .checks import (
 # flag dest -> SpiceConfig field (--device-preset: --device is the torch device everywhere)
 SPICE_FLAGS = {"method": "method", "level": "level", "device_preset": "device", "device_seed": "device_seed",
                "clamp": "clamp", "t_free": "t_free", "t_nudged": "t_nudged", "nudged_phase": "nudged_phase",
-               "free_integration": "free_integration",
+               "free_integration": "free_integration", "rest_tol": "rest_tol",
                "on_unsettled": "on_unsettled",
                "update": "update",
                "workers": "workers", "timeout": "timeout", "force": "force", "clip_weights": "clip_weights",
@@ -72,6 +72,9 @@ def add_solver_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--free-integration", choices=["trap", "gear"],
                    help="ngspice's integration method for the settled transients (default trap; gear damps the "
                         "stiff clamp's ringing at a large print step, docs/spice.md); a timed nudge keeps trap")
+    g.add_argument("--rest-tol", type=float,
+                   help="tran+op: no .op polish where the settled transient's end moves slower than this, V/tau "
+                        "(default 1e-10: at rest, its own Newton solved the fixed point; 0: always polish)")
     g.add_argument("--on-unsettled", choices=["raise", "warn"],
                    help="a transient still moving after its extensions: stop with an error (default) or go on "
                         "and count it")

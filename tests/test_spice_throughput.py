@@ -106,7 +106,7 @@ def test_cold_polish_gives_the_nodeset_polish_fixed_points_and_falls_back_where_
     for net, x, y in cases:
         out = {}
         for polish in ("op", "cold"):
-            with SpiceSolver(polish=polish, matrix_solver="sparse") as s:
+            with SpiceSolver(polish=polish, rest_tol=0.0, matrix_solver="sparse") as s:  # the polish every time
                 free = s.relax(net, x)
                 cold_free = s.last_stats["cold"]
                 nudged = s.relax(net, x, free, 0.5, y)
@@ -140,6 +140,37 @@ def test_an_equilibrium_does_not_depend_on_what_the_worker_solved_before():
             after = f"after {k} other examples (their nudged phase too: {nudge})"
             assert torch.equal(s.relax(net, x), free), f"free phase {after}"
             assert torch.equal(s.relax(net, x, free, 0.5, y), nudged), f"nudged phase {after}"
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_a_transient_at_rest_skips_the_polish_and_is_its_fixed_point(batched):
+    """rest_tol: where the settled transient's end no longer moves, its own Newton steps stood on the fixed
+    point, so no polish runs and the answer is the polished one to < 1e-9; rest_tol 0 polishes every example,
+    and a transient cut short (still moving) is polished whatever rest_tol is."""
+    net, x = net_and_data((4, 10, 3), batch=4)[:2]
+    y = torch.eye(3, dtype=torch.float64)[[0, 1, 2, 0]]
+    out = {}
+    # gear: trapezoidal steps ring on the stiff clamp around the fixed point (|du/dt| 1e-11..1e-5 V/tau at the
+    # end here, the polish then moves < 3e-13 V), so they rarely come to rest; gear's damp out
+    for name, settings in [("always", dict(rest_tol=0.0)), ("rest", dict()),
+                           ("cut", dict(t_free=2.0, max_extend=0, on_unsettled="warn"))]:
+        with SpiceSolver(matrix_solver="sparse", free_integration="gear", **settings) as s:
+            if not batched:
+                s._batched = lambda: False  # the per-example path (measure, DEEP)
+            free = s.relax(net, x)
+            rested = s.last_stats["rested"]
+            nudged = s.relax(net, x, free, 0.5, y)
+            out[name] = (free, nudged, rested + s.last_stats["rested"], s.last_stats["unsettled"])
+    assert out["always"][2] == 0
+    assert out["rest"][2] == 8  # every free and nudged transient of this net ends at rest
+    assert out["cut"][2] == 0 and out["cut"][3] == 4  # still moving after 2 tau: polished
+    for a, b in zip(out["always"][:2], out["rest"][:2]):
+        assert float((a - b).abs().max()) < 1e-9
+    assert float((out["cut"][0] - out["always"][0]).abs().max()) < 1e-9  # the polish found the same fixed point
+    with pytest.raises(ValueError, match="rest_tol must be a number >= 0 and below settle_tol"):
+        SpiceSolver(rest_tol=-1e-12)
+    with pytest.raises(ValueError, match="rest_tol must be"):
+        SpiceSolver(rest_tol=1e-5)
 
 
 def test_polish_is_recorded_only_when_not_the_nodeset_polish():
@@ -316,7 +347,8 @@ def test_gear_for_the_settled_transients_reaches_the_same_fixed_points_and_the_t
     net, x, y = net_and_data((4, 10, 3), batch=4)
     out = {}
     for integ in ("trap", "gear"):
-        with SpiceSolver(free_integration=integ, tstep=10.0, matrix_solver="sparse") as s:
+        # rest_tol 0: the polish every time (a gear transient at rest ends within 2e-10 of it unpolished)
+        with SpiceSolver(free_integration=integ, tstep=10.0, rest_tol=0.0, matrix_solver="sparse") as s:
             free = s.relax(net, x)
             out[integ] = (free, s.relax(net, x, free, 0.5, y))
             assert s.describe().get("free_integration") == (None if integ == "trap" else "gear")
