@@ -76,7 +76,8 @@ def measure(run: dict) -> dict:
     cfg = RunConfig(**{k: v for k, v in run["run"].items() if k in fields})
     data = load_dataset(cfg.dataset)
     spice = SpiceConfig(**run["spice"])
-    acc = {"train_cpu": 0.0, "eval_cpu": 0.0, "train_n": 0, "eval_n": 0}
+    acc = {"train_cpu": 0.0, "eval_cpu": 0.0, "train_n": 0, "eval_n": 0,
+           "train_worker_cpu": 0.0, "eval_worker_cpu": 0.0}
     with SpiceSolver(spice) as solver:
         tr = Trainer(cfg, data, solver=solver)
 
@@ -85,20 +86,21 @@ def measure(run: dict) -> dict:
 
         def timed(fn, key, n):
             def wrapped(*a):
-                c0 = cpu()
+                c0, w0 = cpu(), worker_cpu(solver)
                 out = fn(*a)
                 acc[key + "_cpu"] += cpu() - c0
+                acc[key + "_worker_cpu"] += worker_cpu(solver) - w0  # the ngspice worker's share of it
                 acc[key + "_n"] += n(*a)
                 return out
             return wrapped
 
-        counts = {"unsettled": 0, "cold": 0, "equilibria": 0}
+        counts = {"unsettled": 0, "cold": 0, "rested": 0, "equilibria": 0}
         name = "_relax" if hasattr(solver, "_relax") else "relax"  # every call, both phases in one or not
         relax = getattr(solver, name)
 
         def counted(*a, **k):  # examples whose transient did not settle (on_unsettled "warn"), cold polishes
             out = relax(*a, **k)
-            for key in ("unsettled", "cold"):
+            for key in ("unsettled", "cold", "rested"):
                 counts[key] += solver.last_stats.get(key, 0)
             counts["equilibria"] += solver.last_stats["examples"]
             return out
@@ -252,8 +254,10 @@ def main() -> None:
         print(f"new default over {len(tuned)} seed(s): train ex/s median {med:.1f}, test accuracy last epoch mean "
               f"{mean:.3f} worst {worst:.3f} (of {tuned[0]['n_test']} held-out examples)")
         for r in tuned:
-            print(f"  {r['equilibria']} equilibria: {r['cold']} kept the cold .op, {r['unsettled']} unsettled "
-                  f"(on_unsettled {args.on_unsettled})")
+            print(f"  {r['equilibria']} equilibria: {r.get('rested', 0)} at rest (no polish), {r['cold']} kept the "
+                  f"cold .op, {r['unsettled']} unsettled (on_unsettled {args.on_unsettled}); training CPU "
+                  f"{1e3 * r['train_cpu'] / r['train_n']:.2f} ms/example, of it the ngspice worker "
+                  f"{1e3 * r.get('train_worker_cpu', 0) / r['train_n']:.2f}")
     for f in failed:
         print(f"FAILED {f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

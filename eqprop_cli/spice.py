@@ -23,7 +23,7 @@ from .checks import (
 # flag dest -> SpiceConfig field (--device-preset: --device is the torch device everywhere)
 SPICE_FLAGS = {"method": "method", "level": "level", "device_preset": "device", "device_seed": "device_seed",
                "clamp": "clamp", "t_free": "t_free", "t_nudged": "t_nudged", "nudged_phase": "nudged_phase",
-               "free_integration": "free_integration", "rest_tol": "rest_tol",
+               "free_integration": "free_integration", "rest_tol": "rest_tol", "tstep": "tstep",
                "on_unsettled": "on_unsettled",
                "update": "update",
                "workers": "workers", "timeout": "timeout", "force": "force", "clip_weights": "clip_weights",
@@ -65,6 +65,8 @@ def add_solver_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device-seed", type=int, help="seed of the device instances (trial t: seed and t; default 0)")
     g.add_argument("--clamp", type=float, help="stiff penalty clamp gain (default 1e3; 0 = none)")
     g.add_argument("--t-free", type=float, help="free-phase transient length in tau (default 300)")
+    g.add_argument("--tstep", type=float,
+                   help="transient print step in tau (default 1); the maximum step is min(tstep, transient/50)")
     g.add_argument("--t-nudged", type=float, help="nudged-phase transient length in tau (default: t-free)")
     g.add_argument("--nudged-phase", choices=["settled", "timed"],
                    help="settled: the nudged equilibrium (default); timed: the nudge held for --t-nudged tau from "

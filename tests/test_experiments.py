@@ -224,15 +224,17 @@ def test_demo_trains_at_the_spice_train_defaults():
     import argparse
 
     from circuits.spice_config import SpiceConfig
-    from eqprop_cli.spice import register
+    from eqprop_cli.spice import register, spice_config
     from eqprop_cli.train import configs_from_args
-    from experiments.demo import SPICE_DATASET, spice_run
+    from experiments.demo import SPICE_DATASET, spice_run, spice_solver
     from experiments.spice_train import SPICE_TRAIN_DEFAULTS
     p = argparse.ArgumentParser()
     register(p.add_subparsers())
     args = p.parse_args(["spice-train", "--dataset", SPICE_DATASET])
-    (cli,), _, _ = configs_from_args(args, "spice-train", SPICE_TRAIN_DEFAULTS, {"spice": SpiceConfig})
+    (cli,), settings, _ = configs_from_args(args, "spice-train", SPICE_TRAIN_DEFAULTS, {"spice": SpiceConfig})
     assert spice_run() == dataclasses.replace(cli, out=spice_run().out)
+    assert spice_solver() == spice_config(args, settings["spice"])  # its solver settings too (iris: the timed nudge)
+    assert spice_solver().nudged_phase == ("timed" if SPICE_DATASET == "iris" else "settled")
 
 
 def test_defaults_sweep_records_a_candidate_that_stops_and_goes_on(tmp_path, monkeypatch):
