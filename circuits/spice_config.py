@@ -68,8 +68,8 @@ class SpiceConfig:
     rest_tol: "tran+op" skips the polish where the settled transient's end is at rest: its
         max |du/dt| over the settle window below rest_tol (V per tau; 0: always polish). The
         transient's own Newton solves then already stand on the fixed point (this circuit is
-        piecewise linear: a step that moves nothing solves it): on iris 97 % of the free
-        transients, where the polish moved the state by < 7e-12 V (docs/results.md, session 13).
+        piecewise linear: a step that moves nothing solves it): on iris 97.8 % of the free
+        transients, where the polish moved the state by <= 7.2e-10 V (docs/results.md, session 13).
     level: "ideal" (behavioural transconductances), "crossbar" (device pairs) or "physical"
         (device pairs plus the non-idealities of ``physical``).
     physical: level "physical": a PhysicalModel or a preset name (spice_models/physical_<name>.toml;
