@@ -70,6 +70,7 @@ class SpiceConfig:
         transient's own Newton solves then already stand on the fixed point (this circuit is
         piecewise linear: a step that moves nothing solves it): on iris 97.8 % of the free
         transients, where the polish moved the state by <= 7.2e-10 V (docs/results.md, session 13).
+        Not at level "physical" (not piecewise linear; ``rest_below``).
     level: "ideal" (behavioural transconductances), "crossbar" (device pairs) or "physical"
         (device pairs plus the non-idealities of ``physical``).
     physical: level "physical": a PhysicalModel or a preset name (spice_models/physical_<name>.toml;
@@ -210,6 +211,12 @@ class SpiceConfig:
             low = 1 if k in ("workers", "recycle_after") else 0
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"{o}: {k} must be an integer >= {low}, got {v!r}")
+
+    @property
+    def rest_below(self) -> float:
+        """The rest_tol in force: 0 (always polish) at level "physical", whose diodes and amplifiers are not
+        piecewise linear (a transient's Newton stops at its loose tolerances there, not on the fixed point)."""
+        return 0.0 if self.level == "physical" else float(self.rest_tol)
 
     @property
     def devices(self) -> bool:

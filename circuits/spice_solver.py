@@ -362,7 +362,7 @@ class SpiceSolver:
             st["tran_s"] += time.perf_counter() - t
             if cfg.method == "tran" or timed:
                 return u
-            if rate < cfg.rest_tol:  # at rest: the transient's Newton already solved the fixed point
+            if rate < cfg.rest_below:  # at rest: the transient's Newton already solved the fixed point
                 st["rested"] += 1
                 return u
             t = time.perf_counter()
@@ -489,7 +489,7 @@ class SpiceSolver:
                 cfg.devices and cfg.device.read_varies):
             return  # the next relax loads it (with a varying read: with that solve's conductances)
         prog = self._arrays[t].prog if cfg.devices else None
-        if cfg.update == "renetlist" or cfg.method == "op" or (cfg.method == "tran+op" and cfg.rest_tol == 0):
+        if cfg.update == "renetlist" or cfg.method == "op" or (cfg.method == "tran+op" and cfg.rest_below == 0):
             # op, and tran+op polishing every example, reload the netlist per example (the nodeset or the
             # cold polish), which would replay every weight alter: a fresh text is cheaper. Where most
             # transients end at rest (rest_tol) few examples reload, and the alters are cheaper than a text

@@ -80,6 +80,8 @@ def test_spice_config_levels():
     cfg = SpiceConfig(level="physical", physical={"tia_gain": 10.0})
     assert cfg.physical.tia_gain == 10.0 and cfg.devices and cfg.to_dict()["physical"]["tia_gain"] == 10.0
     assert SpiceConfig(level="physical", physical="realistic").physical.activation == "diode"
+    # not piecewise linear: a transient at rest is no fixed point to the polish's tolerances, so it always runs
+    assert SpiceConfig(level="physical").rest_below == 0.0 and SpiceConfig().rest_below == SpiceConfig().rest_tol > 0
 
 
 # -- the netlist -----------------------------------------------------------------------------
