@@ -84,29 +84,13 @@ def _steps(cfg: SpiceConfig, beta: float, interp: bool) -> dict:
     return {"tstep": min(cfg.tstep, SETTLE_WINDOW) * tau, "tmax": min(cfg.tstep, tstop / 50) * tau}
 
 
-def example_spec(cfg: SpiceConfig, circ, cur, u0: np.ndarray | int, beta: float, y, warm: bool, label: str,
-                 interp: bool = False) -> dict:
-    """One ``equilibrium`` request (ngspice_worker._Engine.equilibrium) for an example.
-
-    u0: the start state, or the index of an earlier equilibrium of the same request whose end it starts from
-    (``u0_from``; the worker sets the initial conditions then: the nudged phase after the free one, one round
-    trip for both).
-    interp: ngspice stores the transient only at multiples of its print step (``option interp``; the end
-    point is the computed one; see _steps): without it ngspice 46 reads /proc/meminfo at every stored
-    time point (~50 us each, about half the loose transient's CPU on iris). It stays on in the worker
-    once set, so only solvers that never read a trajectory (the batched path) set it."""
+def phase_spec(cfg: SpiceConfig, circ, beta: float, interp: bool = False) -> dict:
+    """What every example of one phase shares in its ``equilibrium`` request (example_spec): built once per
+    phase and batch, and the same objects in each spec (pickle sends them once)."""
     neurons = circ.neurons
-    nodes = [circ.u_node[i] for i in neurons]
-    values = example_values(cfg, circ, cur, beta, y)
-    ic_keys = [cap_ic_key(i) for i in neurons]
-    chained = isinstance(u0, int)
-    if cfg.method != "op" and not chained:
-        values.update(zip(ic_keys, np.asarray(u0, dtype=float).tolist()))
     tau = cfg.c / cfg.g0
     timed = timed_phase(cfg, beta)
-    start = {"u0_from": u0, "u0": None} if chained else {"u0": np.asarray(u0, dtype=float).tolist()}
-    return {"alters": list(values.items()), "nodes": nodes, "method": "tran" if timed else cfg.method,
-            "warm": bool(warm), **start, "label": label,
+    return {"nodes": [circ.u_node[i] for i in neurons], "method": "tran" if timed else cfg.method,
             "tran_opts": options_text(tran_options(cfg, beta)),
             "interp": bool(interp), "op_opts": options_text(op_options(cfg)), **_steps(cfg, beta, interp),
             "polish": cfg.polish, "rest_tol": cfg.rest_below,
@@ -116,4 +100,26 @@ def example_spec(cfg: SpiceConfig, circ, cur, u0: np.ndarray | int, beta: float,
             # a timed phase is read at t_nudged whatever it is doing: no settle check, no extension
             "settle_tol": math.inf if timed else cfg.settle_tol, "settle_window": SETTLE_WINDOW,
             "max_extend": 0 if timed else cfg.max_extend,
-            "raise_unsettled": cfg.on_unsettled == "raise", "ic_keys": ic_keys}
+            "raise_unsettled": cfg.on_unsettled == "raise", "ic_keys": [cap_ic_key(i) for i in neurons]}
+
+
+def example_spec(cfg: SpiceConfig, circ, cur, u0: np.ndarray | int, beta: float, y, warm: bool, label: str,
+                 interp: bool = False, common: dict | None = None) -> dict:
+    """One ``equilibrium`` request (ngspice_worker._Engine.equilibrium) for an example.
+
+    u0: the start state, or the index of an earlier equilibrium of the same request whose end it starts from
+    (``u0_from``; the worker sets the initial conditions then: the nudged phase after the free one, one round
+    trip for both).
+    interp: ngspice stores the transient only at multiples of its print step (``option interp``; the end
+    point is the computed one; see _steps): without it ngspice 46 reads /proc/meminfo at every stored
+    time point (~50 us each, about half the loose transient's CPU on iris). It stays on in the worker
+    once set, so only solvers that never read a trajectory (the batched path) set it.
+    common: phase_spec(cfg, circ, beta, interp), when the caller builds it once for many examples."""
+    if common is None:
+        common = phase_spec(cfg, circ, beta, interp)
+    values = example_values(cfg, circ, cur, beta, y)
+    chained = isinstance(u0, int)
+    if cfg.method != "op" and not chained:
+        values.update(zip(common["ic_keys"], np.asarray(u0, dtype=float).tolist()))
+    start = {"u0_from": u0, "u0": None} if chained else {"u0": np.asarray(u0, dtype=float).tolist()}
+    return {**common, "alters": list(values.items()), "warm": bool(warm), **start, "label": label}

@@ -40,7 +40,14 @@ from .errors import ConvergenceError, SimulationError
 from .matrix_solver import choose_matrix_solver, matrix_solver_report, restore_choices, saved_choices
 from .ngspice_protocol import OP_RESCUED_MESSAGE, op_rescued
 from .ngspice_runner import NgspiceSession
-from .spice_batching import SETTLE_WINDOW, example_spec, example_values, timed_phase, tran_options
+from .spice_batching import (
+    SETTLE_WINDOW,
+    example_spec,
+    example_values,
+    phase_spec,
+    timed_phase,
+    tran_options,
+)
 from .spice_config import SpiceConfig
 
 
@@ -401,6 +408,7 @@ class SpiceSolver:
         specs = []
         for p, (beta, ys_t) in enumerate(phases):
             phase = "free" if beta == 0 else "nudged"
+            common = phase_spec(cfg, circ, beta, self._interp())
             for i, b in enumerate(rows):
                 if p:  # where this example's previous phase ends, in this request
                     start = (p - 1) * len(rows) + i
@@ -408,7 +416,7 @@ class SpiceSolver:
                     start = np.zeros(len(circ.neurons)) if u0s is None else u0s[t, b, n_in:]
                 specs.append(example_spec(cfg, circ, cur[b], start, beta, None if ys_t is None else ys_t[b],
                                           p > 0 or u0s is not None, f"example {b}, {phase} phase ({cfg.method})",
-                                          interp=self._interp()))
+                                          common=common))
         try:
             res = slot.session.equilibria(specs)
         except SimulationError:
