@@ -167,6 +167,12 @@ def register(subparsers) -> None:
     c.add_argument("--deep-dt", type=positive_float, default=0.01,
                    help="--directed: Euler step of the DeepSolver reference (default 0.01; --fine-eps below it is "
                         "the fallback on a mismatch)")
+    c.add_argument("--start", choices=["rest", "euler"], default="rest",
+                   help="rest: the circuit's free phase from u = 0 and its nudged phase from the free end "
+                        "(default); euler: each phase from the Euler reference's equilibrium of that phase, with "
+                        "--method op Newton on the circuit's equations from there: checks Euler's fixed point is "
+                        "the circuit's where a transient from rest is out of reach (not that the dynamics reach "
+                        "it)")
     add_solver_flags(p)
     p.add_argument("--out", "-o", type=Path, help="write the JSON report here")
     p.add_argument("--json", action="store_true", help="print the whole JSON report instead of a summary")
@@ -251,7 +257,7 @@ def cmd_check(args) -> int:
                              euler_eps=args.euler_eps, euler_tol=args.euler_tol,
                              euler_max_steps=args.euler_max_steps, fine_eps=args.fine_eps, tol=args.tol,
                              progress=not args.quiet, reference="deep" if args.directed else "euler",
-                             deep_dt=args.deep_dt)
+                             deep_dt=args.deep_dt, start=args.start)
     report = {"command": " ".join(["eqprop"] + sys.argv[1:]), **report}
     if args.out:
         write_json(args.out, report)

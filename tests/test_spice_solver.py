@@ -268,3 +268,25 @@ def test_timed_nudged_phase_is_refused_without_a_transient():
         SpiceConfig(method="op", nudged_phase="timed")
     with pytest.raises(ValueError, match="nudged_phase must be one of"):
         SpiceConfig(nudged_phase="short")
+
+
+def test_spice_check_from_euler_start_passes_and_catches_a_circuit_that_differs():
+    """--start euler --method op: Newton from Euler's fixed point stays there when the circuit is the same
+    network, and moves off it (the check fails) when the circuit holds other weights."""
+    from experiments.spice_check import check_network
+    net = make("mlff", (4, 6, 6, 3), 3)
+    x, y = data(net, 2, 3)
+    with SpiceSolver(method="op") as sp:
+        row = check_network(net, sp, x, y, BETA, EULER, start="euler")
+        assert max(row["free"], row["nudged"]) <= TOL and row["residual"] <= TOL
+
+        class Other:  # the circuit of a perturbed network, compared against the original's Euler equilibria
+            def relax(self, network, x, u0=None, beta=0.0, target=None):
+                moved = network.clone()
+                moved.W = network.W * 1.2
+                return sp.relax(moved, x, u0, beta=beta, target=target)
+        bad = check_network(net, Other(), x, y, BETA, EULER, start="euler")
+        assert max(bad["free"], bad["nudged"]) > 1e-3 and bad["residual"] > 1e-3
+    with pytest.raises(ValueError, match="start"):
+        from experiments.spice_check import spice_check
+        spice_check([], None, start="middle")
