@@ -70,18 +70,24 @@ def op_options(cfg: SpiceConfig) -> dict:
     return {**NODESET_OPTIONS, **opts} if cfg.method == "tran+op" and cfg.polish == "cold" else opts
 
 
-def _steps(cfg: SpiceConfig, beta: float, interp: bool) -> dict:
+def transient_steps(cfg: SpiceConfig, beta: float, interp: bool) -> dict:
     """The transient's print step and maximum step (tau units times tau). ngspice's maximum step is
-    min(tstep, tstop/50) unless given; with interp the print step is also the spacing of the stored
+    min(tstep, tstop/50) unless given: a settled transient's is cfg.max_step where set, a timed nudge's
+    min(tstep, t_nudged / cfg.timed_steps). With interp the print step is also the spacing of the stored
     points, which the settle check reads over its last SETTLE_WINDOW: so there the points are stored
-    every min(tstep, SETTLE_WINDOW) and the maximum step is given, the steps unchanged. (A timed nudge's
-    forced 50 steps cost a fifth of iris's worker CPU; capping its step at t_nudged/10 was tried in
-    session 8 and dropped: docs/results.md.)"""
+    every min(tstep, SETTLE_WINDOW) and the maximum step is always given, the steps unchanged. Without
+    interp it is given only where it differs from ngspice's default (the commands of earlier runs)."""
     tau = cfg.c / cfg.g0
-    if not interp:
-        return {"tstep": cfg.tstep * tau, "tmax": None}
     tstop = cfg.t_free if beta == 0 else cfg.t_nudged
-    return {"tstep": min(cfg.tstep, SETTLE_WINDOW) * tau, "tmax": min(cfg.tstep, tstop / 50) * tau}
+    if timed_phase(cfg, beta):
+        tmax = min(cfg.tstep, tstop / cfg.timed_steps)
+        changed = cfg.timed_steps != 50
+    else:
+        tmax = min(cfg.tstep, tstop / 50) if cfg.max_step is None else cfg.max_step
+        changed = cfg.max_step is not None
+    if not interp:
+        return {"tstep": cfg.tstep * tau, "tmax": tmax * tau if changed else None}
+    return {"tstep": min(cfg.tstep, SETTLE_WINDOW) * tau, "tmax": tmax * tau}
 
 
 def phase_spec(cfg: SpiceConfig, circ, beta: float, interp: bool = False) -> dict:
@@ -92,7 +98,7 @@ def phase_spec(cfg: SpiceConfig, circ, beta: float, interp: bool = False) -> dic
     timed = timed_phase(cfg, beta)
     return {"nodes": [circ.u_node[i] for i in neurons], "method": "tran" if timed else cfg.method,
             "tran_opts": options_text(tran_options(cfg, beta)),
-            "interp": bool(interp), "op_opts": options_text(op_options(cfg)), **_steps(cfg, beta, interp),
+            "interp": bool(interp), "op_opts": options_text(op_options(cfg)), **transient_steps(cfg, beta, interp),
             "polish": cfg.polish, "rest_tol": cfg.rest_below,
             "cold_opts": options_text({**(cfg.options or {}), **COLD_OPTIONS}),
             "cold_tol": COLD_TOL,
@@ -111,7 +117,7 @@ def example_spec(cfg: SpiceConfig, circ, cur, u0: np.ndarray | int, beta: float,
     (``u0_from``; the worker sets the initial conditions then: the nudged phase after the free one, one round
     trip for both).
     interp: ngspice stores the transient only at multiples of its print step (``option interp``; the end
-    point is the computed one; see _steps): without it ngspice 46 reads /proc/meminfo at every stored
+    point is the computed one; see transient_steps): without it ngspice 46 reads /proc/meminfo at every stored
     time point (~50 us each, about half the loose transient's CPU on iris). It stays on in the worker
     once set, so only solvers that never read a trajectory (the batched path) set it.
     common: phase_spec(cfg, circ, beta, interp), when the caller builds it once for many examples."""

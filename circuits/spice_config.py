@@ -92,6 +92,12 @@ class SpiceConfig:
         no settle check, no polish; the circuit analogue of the Euler reference's nudged_steps x eps,
         e.g. 12 x 0.5 = 6 tau). With beta 0.5 on iris the settled nudged state trains worse, in
         the Euler reference too (docs/training.md).
+    max_step: the settled transients' maximum step in tau (None: ngspice's min(tstep, transient/50)).
+        With gear on a piecewise-linear circuit a larger one lets the steps grow once the state is
+        at rest: the same fixed points (to 3e-11 on iris), fewer steps (docs/spice.md, session 14).
+    timed_steps: a timed nudge's maximum step is t_nudged / timed_steps (and at most tstep);
+        ngspice's default is 50 steps. On iris 10 steps change the weight update by <= 9e-4
+        (relative) from a 1000-step solve, 50 steps by <= 1.3e-4 (docs/spice.md, session 14).
     clip_weights: crossbar: saturate |W| > w_max at the device range instead of raising.
     settle_tol: max |du/dt| (V per tau) at a transient's end to call it settled;
         max_extend: further transients of the same length while it is not; on_unsettled:
@@ -127,6 +133,8 @@ class SpiceConfig:
     nudged_phase: str = "settled"
     tstep: float = 1.0
     free_integration: str = "trap"
+    max_step: float | None = None
+    timed_steps: int = 50
     clip_weights: bool = False
     settle_tol: float = 1e-5
     max_extend: int = 10
@@ -199,6 +207,10 @@ class SpiceConfig:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"{o}: {k} must be a positive number, got {v!r}")
+        if self.max_step is not None and (isinstance(self.max_step, bool) or not isinstance(
+                self.max_step, (int, float)) or not math.isfinite(self.max_step) or self.max_step <= 0):
+            raise ValueError(f"{o}: max_step must be a positive number of tau (or none: ngspice's default), got "
+                             f"{self.max_step!r}")
         if isinstance(self.rest_tol, bool) or not isinstance(self.rest_tol, (int, float)) or not (
                 math.isfinite(self.rest_tol) and 0 <= self.rest_tol < self.settle_tol):
             raise ValueError(f"{o}: rest_tol must be a number >= 0 and below settle_tol ({self.settle_tol:g}: a state "
@@ -206,9 +218,9 @@ class SpiceConfig:
         if isinstance(self.clamp, bool) or not isinstance(self.clamp, (int, float)) or not (
                 math.isfinite(self.clamp) and self.clamp >= 0):
             raise ValueError(f"{o}: clamp must be a number >= 0, got {self.clamp!r}")
-        for k in ("workers", "max_extend", "device_seed", "recycle_after"):
+        for k in ("workers", "max_extend", "device_seed", "recycle_after", "timed_steps"):
             v = getattr(self, k)
-            low = 1 if k in ("workers", "recycle_after") else 0
+            low = 1 if k in ("workers", "recycle_after", "timed_steps") else 0
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"{o}: {k} must be an integer >= {low}, got {v!r}")
 

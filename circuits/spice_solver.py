@@ -47,6 +47,7 @@ from .spice_batching import (
     phase_spec,
     timed_phase,
     tran_options,
+    transient_steps,
 )
 from .spice_config import SpiceConfig
 
@@ -80,8 +81,9 @@ class SpiceSolver:
         d = {"solver": type(self).__name__, **self.config.to_dict()}
         if d["polish"] == "op":  # recorded only when not the .op polish: a run recorded before the
             del d["polish"]  # field existed (config.json, checkpoint) compares equal to what it ran
-        if d["free_integration"] == "trap":  # likewise, recorded only when not ngspice's default
-            del d["free_integration"]
+        for k, default in (("free_integration", "trap"), ("max_step", None), ("timed_steps", 50)):
+            if d[k] == default:  # likewise, recorded only when not ngspice's default
+                del d[k]
         return d
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -339,7 +341,8 @@ class SpiceSolver:
             ses.command("option " + _opts(tran_options(cfg, beta)))
             tstop = (cfg.t_free if beta == 0 else cfg.t_nudged) * tau
             ses.command("destroy all")  # earlier transients' plots would pile up in the worker
-            u = ses.tran(cfg.tstep * tau, tstop, uic=True, nodes=nodes)
+            steps = transient_steps(cfg, beta, False)
+            u = ses.tran(steps["tstep"], tstop, tmax=steps["tmax"], uic=True, nodes=nodes)
             self._after_transient(slot, b, beta, nodes)
             if cfg.measure:  # before any extension or polish replaces the plot
                 self._measure(slot, beta)
@@ -364,7 +367,7 @@ class SpiceSolver:
                     break  # on_unsettled "warn": counted in last_stats, the polish still runs
                 ses.alter({cap_ic_key(i): float(v) for i, v in zip(neurons, u)})
                 ses.command("destroy all")
-                u = ses.tran(cfg.tstep * tau, tstop, uic=True, nodes=nodes)
+                u = ses.tran(steps["tstep"], tstop, tmax=steps["tmax"], uic=True, nodes=nodes)
                 st["extensions"] += 1
             st["tran_s"] += time.perf_counter() - t
             if cfg.method == "tran" or timed:

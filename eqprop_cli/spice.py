@@ -24,6 +24,7 @@ from .checks import (
 SPICE_FLAGS = {"method": "method", "level": "level", "device_preset": "device", "device_seed": "device_seed",
                "clamp": "clamp", "t_free": "t_free", "t_nudged": "t_nudged", "nudged_phase": "nudged_phase",
                "free_integration": "free_integration", "rest_tol": "rest_tol", "tstep": "tstep",
+               "max_step": "max_step", "timed_steps": "timed_steps",
                "on_unsettled": "on_unsettled",
                "update": "update",
                "workers": "workers", "timeout": "timeout", "force": "force", "clip_weights": "clip_weights",
@@ -66,7 +67,14 @@ def add_solver_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clamp", type=float, help="stiff penalty clamp gain (default 1e3; 0 = none)")
     g.add_argument("--t-free", type=float, help="free-phase transient length in tau (default 300)")
     g.add_argument("--tstep", type=float,
-                   help="transient print step in tau (default 1); the maximum step is min(tstep, transient/50)")
+                   help="transient print step in tau (default 1); the maximum step is min(tstep, transient/50) "
+                        "unless --max-step / --timed-steps say otherwise")
+    g.add_argument("--max-step", type=float,
+                   help="the settled transients' maximum step in tau (default: ngspice's min(tstep, transient/50)); "
+                        "with gear, larger lets the steps grow once the state is at rest")
+    g.add_argument("--timed-steps", type=int,
+                   help="a timed nudge's maximum step is t-nudged / this (and at most tstep; default 50, "
+                        "ngspice's)")
     g.add_argument("--t-nudged", type=float, help="nudged-phase transient length in tau (default: t-free)")
     g.add_argument("--nudged-phase", choices=["settled", "timed"],
                    help="settled: the nudged equilibrium (default); timed: the nudge held for --t-nudged tau from "

@@ -113,6 +113,13 @@ CANDIDATES[("spice-train", "iris")].update({
     "rs-gear-lr0.2": dict(_RS, lr=[0.2, 0.05]),
     "rs-gear-h12": dict(_RS, hidden=[12]),
 })
+# session 14: fewer steps at the same learning rule. max_step 100: the free transient's steps grow once at rest
+# (the same fixed points to 3e-11 on a trained iris net); timed_steps 10: the nudge held 3 tau in 10 trapezoidal
+# steps instead of 50 (the weight update <= 9e-4 from a 1000-step solve, relative; 50 steps: 1.3e-4)
+CANDIDATES[("spice-train", "iris")].update({
+    "rs-gear-ms100": dict(_RS, spice=dict(_RS["spice"], max_step=100.0)),
+    "rs-gear-ms100-ts10": dict(_RS, spice=dict(_RS["spice"], max_step=100.0, timed_steps=10)),
+})
 # the same with the loose transient tolerances of tran+op's transient (TRAN_OPTIONS["tran+op"]: reltol 1e-3)
 # instead of method tran's own (reltol 1e-4). Session 12: the polish was more than half of the worker's CPU, and
 # this candidate took 1.7x less worker CPU with seeds 0-4's final accuracies the default's to the seed; seeds

@@ -359,3 +359,58 @@ def test_gear_for_the_settled_transients_reaches_the_same_fixed_points_and_the_t
         with SpiceSolver(free_integration=integ, tstep=10.0, method="tran", matrix_solver="sparse") as s:
             loose[integ] = s.relax(net, x)
     assert float((loose["trap"] - loose["gear"]).abs().max()) > 1e-12
+
+
+def test_max_step_and_timed_steps_set_the_transients_steps():
+    """max_step: the settled transients' maximum step (None keeps ngspice's default, and the commands of earlier
+    runs); timed_steps: a timed nudge in t_nudged / timed_steps steps (at most tstep)."""
+    from circuits.spice_batching import transient_steps
+    from circuits.spice_config import SpiceConfig
+    base = SpiceConfig(tstep=10.0, nudged_phase="timed", t_nudged=3.0)
+    assert transient_steps(base, 0.0, False) == {"tstep": 10.0, "tmax": None}  # ngspice's min(tstep, tstop/50)
+    assert transient_steps(base, 0.5, False) == {"tstep": 10.0, "tmax": None}
+    assert transient_steps(base, 0.0, True)["tmax"] == pytest.approx(6.0)
+    assert transient_steps(base, 0.5, True)["tmax"] == pytest.approx(3.0 / 50)
+    fast = SpiceConfig(tstep=10.0, nudged_phase="timed", t_nudged=3.0, max_step=100.0, timed_steps=10, c=2.0)
+    for interp in (False, True):  # tau = c / g0 = 2
+        assert transient_steps(fast, 0.0, interp)["tmax"] == pytest.approx(200.0)
+        assert transient_steps(fast, 0.5, interp)["tmax"] == pytest.approx(0.6)
+    assert transient_steps(SpiceConfig(tstep=0.1, nudged_phase="timed", t_nudged=3.0, timed_steps=2), 0.5,
+                           True)["tmax"] == pytest.approx(0.1)  # never above the print step
+    for bad in (dict(max_step=0.0), dict(max_step=-1.0), dict(max_step=float("inf")), dict(max_step=True)):
+        with pytest.raises(ValueError, match="max_step must be a positive number"):
+            SpiceConfig(**bad)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="timed_steps must be an integer >= 1"):
+            SpiceConfig(timed_steps=bad)
+    d = SpiceSolver().describe()  # recorded only when not ngspice's default: earlier runs compare equal
+    assert "max_step" not in d and "timed_steps" not in d
+    d = SpiceSolver(max_step=50.0, timed_steps=10).describe()
+    assert d["max_step"] == 50.0 and d["timed_steps"] == 10
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_a_larger_max_step_reaches_the_same_fixed_points_in_fewer_steps(batched):
+    """gear with max_step 100 tau: the free and (settled) nudged equilibria are the default's (the CPU it saves
+    is benchmarks' business); timed_steps reaches ngspice: the nudge held 3 tau in 10 steps ends a little away
+    from the one in 50 steps, on both paths."""
+    net, x, y = net_and_data((4, 10, 3), batch=4)
+    out = {}
+    for name, settings in [("default", dict()), ("ms100", dict(max_step=100.0))]:
+        with SpiceSolver(matrix_solver="sparse", free_integration="gear", tstep=10.0, **settings) as s:
+            if not batched:
+                s._batched = lambda: False
+            free = s.relax(net, x)
+            out[name] = (free, s.relax(net, x, free, 0.5, y))
+    for a, b in zip(out["default"], out["ms100"]):
+        assert float((a - b).abs().max()) < 1e-9
+    timed = {}
+    for n in (50, 10):
+        with SpiceSolver(matrix_solver="sparse", free_integration="gear", tstep=10.0, nudged_phase="timed",
+                         t_nudged=3.0, timed_steps=n) as s:
+            if not batched:
+                s._batched = lambda: False
+            free = s.relax(net, x)
+            timed[n] = s.relax(net, x, free, 0.5, y)
+    diff = float((timed[50] - timed[10]).abs().max())
+    assert 1e-9 < diff < 1e-2  # applied (the steps differ) and the same 3 tau of dynamics
