@@ -19,7 +19,7 @@ import numpy as np
 
 from netlist_gen import cap_ic_key
 
-from .spice_config import TRAN_OPTIONS, SpiceConfig
+from .spice_config import DEFAULT_TRTOL, TRAN_OPTIONS, SpiceConfig
 
 SETTLE_WINDOW = 5.0  # tau over which the end-of-transient rate |du/dt| is measured
 # polish "cold": ``.op`` in the loaded circuit, Newton from ngspice's own start (no reload, no
@@ -58,10 +58,14 @@ def tran_options(cfg: SpiceConfig, beta: float) -> dict:
     its end is the result, not a start for the polish)."""
     timed = timed_phase(cfg, beta)
     opts = cfg.tran_options or TRAN_OPTIONS.get("tran" if timed else cfg.method, {})
-    if cfg.free_integration == "trap":
-        return opts  # ngspice's default, never set: the commands of runs recorded before the field
-    # an interactive option outlives the transient: the timed nudge sets trap back
-    return {**opts, "method": "trap" if timed else cfg.free_integration}
+    # free_integration and settle_trtol at ngspice's defaults are never set: the commands of runs recorded
+    # before the fields. An interactive option outlives the transient: the timed nudge sets both back.
+    extra = {}
+    if cfg.free_integration != "trap":
+        extra["method"] = "trap" if timed else cfg.free_integration
+    if cfg.settle_trtol != DEFAULT_TRTOL:
+        extra["trtol"] = DEFAULT_TRTOL if timed else cfg.settle_trtol
+    return {**opts, **extra} if extra else opts
 
 
 def op_options(cfg: SpiceConfig) -> dict:

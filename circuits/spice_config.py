@@ -19,6 +19,7 @@ NUDGED_PHASES = ("settled", "timed")  # the nudged phase: an equilibrium, or the
 # Transient tolerances. "tran" must itself be within 1e-6 of the fixed point after the
 # settle time (reltol 1e-4 measured 2e-13 on 20-50-50-10); "tran+op" only needs the
 # basin, and ngspice's default-level tolerances are 3x faster there.
+DEFAULT_TRTOL = 7.0  # ngspice's truncation-error overestimation factor (cktinit.c)
 TRAN_OPTIONS = {"tran": {"reltol": 1e-4, "abstol": 1e-10, "vntol": 1e-7},
                 "tran+op": {"reltol": 1e-3, "abstol": 1e-9, "vntol": 1e-6}}
 
@@ -95,6 +96,10 @@ class SpiceConfig:
     max_step: the settled transients' maximum step in tau (None: ngspice's min(tstep, transient/50)).
         With gear on a piecewise-linear circuit a larger one lets the steps grow once the state is
         at rest: the same fixed points (to 3e-11 on iris), fewer steps (docs/spice.md, session 14).
+    settle_trtol: ngspice's trtol (how far the local truncation error estimate may be trusted, default
+        7) for the settled transients; a timed nudge keeps 7. Larger lets gear's steps grow where only
+        the noise of Newton's answers makes the error estimate nonzero: on iris 50 gives the same
+        fixed points (to 3e-11) in ~1.3x less worker CPU (docs/spice.md, session 14).
     timed_steps: a timed nudge's maximum step is t_nudged / timed_steps (and at most tstep);
         ngspice's default is 50 steps. On iris 10 steps change the weight update by <= 9e-4
         (relative) from a 1000-step solve, 50 steps by <= 1.3e-4 (docs/spice.md, session 14).
@@ -134,6 +139,7 @@ class SpiceConfig:
     tstep: float = 1.0
     free_integration: str = "trap"
     max_step: float | None = None
+    settle_trtol: float = DEFAULT_TRTOL
     timed_steps: int = 50
     clip_weights: bool = False
     settle_tol: float = 1e-5
@@ -211,6 +217,12 @@ class SpiceConfig:
                 self.max_step, (int, float)) or not math.isfinite(self.max_step) or self.max_step <= 0):
             raise ValueError(f"{o}: max_step must be a positive number of tau (or none: ngspice's default), got "
                              f"{self.max_step!r}")
+        if isinstance(self.settle_trtol, bool) or not isinstance(self.settle_trtol, (int, float)) or not (
+                math.isfinite(self.settle_trtol) and self.settle_trtol >= 1):
+            raise ValueError(f"{o}: settle_trtol must be a number >= 1 (ngspice's trtol; default 7), got "
+                             f"{self.settle_trtol!r}")
+        if self.settle_trtol != DEFAULT_TRTOL and any(str(k).lower() == "trtol" for k in self.tran_options or {}):
+            raise ValueError(f"{o}: trtol given twice, by settle_trtol and in tran_options: keep one")
         if isinstance(self.rest_tol, bool) or not isinstance(self.rest_tol, (int, float)) or not (
                 math.isfinite(self.rest_tol) and 0 <= self.rest_tol < self.settle_tol):
             raise ValueError(f"{o}: rest_tol must be a number >= 0 and below settle_tol ({self.settle_tol:g}: a state "

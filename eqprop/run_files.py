@@ -20,9 +20,10 @@ import numpy as np
 RUN_MAY_CHANGE = ("epochs", "out", "device")
 # ... and with another arrangement of the same arithmetic, or other resources (polish: the SPICE fixed point
 # found by a cold .op or by the reload agree to < 1e-10, and a cold one is kept only where it is that one;
-# rest_tol: a transient at rest below it was that fixed point to <= 7.2e-10 on iris, session 13)
+# rest_tol: a transient at rest below it was that fixed point to <= 7.2e-10 on iris, session 13; max_step and
+# settle_trtol: how the settled transients step to that fixed point, the same one to 3e-11, session 14)
 SOLVER_MAY_CHANGE = ("coupling", "engine", "cuda_graph", "tf32", "workers", "timeout", "recycle_after",
-                     "coupling_chosen", "polish", "rest_tol")
+                     "coupling_chosen", "polish", "rest_tol", "max_step", "settle_trtol")
 
 
 @dataclasses.dataclass

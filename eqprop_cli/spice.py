@@ -24,7 +24,7 @@ from .checks import (
 SPICE_FLAGS = {"method": "method", "level": "level", "device_preset": "device", "device_seed": "device_seed",
                "clamp": "clamp", "t_free": "t_free", "t_nudged": "t_nudged", "nudged_phase": "nudged_phase",
                "free_integration": "free_integration", "rest_tol": "rest_tol", "tstep": "tstep",
-               "max_step": "max_step", "timed_steps": "timed_steps",
+               "max_step": "max_step", "timed_steps": "timed_steps", "settle_trtol": "settle_trtol",
                "on_unsettled": "on_unsettled",
                "update": "update",
                "workers": "workers", "timeout": "timeout", "force": "force", "clip_weights": "clip_weights",
@@ -72,6 +72,9 @@ def add_solver_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-step", type=float,
                    help="the settled transients' maximum step in tau (default: ngspice's min(tstep, transient/50)); "
                         "with gear, larger lets the steps grow once the state is at rest")
+    g.add_argument("--settle-trtol", type=float,
+                   help="ngspice's trtol for the settled transients (default 7, ngspice's; larger lets gear's steps "
+                        "grow at rest; the timed nudge keeps 7)")
     g.add_argument("--timed-steps", type=int,
                    help="a timed nudge's maximum step is t-nudged / this (and at most tstep; default 50, "
                         "ngspice's)")

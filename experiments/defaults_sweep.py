@@ -87,6 +87,15 @@ CANDIDATES: dict[tuple[str, str], dict[str, dict]] = {
                 "h8-e60-fixed-sign": dict(GATE, hidden=[8], epochs=60, random_beta_sign=False)}
        for c in COMMANDS for g in ("and", "or", "xor")},
 }
+# session 14: over seeds 10-19 train's iris default fell to 91.7 % mean, 60 % worst (seed 15: a class never learnt),
+# and spice-train's to 88.0 % (seed 17 at 60 %); looking for flags that hold over 20 seeds
+_P03 = CANDIDATES[("train", "iris")]["per-layer-0.3-w5-cosine-e40"]
+CANDIDATES[("train", "iris")].update({
+    "p03-h16": dict(_P03, hidden=[16]),
+    "p03-h32": dict(_P03, hidden=[32]),
+    "p015-e60": dict(_P03, lr=[0.15, 0.0375], epochs=60),
+    "p03-beta1": dict(_P03, beta=1.0),
+})
 # OR's seed 2 stayed at 75 % with the fixed sign (Euler): two variants for it; through ngspice, AND at
 # h8-e60-fixed-sign stops at epoch 25 on a transient that does not settle: the larger rate for it too
 LR04 = dict(GATE, hidden=[8], epochs=60, lr=0.4, random_beta_sign=False)
@@ -119,6 +128,8 @@ CANDIDATES[("spice-train", "iris")].update({
 CANDIDATES[("spice-train", "iris")].update({
     "rs-gear-ms100": dict(_RS, spice=dict(_RS["spice"], max_step=100.0)),
     "rs-gear-ms100-ts10": dict(_RS, spice=dict(_RS["spice"], max_step=100.0, timed_steps=10)),
+    # and trtol 50 for the free transient: gear's steps grow where only Newton's noise kept the error estimate up
+    "rs-gear-ms100-ts10-tr50": dict(_RS, spice=dict(_RS["spice"], max_step=100.0, timed_steps=10, settle_trtol=50.0)),
 })
 # the same with the loose transient tolerances of tran+op's transient (TRAN_OPTIONS["tran+op"]: reltol 1e-3)
 # instead of method tran's own (reltol 1e-4). Session 12: the polish was more than half of the worker's CPU, and

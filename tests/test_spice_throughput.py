@@ -384,26 +384,43 @@ def test_max_step_and_timed_steps_set_the_transients_steps():
         with pytest.raises(ValueError, match="timed_steps must be an integer >= 1"):
             SpiceConfig(timed_steps=bad)
     d = SpiceSolver().describe()  # recorded only when not ngspice's default: earlier runs compare equal
-    assert "max_step" not in d and "timed_steps" not in d
-    d = SpiceSolver(max_step=50.0, timed_steps=10).describe()
-    assert d["max_step"] == 50.0 and d["timed_steps"] == 10
+    assert "max_step" not in d and "timed_steps" not in d and "settle_trtol" not in d
+    d = SpiceSolver(max_step=50.0, timed_steps=10, settle_trtol=50.0).describe()
+    assert d["max_step"] == 50.0 and d["timed_steps"] == 10 and d["settle_trtol"] == 50.0
+
+
+def test_settle_trtol_is_set_for_the_settled_transients_and_reset_for_the_timed_nudge():
+    from circuits.spice_batching import tran_options
+    from circuits.spice_config import SpiceConfig
+    assert "trtol" not in tran_options(SpiceConfig(), 0.0)  # ngspice's default is never set
+    timed = SpiceConfig(nudged_phase="timed", t_nudged=3.0, settle_trtol=50.0, free_integration="gear")
+    # an interactive option outlives its transient: the timed nudge after a free phase must set 7 back
+    assert tran_options(timed, 0.0)["trtol"] == 50.0 and tran_options(timed, 0.5)["trtol"] == 7.0
+    assert tran_options(SpiceConfig(settle_trtol=50.0), 0.5)["trtol"] == 50.0  # a settled nudged phase
+    for bad in (0.5, float("nan"), True, "50"):
+        with pytest.raises(ValueError, match="settle_trtol must be a number >= 1"):
+            SpiceConfig(settle_trtol=bad)
+    with pytest.raises(ValueError, match="trtol given twice"):
+        SpiceConfig(settle_trtol=50.0, tran_options={"trtol": 20})
 
 
 @pytest.mark.parametrize("batched", [True, False])
 def test_a_larger_max_step_reaches_the_same_fixed_points_in_fewer_steps(batched):
-    """gear with max_step 100 tau: the free and (settled) nudged equilibria are the default's (the CPU it saves
-    is benchmarks' business); timed_steps reaches ngspice: the nudge held 3 tau in 10 steps ends a little away
-    from the one in 50 steps, on both paths."""
+    """gear with max_step 100 tau (and settle_trtol 50): the free and (settled) nudged equilibria are the
+    default's (the CPU it saves is benchmarks' business); timed_steps reaches ngspice: the nudge held 3 tau
+    in 10 steps ends a little away from the one in 50 steps, on both paths."""
     net, x, y = net_and_data((4, 10, 3), batch=4)
     out = {}
-    for name, settings in [("default", dict()), ("ms100", dict(max_step=100.0))]:
+    for name, settings in [("default", dict()), ("ms100", dict(max_step=100.0)),
+                           ("trtol50", dict(max_step=100.0, settle_trtol=50.0))]:
         with SpiceSolver(matrix_solver="sparse", free_integration="gear", tstep=10.0, **settings) as s:
             if not batched:
                 s._batched = lambda: False
             free = s.relax(net, x)
             out[name] = (free, s.relax(net, x, free, 0.5, y))
-    for a, b in zip(out["default"], out["ms100"]):
-        assert float((a - b).abs().max()) < 1e-9
+    for other in ("ms100", "trtol50"):
+        for a, b in zip(out["default"], out[other]):
+            assert float((a - b).abs().max()) < 1e-9
     timed = {}
     for n in (50, 10):
         with SpiceSolver(matrix_solver="sparse", free_integration="gear", tstep=10.0, nudged_phase="timed",
