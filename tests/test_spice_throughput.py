@@ -324,6 +324,9 @@ def test_unsettled_transients_are_reported_per_trial_and_epoch():
         assert s.report()["unsettled"] == [0, 0]
 
 
+@pytest.mark.skipif(not klu_available(),
+                    reason="needs an ngspice with KLU: with Sparse 1.3 (ngspice 39) this net's one free phase took "
+                           "1,157 s to over 1,200 s of CPU on the project's 2-core machine (sessions 12-13)")
 def test_the_cold_polish_is_an_exact_fixed_point_on_784_100x5_10():
     """The cold polish keeps only Newton's answers: with ngspice's .op rescue (optran) on during the try, the
     free phase of spice-check's 784-100x5-10 net was kept at a transient's end 1.1e-5 from a fixed point (3.6e-4
