@@ -18,14 +18,14 @@ are against its median; without them, against its figures recorded on an earlier
 
 Rows, all in this run, the same SpiceConfig settings (defaults, --tstep; this tree's rows also spice-train's
 iris solver settings, eqprop.config.DATASET_SOLVER_DEFAULTS: the nudge held 3 tau):
-* ``previous default``: the code of git revision --baseline-rev (the last commit before the
-  cold polish; extracted with `git archive` into a temporary folder, run in a child process),
-  --baseline-epochs epochs: throughput only.
+* ``previous default``: the code of git revision --baseline-rev (extracted with `git archive` into
+  a temporary folder, run in a child process), --baseline-epochs epochs: throughput and accuracy;
+  with --baseline-solver-defaults at that revision's own spice-train iris solver settings.
 * ``new default, seed s``: this tree (SpiceConfig defaults: the cold .op polish, transients
   stored at tstep), the full run of --epochs per seed: throughput and test accuracy (best and
   last epoch) on the dataset's held-out split.
 Training settings: `eqprop spice-train`'s iris defaults (eqprop.config.dataset_defaults: per-layer
-rates, warm-up, cosine, 40 epochs, a fixed beta sign; 95.3 % mean over 5 seeds with hidden 8) with EBANA's
+rates, warm-up, cosine, 40 epochs, a random beta sign; docs/training.md) with EBANA's
 hidden 10. EBANA's figures recorded on an earlier machine (one core, ngspice-notes.md): 21-27 training and
 35-41 evaluation examples/s. Not a test: prints a table, writes JSON.
 """
@@ -75,7 +75,8 @@ def measure(run: dict) -> dict:
     fields = RunConfig.__dataclass_fields__
     cfg = RunConfig(**{k: v for k, v in run["run"].items() if k in fields})
     data = load_dataset(cfg.dataset)
-    spice = SpiceConfig(**run["spice"])
+    # the baseline with --baseline-solver-defaults: its own revision's iris solver settings (imported there)
+    spice = SpiceConfig(**{**run["spice"], **(iris_solver_defaults() if run.get("tree_solver_defaults") else {})})
     acc = {"train_cpu": 0.0, "eval_cpu": 0.0, "train_n": 0, "eval_n": 0,
            "train_worker_cpu": 0.0, "eval_worker_cpu": 0.0}
     with SpiceSolver(spice) as solver:
@@ -174,8 +175,8 @@ def main() -> None:
     ap.add_argument("--baseline-rev", default=BASELINE_REV)
     ap.add_argument("--baseline-epochs", type=int, default=1)
     ap.add_argument("--baseline-solver-defaults", action="store_true",
-                    help="the baseline also runs with this tree's iris solver settings (for a baseline revision "
-                         "that knows them, e.g. one with the timed nudge)")
+                    help="the baseline runs with its own revision's `eqprop spice-train --dataset iris` solver "
+                         "settings (a revision with eqprop.config.dataset_solver_defaults), not SpiceConfig's")
     ap.add_argument("--out", type=Path, default=Path("results/bench_iris_ebana.json"))
     ap.add_argument("--ebana-python", help="EBANA's environment's python: EBANA is measured in this run (docs/spice.md "
                                            "says how to set it up); without it the recorded figures are printed")
@@ -204,8 +205,7 @@ def main() -> None:
         eb.append(ebana(args.ebana_python, args.ebana_src, args.ebana_epochs))
     short = {**run, "epochs": args.baseline_epochs, "warmup": min(args.warmup, max(args.baseline_epochs - 1, 0))}
     res = baseline(args.baseline_rev, {"run": {**short, "out": tempfile.mkdtemp(prefix="bench_iris_old_")},
-                                       "spice": {**spice, **(iris_solver_defaults()
-                                                             if args.baseline_solver_defaults else {})}})
+                                       "spice": spice, "tree_solver_defaults": args.baseline_solver_defaults})
     spice = {**spice, **iris_solver_defaults()}  # this tree's rows: spice-train's iris solver settings too
     rows.append((f"previous default (rev {args.baseline_rev})", res))
     tuned = []
