@@ -76,7 +76,8 @@ def measure(run: dict) -> dict:
     cfg = RunConfig(**{k: v for k, v in run["run"].items() if k in fields})
     data = load_dataset(cfg.dataset)
     # the baseline with --baseline-solver-defaults: its own revision's iris solver settings (imported there)
-    spice = SpiceConfig(**{**run["spice"], **(iris_solver_defaults() if run.get("tree_solver_defaults") else {})})
+    settings = {**run["spice"], **(iris_solver_defaults() if run.get("tree_solver_defaults") else {})}
+    spice = SpiceConfig(**settings)
     acc = {"train_cpu": 0.0, "eval_cpu": 0.0, "train_n": 0, "eval_n": 0,
            "train_worker_cpu": 0.0, "eval_worker_cpu": 0.0}
     with SpiceSolver(spice) as solver:
@@ -117,7 +118,7 @@ def measure(run: dict) -> dict:
     return {**acc, "wall_s": wall, "train_ex_s": acc["train_n"] / acc["train_cpu"],
             "eval_ex_s": acc["eval_n"] / acc["eval_cpu"], "test_acc_last": 1 - errors[-1],
             "test_acc_best": 1 - min(errors), "epochs": len(errors), "n_test": len(data.x_test),
-            "n_train": len(data.x_train), "matrix_solver": stats.get("matrix_solver"), **counts}
+            "n_train": len(data.x_train), "matrix_solver": stats.get("matrix_solver"), "spice": settings, **counts}
 
 
 def baseline(rev: str, run: dict) -> dict:
@@ -126,7 +127,9 @@ def baseline(rev: str, run: dict) -> dict:
         tree = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=tree, check=True)
         out = subprocess.run([sys.executable, __file__, "--child", json.dumps(run), "--root", tmp],
-                             check=True, capture_output=True, text=True, cwd=tmp)
+                             capture_output=True, text=True, cwd=tmp)
+        if out.returncode:
+            raise RuntimeError(f"the baseline (rev {rev}) failed:\n" + "\n".join(out.stderr.splitlines()[-15:]))
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -186,8 +189,10 @@ def main() -> None:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.child:  # a measurement on another tree (the baseline revision)
-        sys.path.insert(0, args.root)
+    if args.child:  # a measurement on another tree (the baseline revision): its modules only
+        sys.path[:] = [args.root] + [p for p in sys.path if Path(p or ".").resolve() != ROOT]
+        for name in [m for m in sys.modules if m.split(".")[0] in ("eqprop", "circuits", "netlist_gen")]:
+            del sys.modules[name]  # imported from this tree for the flags' defaults
         print(json.dumps(measure(json.loads(args.child))))
         return
     sys.path.insert(0, str(ROOT))
