@@ -42,18 +42,18 @@ EULER_LATER_FIELDS = {"free_method": "fixed", "prefix_steps": 50, "omega": 1.5, 
 GATES = dict(hidden=[8], lr=0.2, beta=0.5, random_beta_sign=False, epochs=60)  # and, or, xor: 4 examples, 1 batch
 DATASET_DEFAULTS: dict[str, dict[str, dict]] = {
     "train": {
-        # docs/training.md: 97.3 % mean, 96.7 % worst test accuracy over seeds 0-4
-        "iris": dict(hidden=[8], lr=[0.3, 0.075], beta=0.5, batch_size=5, epochs=40, warmup=5, schedule="cosine"),
+        # docs/training.md: hidden 16 (session 14): 96.7 % mean, 93.3 % worst over seeds 0-19; hidden 8 had
+        # 97.3 / 96.7 % on seeds 0-4, where it was chosen, but 91.7 / 60.0 % on seeds 10-19
+        "iris": dict(hidden=[16], lr=[0.3, 0.075], beta=0.5, batch_size=5, epochs=40, warmup=5, schedule="cosine"),
         "and": GATES,
         "or": dict(GATES, lr=0.4),  # at 0.2 seed 2 stays at 75 %
         "xor": GATES,
     },
     "spice-train": {
-        # docs/training.md: train's flags (random beta sign) with the solver settings below: 95.3 % mean, 93.3 %
-        # worst over seeds 0-4, 97.3 / 93.3 % over 5-9 (session 13's final code; with a fixed sign, the default
-        # until then: 96.0 / 90.0 and 96.7 / 93.3 %; with trapezoidal steps of 1 tau a random-sign run had
-        # stopped on an unsettled free transient)
-        "iris": dict(hidden=[8], lr=[0.3, 0.075], beta=0.5, batch_size=5, epochs=40, warmup=5, schedule="cosine"),
+        # docs/training.md: train's flags (random beta sign, hidden 16 since session 14) with the solver settings
+        # below: 96.3 % mean, 93.3 % worst over seeds 0-19; with hidden 8 92.2 / 60.0 % over the same seeds (95.3
+        # and 97.3 % on seeds 0-4 and 5-9, where hidden 8 had been chosen)
+        "iris": dict(hidden=[16], lr=[0.3, 0.075], beta=0.5, batch_size=5, epochs=40, warmup=5, schedule="cosine"),
         "and": dict(GATES, lr=0.4),  # at 0.2 a transient of epoch 25 does not settle (SimulationError)
         "or": GATES,
         "xor": GATES,
