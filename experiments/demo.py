@@ -20,7 +20,7 @@ EULER_RUN = RunConfig(dataset="digits", hidden=(32, 32), topology="sw", p=0.1, l
 EULER_SOLVER = EulerConfig(free_steps=100, nudged_steps=12)
 
 
-SPICE_DATASET = "iris"  # 40 epochs of 150 examples, each a free and a nudged ngspice solve: ~30 s
+SPICE_DATASET = "iris"  # 40 epochs of 150 examples, each a free and a nudged ngspice solve: ~60 s at hidden 16
 
 
 def spice_run(dataset: str = SPICE_DATASET) -> RunConfig:
