@@ -43,6 +43,7 @@ ROWS = {
     "settle_trtol 50": dict(settle_trtol=50.0),
     "timed_steps 10": dict(timed_steps=10),
     "all three": dict(max_step=100.0, settle_trtol=50.0, timed_steps=10),
+    "all three, timed_steps 5": dict(max_step=100.0, settle_trtol=50.0, timed_steps=5),
 }
 
 
