@@ -19,7 +19,7 @@ import numpy as np
 
 from netlist_gen import cap_ic_key
 
-from .spice_config import DEFAULT_TRTOL, TRAN_OPTIONS, SpiceConfig
+from .spice_config import DEFAULT_TRTOL, NGSPICE_STEPS, TRAN_OPTIONS, SpiceConfig
 
 SETTLE_WINDOW = 5.0  # tau over which the end-of-transient rate |du/dt| is measured
 # polish "cold": ``.op`` in the loaded circuit, Newton from ngspice's own start (no reload, no
@@ -85,9 +85,9 @@ def transient_steps(cfg: SpiceConfig, beta: float, interp: bool) -> dict:
     tstop = cfg.t_free if beta == 0 else cfg.t_nudged
     if timed_phase(cfg, beta):
         tmax = min(cfg.tstep, tstop / cfg.timed_steps)
-        changed = cfg.timed_steps != 50
+        changed = cfg.timed_steps != NGSPICE_STEPS
     else:
-        tmax = min(cfg.tstep, tstop / 50) if cfg.max_step is None else cfg.max_step
+        tmax = min(cfg.tstep, tstop / NGSPICE_STEPS) if cfg.max_step is None else cfg.max_step
         changed = cfg.max_step is not None
     if not interp:
         return {"tstep": cfg.tstep * tau, "tmax": tmax * tau if changed else None}

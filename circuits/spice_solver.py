@@ -49,7 +49,7 @@ from .spice_batching import (
     tran_options,
     transient_steps,
 )
-from .spice_config import DEFAULT_TRTOL, SpiceConfig
+from .spice_config import SpiceConfig
 
 
 class SpiceSolver:
@@ -81,9 +81,9 @@ class SpiceSolver:
         d = {"solver": type(self).__name__, **self.config.to_dict()}
         if d["polish"] == "op":  # recorded only when not the .op polish: a run recorded before the
             del d["polish"]  # field existed (config.json, checkpoint) compares equal to what it ran
-        for k, default in (("free_integration", "trap"), ("max_step", None), ("timed_steps", 50),
-                           ("settle_trtol", DEFAULT_TRTOL)):
-            if d[k] == default:  # likewise, recorded only when not ngspice's default
+        fields = SpiceConfig.__dataclass_fields__
+        for k in ("free_integration", "max_step", "timed_steps", "settle_trtol"):
+            if d[k] == fields[k].default:  # likewise, recorded only when not ngspice's default
                 del d[k]
         return d
 

@@ -3,8 +3,9 @@ about a minute: EqProp with the Euler reference on scikit-learn's digits (a smal
 net), ngspice's equilibria checked against the Euler reference, and EqProp with ngspice in
 the loop on iris at `eqprop spice-train --dataset iris`'s defaults, run and solver settings
 (docs/training.md: 4-16-3, 95.5 % mean test accuracy over seeds 20-39; seed 0, run here, 96.7 %).
-The ngspice training, the longest step (~60 s), runs in a process of its own started first, alongside
-the other two (a second core then takes them: ~70 s in all on a 2-core machine instead of ~85 s).
+The ngspice training, the longest step, runs in a process of its own started first, alongside the
+other two (a second core then takes them: 61 s in all on the project's 2-core machine, 85 s one after
+the other; README).
 Returns a short readable summary."""
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ def spice_solver(dataset: str = SPICE_DATASET):
     return SpiceConfig(**dataset_solver_defaults("spice-train", dataset).get("spice", {}))
 
 
+def _net_name(run: RunConfig, data) -> str:
+    return "-".join(map(str, (data.n_in, *run.hidden, data.n_out)))
+
+
 def spice_step(out: str) -> str:
     """Step 3 (in its own process): EqProp through ngspice at spice-train's defaults; its summary line."""
     import dataclasses
@@ -47,7 +52,7 @@ def spice_step(out: str) -> str:
     from .spice_train import spice_train
     run = dataclasses.replace(spice_run(), out=str(Path(out) / f"spice-{SPICE_DATASET}"))
     data = load_dataset(run.dataset)
-    net = "-".join(map(str, (data.n_in, *run.hidden, data.n_out)))
+    net = _net_name(run, data)
     # no per-epoch lines: 40 epochs would bury the summary (the metrics are in the run folder)
     sm = spice_train(run, spice_solver(), data, progress=False)[0]
     e0, e1 = sm["epochs"][0], sm["epochs"][-1]
@@ -64,9 +69,9 @@ def demo(out: str | Path = "results/demo", progress: bool = True, log=print) -> 
     spice = shutil.which("ngspice") is not None
     pool = None
     if spice:
-        run3, d3 = spice_run(), load_dataset(SPICE_DATASET)
-        net = "-".join(map(str, (d3.n_in, *run3.hidden, d3.n_out)))
-        log(f"[demo 3/3, started first, in its own process] EqProp with ngspice in the loop: {run3.dataset} {net} at "
+        run3 = spice_run()
+        log(f"[demo 3/3, started first, in its own process] EqProp with ngspice in the loop: {run3.dataset} "
+            f"{_net_name(run3, load_dataset(SPICE_DATASET))} at "
             f"the spice-train defaults ({run3.epochs} epochs, lr {run3.lr}, {run3.schedule})")
         # spawn: a fresh interpreter (no fork of this one's torch threads)
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
