@@ -58,13 +58,13 @@ def tran_options(cfg: SpiceConfig, beta: float) -> dict:
     its end is the result, not a start for the polish)."""
     timed = timed_phase(cfg, beta)
     opts = cfg.tran_options or TRAN_OPTIONS.get("tran" if timed else cfg.method, {})
-    # free_integration and settle_trtol at ngspice's defaults are never set: the commands of runs recorded
-    # before the fields. An interactive option outlives the transient: the timed nudge sets both back.
+    # free_integration and the trtols at ngspice's defaults are never set: the commands of runs recorded
+    # before the fields. An interactive option outlives the transient: each transient sets its own again.
     extra = {}
     if cfg.free_integration != "trap":
         extra["method"] = "trap" if timed else cfg.free_integration
-    if cfg.settle_trtol != DEFAULT_TRTOL:
-        extra["trtol"] = DEFAULT_TRTOL if timed else cfg.settle_trtol
+    if cfg.settle_trtol != DEFAULT_TRTOL or cfg.timed_trtol != DEFAULT_TRTOL:
+        extra["trtol"] = cfg.timed_trtol if timed else cfg.settle_trtol
     return {**opts, **extra} if extra else opts
 
 

@@ -82,7 +82,7 @@ class SpiceSolver:
         if d["polish"] == "op":  # recorded only when not the .op polish: a run recorded before the
             del d["polish"]  # field existed (config.json, checkpoint) compares equal to what it ran
         fields = SpiceConfig.__dataclass_fields__
-        for k in ("free_integration", "max_step", "timed_steps", "settle_trtol"):
+        for k in ("free_integration", "max_step", "timed_steps", "settle_trtol", "timed_trtol"):
             if d[k] == fields[k].default:  # likewise, recorded only when not ngspice's default
                 del d[k]
         return d

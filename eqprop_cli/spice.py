@@ -25,6 +25,7 @@ SPICE_FLAGS = {"method": "method", "level": "level", "device_preset": "device", 
                "clamp": "clamp", "t_free": "t_free", "t_nudged": "t_nudged", "nudged_phase": "nudged_phase",
                "free_integration": "free_integration", "rest_tol": "rest_tol", "tstep": "tstep",
                "max_step": "max_step", "timed_steps": "timed_steps", "settle_trtol": "settle_trtol",
+               "timed_trtol": "timed_trtol",
                "on_unsettled": "on_unsettled",
                "update": "update",
                "workers": "workers", "timeout": "timeout", "force": "force", "clip_weights": "clip_weights",
@@ -74,10 +75,13 @@ def add_solver_flags(p: argparse.ArgumentParser) -> None:
                         "with gear, larger lets the steps grow once the state is at rest")
     g.add_argument("--settle-trtol", type=float,
                    help="ngspice's trtol for the settled transients (default 7, ngspice's; larger lets gear's steps "
-                        "grow at rest; the timed nudge keeps 7)")
+                        "grow at rest; the timed nudge has --timed-trtol)")
     g.add_argument("--timed-steps", type=int,
                    help="a timed nudge's maximum step is t-nudged / this (and at most tstep; default 50, "
                         "ngspice's)")
+    g.add_argument("--timed-trtol", type=float,
+                   help="ngspice's trtol for the timed nudge (default 7, ngspice's; its steps are set by the "
+                        "truncation error more than by --timed-steps)")
     g.add_argument("--t-nudged", type=float, help="nudged-phase transient length in tau (default: t-free)")
     g.add_argument("--nudged-phase", choices=["settled", "timed"],
                    help="settled: the nudged equilibrium (default); timed: the nudge held for --t-nudged tau from "

@@ -387,9 +387,9 @@ def test_max_step_and_timed_steps_set_the_transients_steps():
         with pytest.raises(ValueError, match="timed_steps must be an integer >= 1"):
             SpiceConfig(timed_steps=bad)
     d = SpiceSolver().describe()  # recorded only when not ngspice's default: earlier runs compare equal
-    assert "max_step" not in d and "timed_steps" not in d and "settle_trtol" not in d
-    d = SpiceSolver(max_step=50.0, timed_steps=10, settle_trtol=50.0).describe()
-    assert d["max_step"] == 50.0 and d["timed_steps"] == 10 and d["settle_trtol"] == 50.0
+    assert not {"max_step", "timed_steps", "settle_trtol", "timed_trtol"} & set(d)
+    d = SpiceSolver(max_step=50.0, timed_steps=10, settle_trtol=50.0, timed_trtol=40.0).describe()
+    assert d["max_step"] == 50.0 and d["timed_steps"] == 10 and d["settle_trtol"] == 50.0 and d["timed_trtol"] == 40.0
 
 
 def test_settle_trtol_is_set_for_the_settled_transients_and_reset_for_the_timed_nudge():
@@ -405,6 +405,22 @@ def test_settle_trtol_is_set_for_the_settled_transients_and_reset_for_the_timed_
             SpiceConfig(settle_trtol=bad)
     with pytest.raises(ValueError, match="trtol given twice"):
         SpiceConfig(settle_trtol=50.0, tran_options={"trtol": 20})
+
+
+def test_timed_trtol_is_set_for_the_timed_nudge_and_set_back_for_the_free_transient():
+    from circuits.spice_batching import tran_options
+    from circuits.spice_config import SpiceConfig
+    only = SpiceConfig(nudged_phase="timed", t_nudged=3.0, timed_trtol=50.0)
+    # the free transient after a timed nudge must set ngspice's 7 back (interactive options outlive it)
+    assert tran_options(only, 0.5)["trtol"] == 50.0 and tran_options(only, 0.0)["trtol"] == 7.0
+    both = SpiceConfig(nudged_phase="timed", t_nudged=3.0, settle_trtol=30.0, timed_trtol=50.0)
+    assert tran_options(both, 0.5)["trtol"] == 50.0 and tran_options(both, 0.0)["trtol"] == 30.0
+    assert tran_options(SpiceConfig(timed_trtol=50.0), 0.5)["trtol"] == 7.0  # a settled nudge: not timed
+    for bad in (0.5, float("inf"), False, "50"):
+        with pytest.raises(ValueError, match="timed_trtol must be a number >= 1"):
+            SpiceConfig(timed_trtol=bad)
+    with pytest.raises(ValueError, match="trtol given twice, by timed_trtol"):
+        SpiceConfig(timed_trtol=50.0, tran_options={"TRTOL": 20})
 
 
 @pytest.mark.parametrize("batched", [True, False])
@@ -434,3 +450,11 @@ def test_a_larger_max_step_reaches_the_same_fixed_points_in_fewer_steps(batched)
             timed[n] = s.relax(net, x, free, 0.5, y)
     diff = float((timed[50] - timed[10]).abs().max())
     assert 1e-9 < diff < 1e-2  # applied (the steps differ) and the same 3 tau of dynamics
+    with SpiceSolver(matrix_solver="sparse", free_integration="gear", tstep=10.0, nudged_phase="timed",
+                     t_nudged=3.0, timed_steps=10, timed_trtol=50.0) as s:
+        if not batched:
+            s._batched = lambda: False
+        free = s.relax(net, x)
+        loose = s.relax(net, x, free, 0.5, y)
+    diff = float((timed[10] - loose).abs().max())
+    assert 1e-12 < diff < 1e-2  # timed_trtol reaches ngspice (other steps), the same 3 tau of dynamics
