@@ -119,7 +119,7 @@ class DeepSpiceSolver(SpiceSolver):
         rows = [int(j) for j in np.nonzero(np.asarray(changed).any(axis=1))[0] if j >= network.topology.n_in]
         if rows:
             R = self.acting_weights(network, t).sum(axis=1)
-            slot.session.alter({self_term_name(j): cfg.g0 * float(R[j]) for j in rows})
+            self._alter_later(slot, {self_term_name(j): cfg.g0 * float(R[j]) for j in rows})
 
     def acting_weights(self, network: Network, t: int = 0) -> np.ndarray:
         """The (N, N) weights trial t's circuit realises (masked): W, or the devices' (G+ - G-)/g_unit."""

@@ -254,9 +254,13 @@ class NgspiceSession:
                         "op" + (" (nodeset reload)" if nodeset else ""))
         return res[0]
 
-    def equilibria(self, specs: list[dict]) -> list[dict]:
-        """Whole equilibria (``ngspice_worker._Engine.equilibrium``), all in one round trip."""
-        return self.call([("equilibrium", sp) for sp in specs], f"{len(specs)} equilibria")
+    def equilibria(self, specs: list[dict], alters=()) -> list[dict]:
+        """Whole equilibria (``ngspice_worker._Engine.equilibrium``), all in one round trip; ``alters``
+        ([(name, value), ...], as ``alter`` takes them) go into the circuit first, in the same trip."""
+        ops = ([("alter", [(str(k), float(v)) for k, v in alters])] if alters else []) + [
+            ("equilibrium", sp) for sp in specs]
+        res = self.call(ops, f"{len(specs)} equilibria" + (f" after {len(alters)} alters" if alters else ""))
+        return res[1:] if alters else res
 
     def probe(self) -> dict:
         """The library's version, KLU build and whether ``.options klu`` is honoured (unloads the circuit)."""

@@ -292,10 +292,12 @@ class SpiceSolver:
             self._sync(slot, net, t, prog)
             slot.solves += len(rows) * len(phases)
             if self._batched():  # the worker's whole share in one round trip (circuits/spice_batching.py)
+                # (with the last update's alters in front: _push defers them to this request)
                 phase_t = [(float(betas[t]), None if ys is None else ys[t]) for betas, ys in nudges]
                 u[:, t, rows] = self._solve_batch(slot, cur, u0s, t, rows, phase_t)
                 return
             (betas, ys), = nudges  # more than one phase per call only on the batched path (relax_phases)
+            self._flush(slot)
             for b in rows:
                 u0b = np.zeros(topo.n - n_in) if u0s is None else u0s[t, b, n_in:]
                 u[0, t, b] = self._solve(slot, cur[b], u0b, float(betas[t]), None if ys is None else ys[t, b],
@@ -412,7 +414,7 @@ class SpiceSolver:
         specs = []
         for p, (beta, ys_t) in enumerate(phases):
             phase = "free" if beta == 0 else "nudged"
-            common = phase_spec(cfg, circ, beta, self._interp())
+            common = self._phase_spec(slot, beta)
             for i, b in enumerate(rows):
                 if p:  # where this example's previous phase ends, in this request
                     start = (p - 1) * len(rows) + i
@@ -421,17 +423,29 @@ class SpiceSolver:
                 specs.append(example_spec(cfg, circ, cur[b], start, beta, None if ys_t is None else ys_t[b],
                                           p > 0 or u0s is not None, f"example {b}, {phase} phase ({cfg.method})",
                                           common=common))
+        pending, slot.pending = slot.pending, {}
         try:
-            res = slot.session.equilibria(specs)
+            res = slot.session.equilibria(specs, alters=list(pending.items()))
         except SimulationError:
             if not slot.session.alive:
                 slot.circuit = None  # a fresh worker must load the circuit again
+            elif pending:
+                slot.W = None  # whether the update's alters got in is unknown: the next relax reloads the text
             raise
         for r in res:
             for k in ("alter_s", "tran_s", "op_s", "extensions", "unsettled", "cold", "rescued", "rested"):
                 st[k] += r[k]
             st["polish_max_change"] = max(st["polish_max_change"], r["polish_change"])
         return np.stack([r["u"] for r in res]).reshape(len(phases), len(rows), -1)
+
+    def _phase_spec(self, slot, beta: float) -> dict:
+        """phase_spec for this slot's circuit, built once per circuit, settings and phase kind (it depends on beta
+        only through beta != 0) rather than per batch."""
+        cfg, circ, key = self.config, slot.circuit, (beta != 0, self._interp())
+        hit = slot.phase_specs.get(key)
+        if hit is None or hit[0] is not cfg or hit[1] is not circ:
+            hit = slot.phase_specs[key] = (cfg, circ, phase_spec(cfg, circ, beta, key[1]))
+        return hit[2]
 
     def _after_transient(self, slot, b: int, beta: float, nodes: list[str]) -> None:
         """Called after each example's first transient (its plot still current); subclasses read
@@ -481,6 +495,7 @@ class SpiceSolver:
         slot.session.load(slot.circuit.to_spice(), tau=self.config.c / self.config.g0)
         slot.mask = network.topology.mask.copy()
         slot.W, slot.b = _numpy(network.W), _numpy(network.b)
+        slot.pending = {}  # the text holds them
         slot.stats["load_s"] = slot.stats.get("load_s", 0.0) + time.perf_counter() - t0
 
     def _sync(self, slot, network, t, prog) -> None:
@@ -524,10 +539,27 @@ class SpiceSolver:
         for i in np.nonzero(b_changed)[0]:
             if i >= network.topology.n_in:
                 values[slot.circuit.bias_elements[int(i)]] = cfg.g0 * float(b[i])
-        if values:
-            slot.session.alter(values)
+        self._alter_later(slot, values)
         slot.W, slot.b = W, b
         slot.stats["alter_s"] = slot.stats.get("alter_s", 0.0) + time.perf_counter() - t0
+
+    @staticmethod
+    def _alter_later(slot, values: dict) -> None:
+        """Element values for the loaded circuit, sent with the slot's next request (the batched relax
+        carries them in its round trip, the per-example path sends them first: _flush) rather than in a
+        round trip of their own per update."""
+        slot.pending.update(values)
+
+    @staticmethod
+    def _flush(slot) -> None:
+        """The deferred alters (_alter_later) into the loaded circuit now."""
+        if slot.pending:
+            pending, slot.pending = slot.pending, {}
+            try:
+                slot.session.alter(pending)
+            except SimulationError:
+                slot.W = None  # the next relax reloads the text
+                raise
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -557,6 +589,8 @@ class _Slot:
     measured: dict = dataclasses.field(default_factory=dict)  # settle_s_free: [...] etc. since the last report
     passive: tuple | None = None  # (circuit, its physical_measure.PassiveElements)
     solves: int = 0  # since this worker's process started (it is recycled after SpiceConfig.recycle_after)
+    pending: dict = dataclasses.field(default_factory=dict)  # alters for its next request (SpiceSolver._alter_later)
+    phase_specs: dict = dataclasses.field(default_factory=dict)  # (nudged, interp) -> (config, circuit, phase_spec)
 
 
 def _new_stats() -> dict:

@@ -62,18 +62,21 @@ def check_update(network: Network, dW, db, lr_W, lr_b) -> None:
     for name, d, ref in (("dW", dW, network.W), ("db", db, network.b)):
         if t(d).numel() != ref.numel():
             raise ValueError(f"{name} must have shape {tuple(ref.shape)}, got {tuple(t(d).shape)}")
-    for name, v in (("dW", dW), ("db", db), ("lr_W", lr_W), ("lr_b", lr_b)):
-        if not bool(torch.isfinite(t(v)).all()):
-            raise ValueError(f"{name} has non-finite entries")
+    # the updated weights first: any non-finite dW, db or rate makes them non-finite too (0 * inf is NaN), so one
+    # test per tensor covers every case on the common path; the messages below then say which it was
+    new = [ref + (t(rate).to(ref.device) * t(d).to(ref.device)).reshape(ref.shape).to(ref.dtype)
+           for ref, rate, d in ((network.W, lr_W, dW), (network.b, lr_b, db))]
+    if not (bool(torch.isfinite(new[0]).all()) and bool(torch.isfinite(new[1]).all())):
+        for name, v in (("dW", dW), ("db", db), ("lr_W", lr_W), ("lr_b", lr_b)):
+            if not bool(torch.isfinite(t(v)).all()):
+                raise ValueError(f"{name} has non-finite entries")
+        name = "W" if not bool(torch.isfinite(new[0]).all()) else "b"
+        raise ValueError(f"the update makes {name} non-finite (lr * d{name} overflows)")
     step = t(dW).to(network.W.device).reshape(network.W.shape)
-    if bool((step[~network.mask_tensor().expand_as(step)] != 0).any()):
+    if bool(step.masked_fill(network.mask_tensor(), 0).any()):
         raise ValueError("dW has non-zero entries outside the topology's mask (no connection there)")
     if not network.topologies[0].directed and not torch.equal(step, step.transpose(-1, -2)):
         raise ValueError("dW of a Hopfield (undirected) network must be symmetric")
-    for name, ref, rate, d in (("W", network.W, lr_W, dW), ("b", network.b, lr_b, db)):
-        new = ref + (t(rate).to(ref.device) * t(d).to(ref.device)).reshape(ref.shape).to(ref.dtype)
-        if not bool(torch.isfinite(new).all()):
-            raise ValueError(f"the update makes {name} non-finite (lr * d{name} overflows)")
 
 
 def check_weights(network: Network) -> None:

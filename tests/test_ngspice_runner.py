@@ -52,6 +52,20 @@ def session():
 
 
 # -- pure helpers --------------------------------------------------------------------
+def test_failure_lines_find_what_the_error_pattern_finds():
+    """The worker's plain-string test of each output line (is_failure) says what ERROR_RE says."""
+    from circuits.ngspice_protocol import ERROR_RE, failure_lines, is_failure
+    lines = ["Error: no such device", "  error on line 3", "\tERROR", "xerror", "errors", "simulation ABORTED",
+             "Note: doAnalyses: TRAN:  Timestep too small", "Circuit not parsed.", "No such command", "cannot recover",
+             "Doing analysis at TEMP = 27", "No. of Data Rows : 16", "", "warning: gmin stepping", "erro r"]
+    rng = np.random.default_rng(0)
+    alphabet = list("abdeinoprst ERORBT:\t")
+    lines += ["".join(rng.choice(alphabet, rng.integers(0, 16))) for _ in range(3000)]
+    assert [is_failure(line) for line in lines] == [bool(ERROR_RE.search(line)) for line in lines]
+    assert failure_lines(lines[:5]) == ["Error: no such device", "error on line 3", "ERROR", "errors"]  # stripped
+    assert sum(map(is_failure, lines[:15])) == 9
+
+
 def test_alter_command_syntax():
     assert alter_command("Gw5_3", np.float64(0.25)) == "alter @Gw5_3[gain]=0.25"
     assert alter_command("Ib5", -1e-6) == "alter Ib5 = -1e-06"

@@ -61,6 +61,37 @@ def test_batched_equals_per_example_in_one_round_trip(method):
     assert cfp >= 3 and cnp >= 3
 
 
+@pytest.mark.parametrize("batched", [True, False])
+def test_an_update_rides_with_the_next_relax_and_equals_a_fresh_load(batched):
+    """apply_update's alters make no round trip of their own: the batched relax carries them in its request (the
+    per-example path sends them first), and the equilibria are those of a circuit loaded with the new weights,
+    bit for bit (the same elements altered before the same commands)."""
+    net, x, y = net_and_data(batch=4)
+    g = torch.Generator().manual_seed(1)
+    dW = 0.1 * torch.randn(net.W.shape, generator=g, dtype=net.dtype) * net.mask_tensor()
+    dW, db = dW + dW.T, torch.full_like(net.b, 0.02)
+    db[:net.topology.n_in] = 0
+    one = torch.ones((), dtype=net.dtype)
+    with SpiceSolver(method="tran", matrix_solver="sparse") as s:
+        if not batched:
+            s._batched = lambda: False
+        s.relax(net, x)  # start and load
+        c0 = calls(s)
+        s.apply_update(net, dW, db, one, one)
+        assert calls(s) == c0  # deferred
+        free = s.relax(net, x)
+        with_update = calls(s) - c0
+        assert s.last_stats["load_s"] == 0.0
+        s.relax(net, x)
+        # one request; on the per-example path the alters' own call before the examples' as without an update
+        assert with_update == 1 if batched else with_update == calls(s) - c0 - with_update + 1
+        updated = net.clone()
+    with SpiceSolver(method="tran", matrix_solver="sparse") as fresh:  # the new weights in the netlist text
+        if not batched:
+            fresh._batched = lambda: False
+        assert torch.equal(fresh.relax(updated, x), free)
+
+
 @pytest.mark.parametrize("settings", [dict(), dict(method="tran"), dict(method="op"),
                                       dict(nudged_phase="timed", t_nudged=6.0), dict(workers=2)])
 def test_both_phases_in_one_round_trip_equal_two_relax_calls(settings):
