@@ -44,6 +44,9 @@ ROWS = {
     "timed_steps 10": dict(timed_steps=10),
     "all three": dict(max_step=100.0, settle_trtol=50.0, timed_steps=10),
     "all three, timed_steps 5": dict(max_step=100.0, settle_trtol=50.0, timed_steps=5),
+    # session 15: the timed nudge's own trtol (its steps are set by the truncation error more than by timed_steps)
+    "timed_trtol 50": dict(timed_trtol=50.0),
+    "all three + timed_trtol 50 (iris now)": dict(max_step=100.0, settle_trtol=50.0, timed_steps=10, timed_trtol=50.0),
 }
 
 
