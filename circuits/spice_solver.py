@@ -294,7 +294,7 @@ class SpiceSolver:
             if self._batched():  # the worker's whole share in one round trip (circuits/spice_batching.py)
                 # (with the last update's alters in front: _push defers them to this request)
                 phase_t = [(float(betas[t]), None if ys is None else ys[t]) for betas, ys in nudges]
-                u[:, t, rows] = self._solve_batch(slot, cur, u0s, t, rows, phase_t)
+                u[:, t, rows] = self._solve_batch(slot, cur, u0s, t, rows, phase_t, f"trial {t}, " if T > 1 else "")
                 return
             (betas, ys), = nudges  # more than one phase per call only on the batched path (relax_phases)
             self._flush(slot)
@@ -405,10 +405,11 @@ class SpiceSolver:
         cfg = self.config
         return self._batched() and cfg.method == "tran+op" and cfg.polish == "cold"
 
-    def _solve_batch(self, slot, cur, u0s, t, rows, phases) -> np.ndarray:
+    def _solve_batch(self, slot, cur, u0s, t, rows, phases, label: str = "") -> np.ndarray:
         """A worker's examples (rows) of trial t, one ``equilibria`` round trip; the same recipe as _solve.
         phases: (beta, targets of trial t or None) each; a later phase starts from the previous one's end in the
-        worker. Returns (phases, rows, neurons)."""
+        worker. label: what errors name before the example (its trial, in a stack). Returns (phases, rows,
+        neurons)."""
         cfg, circ, st = self.config, slot.circuit, slot.stats
         n_in = circ.n_in
         specs = []
@@ -421,7 +422,7 @@ class SpiceSolver:
                 else:
                     start = np.zeros(len(circ.neurons)) if u0s is None else u0s[t, b, n_in:]
                 specs.append(example_spec(cfg, circ, cur[b], start, beta, None if ys_t is None else ys_t[b],
-                                          p > 0 or u0s is not None, f"example {b}, {phase} phase ({cfg.method})",
+                                          p > 0 or u0s is not None, f"{label}example {b}, {phase} phase ({cfg.method})",
                                           common=common))
         pending, slot.pending = slot.pending, {}
         try:

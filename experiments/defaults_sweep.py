@@ -93,6 +93,7 @@ CANDIDATES: dict[tuple[str, str], dict[str, dict]] = {
 _P03 = CANDIDATES[("train", "iris")]["per-layer-0.3-w5-cosine-e40"]
 CANDIDATES[("train", "iris")].update({
     "p03-h16": dict(_P03, hidden=[16]),  # 96.7 % mean, 93.3 % worst over seeds 0-19; the default
+    "p03-h16-e60": dict(_P03, hidden=[16], epochs=60),  # session 15: spice-train's best candidate's epochs
 })
 # OR's seed 2 stayed at 75 % with the fixed sign (Euler): two variants for it; through ngspice, AND at
 # h8-e60-fixed-sign stops at epoch 25 on a transient that does not settle: the larger rate for it too

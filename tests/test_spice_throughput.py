@@ -61,6 +61,20 @@ def test_batched_equals_per_example_in_one_round_trip(method):
     assert cfp >= 3 and cnp >= 3
 
 
+def test_an_unsettled_transient_of_a_stack_names_its_trial():
+    """A stack's error says which trial (the Trainer's trial t runs seed cfgs[t]), a plain network's does not."""
+    from circuits.errors import SimulationError
+    from eqprop.network import Network as Net
+    net, x, _ = net_and_data(batch=2)
+    stack = Net.stack([net, Net.init(mlff((4, 6, 3)), seed=1, dtype=torch.float64)])
+    strict = dict(matrix_solver="sparse", t_free=0.5, settle_tol=1e-3, rest_tol=0.0, max_extend=0)  # 0.5 tau from 0
+    with SpiceSolver(**strict) as s:
+        with pytest.raises(SimulationError, match=r"trial 0, example 0, free phase .*had not settled"):
+            s.relax(stack, x)
+        with pytest.raises(SimulationError, match=r"^example 0, free phase .*had not settled"):
+            s.relax(net, x)
+
+
 @pytest.mark.parametrize("batched", [True, False])
 def test_an_update_rides_with_the_next_relax_and_equals_a_fresh_load(batched):
     """apply_update's alters make no round trip of their own: the batched relax carries them in its request (the
