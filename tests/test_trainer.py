@@ -519,3 +519,13 @@ def test_hidden_shorthand_and_reproduce_restart(tmp_path, monkeypatch):
         assert a[label]["log_spread"] == pytest.approx(b[label]["log_spread"], rel=1e-4)
     report = (out / "report.md").read_text()
     assert "wine-5: log-spread MLFF" in report and (out / "table1_log_spread.png").exists()
+
+
+def test_a_spice_resume_may_change_what_happens_to_an_unsettled_transient():
+    """A run stopped by an unsettled transient (its error suggests on_unsettled 'warn') resumes with 'warn' or more
+    extensions: up to there no transient met them. Tolerances that change every solve stay refused."""
+    from circuits.spice_solver import SpiceSolver
+    from eqprop.run_files import SOLVER_MAY_CHANGE, config_diff
+    old = SpiceSolver(on_unsettled="raise").describe()
+    assert config_diff(old, SpiceSolver(on_unsettled="warn", max_extend=20).describe(), SOLVER_MAY_CHANGE) == {}
+    assert set(config_diff(old, SpiceSolver(settle_tol=1e-4).describe(), SOLVER_MAY_CHANGE)) == {"settle_tol"}
