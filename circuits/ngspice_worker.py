@@ -237,15 +237,16 @@ class _Engine:
         t = time.perf_counter()
         tau, tstop = spec["tau"], spec["tstop"]
         line = tran_line(spec["tstep"], tstop, tmax=spec.get("tmax"), uic=True)
-        if spec.get("interp") and not self.interp:
-            self.command("option interp", log)
-            self.interp = True
-        if spec.get("interp") and self.saved != nodes:
-            # nothing reads another vector on this path (interp: the batched solver): the states only, not the
-            # rho nodes and branch currents at every stored point (~4 % of a free transient's instructions)
-            for k in range(0, len(nodes), SAVE_CHUNK):  # one long save line is cut short (~225 names kept)
-                self.command("save " + " ".join(nodes[k:k + SAVE_CHUNK]), log)
-            self.saved = nodes
+        if spec.get("interp"):
+            if not self.interp:
+                self.command("option interp", log)
+                self.interp = True
+            if self.saved != nodes:
+                # nothing reads another vector on this path (interp: the batched solver): the states only, not the
+                # rho nodes and branch currents at every stored point (~4 % of a free transient's instructions)
+                for k in range(0, len(nodes), SAVE_CHUNK):  # one long save line is cut short (~225 names kept)
+                    self.command("save " + " ".join(nodes[k:k + SAVE_CHUNK]), log)
+                self.saved = nodes
         self.command("option " + spec["tran_opts"], log)
         self.command("destroy all", log)  # earlier transients' plots would pile up
         self.analysis(line, log)

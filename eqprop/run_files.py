@@ -22,8 +22,9 @@ RUN_MAY_CHANGE = ("epochs", "out", "device")
 # found by a cold .op or by the reload agree to < 1e-10, and a cold one is kept only where it is that one;
 # rest_tol: a transient at rest below it was that fixed point to <= 7.2e-10 on iris, session 13; max_step and
 # settle_trtol: how the settled transients step to that fixed point, the same one to 3e-11, session 14;
-# on_unsettled and max_extend: what happens to a transient still moving after max_extend extensions, which a run
-# that got this far never met, so its numbers are the same; the error says to resume with "warn", session 15)
+# on_unsettled and max_extend: what happens to a transient still moving after its extensions; the unsettled
+# transient's error says to resume with "warn" or more extensions, which change only the transients that used up
+# the old count, none of which a "raise" run had met before it stopped; session 15)
 SOLVER_MAY_CHANGE = ("coupling", "engine", "cuda_graph", "tf32", "workers", "timeout", "recycle_after",
                      "coupling_chosen", "polish", "rest_tol", "max_step", "settle_trtol", "on_unsettled", "max_extend")
 

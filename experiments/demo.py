@@ -2,7 +2,7 @@
 about a minute: EqProp with the Euler reference on scikit-learn's digits (a small-world
 net), ngspice's equilibria checked against the Euler reference, and EqProp with ngspice in
 the loop on iris at `eqprop spice-train --dataset iris`'s defaults, run and solver settings
-(docs/training.md: 4-16-3, 95.5 % mean test accuracy over seeds 20-39; seed 0, run here, 96.7 %).
+(docs/training.md: 4-16-3, 95.8 % mean test accuracy over seeds 20-39; seed 0, run here, 96.7 %).
 The ngspice training, the longest step, runs in a process of its own started first, alongside the
 other two (a second core then takes them: 61 s in all on the project's 2-core machine, 85 s one after
 the other; README).
