@@ -8,6 +8,7 @@ from netlist_gen import DEFAULT_OPTIONS
 
 from .devices import DeviceModel, load_device
 from .physical import PhysicalModel, load_physical
+from .settle import ON_UNSETTLED
 
 METHODS = ("tran", "op", "tran+op")
 LEVELS = ("ideal", "crossbar", "physical")
@@ -53,6 +54,7 @@ def check_options(what: str, options) -> None:
             raise ValueError(f"{what}: {name} must be a finite number, true/false or a word, got {value!r}")
         if name.lower() in POSITIVE_OPTIONS and value <= 0:
             raise ValueError(f"{what}: {name} must be > 0, got {value!r}")
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +113,11 @@ class SpiceConfig:
     clip_weights: crossbar: saturate |W| > w_max at the device range instead of raising.
     settle_tol: max |du/dt| (V per tau) at a transient's end to call it settled;
         max_extend: further transients of the same length while it is not; on_unsettled:
-        then "raise" (a SimulationError with ngspice's log) or "warn" (go on; counted in
-        ``last_stats["unsettled"]`` and reported by spice-check / per epoch).
+        then "raise" (a SimulationError with ngspice's log), "warn" (go on; counted in
+        ``last_stats["unsettled"]`` and reported by spice-check / per epoch) or "polish" (method
+        tran+op: where the last three windows' moves shrink geometrically along one direction, the
+        .op polish's fixed point is kept if it is their extrapolated limit, counted as ``slow``;
+        otherwise raise as "raise" does: circuits.settle, docs/spice.md).
     options: the netlist's .options (the .op tolerances); tran_options: overrides
         TRAN_OPTIONS[method]. update: weight changes by "alter" or by a new netlist.
     workers: parallel ngspice processes (each trial gets max(1, workers // T)); recycle_after:
@@ -171,8 +176,11 @@ class SpiceConfig:
             raise ValueError(f"{o}: polish must be one of {POLISHES}, got {self.polish!r}")
         if self.level not in LEVELS:
             raise ValueError(f"{o}: level must be one of {LEVELS}, got {self.level!r}")
-        if self.on_unsettled not in ("raise", "warn"):
-            raise ValueError(f"{o}: on_unsettled must be 'raise' or 'warn', got {self.on_unsettled!r}")
+        if self.on_unsettled not in ON_UNSETTLED:
+            raise ValueError(f"{o}: on_unsettled must be one of {ON_UNSETTLED}, got {self.on_unsettled!r}")
+        if self.on_unsettled == "polish" and self.method != "tran+op":
+            raise ValueError(f"{o}: on_unsettled 'polish' finishes a slow transient with the .op polish, which only "
+                             f"method 'tran+op' runs; method is {self.method!r}")
         if self.matrix_solver not in MATRIX_SOLVERS:
             raise ValueError(f"{o}: matrix_solver must be one of {MATRIX_SOLVERS}, got {self.matrix_solver!r}")
         if self.options is not None and any(str(k).lower() in ("klu", "sparse") for k in self.options):

@@ -40,6 +40,7 @@ from .errors import ConvergenceError, SimulationError
 from .matrix_solver import choose_matrix_solver, matrix_solver_report, restore_choices, saved_choices
 from .ngspice_protocol import OP_RESCUED_MESSAGE, op_rescued
 from .ngspice_runner import NgspiceSession
+from .settle import geometric_limit, polish_agrees, unsettled_message
 from .spice_batching import (
     SETTLE_WINDOW,
     example_spec,
@@ -74,6 +75,7 @@ class SpiceSolver:
         # .op answers that were ngspice's transient rescue (optran), not Newton's fixed point
         self._unsettled: dict[int, int] = {}
         self._rescued: dict[int, int] = {}
+        self._slow: dict[int, int] = {}  # ... and slow ones Newton finished at their limit (on_unsettled "polish")
         self._trials = 0
         self._retired_cpu = 0.0  # worker CPU of the sessions close() has dropped
 
@@ -170,7 +172,9 @@ class SpiceSolver:
         if self._trials:
             out["unsettled"] = [self._unsettled.get(t, 0) for t in range(self._trials)]
             out["op_rescued"] = [self._rescued.get(t, 0) for t in range(self._trials)]
-            self._unsettled, self._rescued = {}, {}
+            if self.config.on_unsettled == "polish":
+                out["slow_polished"] = [self._slow.get(t, 0) for t in range(self._trials)]
+            self._unsettled, self._rescued, self._slow = {}, {}, {}
         if not self._arrays:
             return out
         return {**out, "clipped_weights": [a.n_clipped for _, a in sorted(self._arrays.items())],
@@ -307,6 +311,7 @@ class SpiceSolver:
         self._trials = T
         for t, slot in all_slots:  # each worker's stats hold its share of this call
             self._unsettled[t] = self._unsettled.get(t, 0) + slot.stats.get("unsettled", 0)
+            self._slow[t] = self._slow.get(t, 0) + slot.stats.get("slow", 0)
             self._rescued[t] = self._rescued.get(t, 0) + slot.stats.get("rescued", 0)
         outs = [torch.as_tensor(np.concatenate([xs, up], axis=2), dtype=network.dtype, device=network.device)
                 for up in u]
@@ -349,6 +354,7 @@ class SpiceSolver:
             self._after_transient(slot, b, beta, nodes)
             if cfg.measure:  # before any extension or polish replaces the plot
                 self._measure(slot, beta)
+            ends, limit = [u], None  # each window's end; where a slow one heads (on_unsettled "polish")
             for extension in range(0 if timed else cfg.max_extend + 1):
                 # a slow mode near a saddle can still be moving at tstop; an .op polish from
                 # there may reach another fixed point (wine spice-compare, epoch 2): go on.
@@ -360,17 +366,20 @@ class SpiceSolver:
                 if rate < cfg.settle_tol:
                     break
                 if extension == cfg.max_extend:
+                    why = ""
+                    if cfg.on_unsettled == "polish":  # Newton below, kept where it lands on this limit
+                        limit, why = geometric_limit(ends)
+                        if limit is not None:
+                            break
                     st["unsettled"] += 1
-                    if cfg.on_unsettled == "raise":  # a state that is still moving is no equilibrium
-                        raise SimulationError(
-                            f"the transient had not settled after {cfg.max_extend + 1} x {tstop / tau:g} tau: "
-                            f"max |du/dt| = {rate:.3g} V/tau > settle_tol {cfg.settle_tol:g}; lengthen t_free/"
-                            f"t_nudged or max_extend, or set on_unsettled='warn' to go on and count it",
-                            netlist=ses.netlist, log=ses.log, command="tran (settle check)")
+                    if cfg.on_unsettled != "warn":  # a state that is still moving is no equilibrium
+                        raise SimulationError(unsettled_message(cfg.max_extend, tstop / tau, rate, cfg.settle_tol, why),
+                                              netlist=ses.netlist, log=ses.log, command="tran (settle check)")
                     break  # on_unsettled "warn": counted in last_stats, the polish still runs
                 ses.alter({cap_ic_key(i): float(v) for i, v in zip(neurons, u)})
                 ses.command("destroy all")
                 u = ses.tran(steps["tstep"], tstop, tmax=steps["tmax"], uic=True, nodes=nodes)
+                ends.append(u)
                 st["extensions"] += 1
             st["tran_s"] += time.perf_counter() - t
             if cfg.method == "tran" or timed:
@@ -387,6 +396,12 @@ class SpiceSolver:
             st["op_s"] += time.perf_counter() - t
             st["polish_max_change"] = max(st["polish_max_change"],
                                           float(np.abs(np.clip(u2, 0, 1) - np.clip(u, 0, 1)).max()))
+            if limit is not None:
+                ok, how = polish_agrees(u2, u, limit)
+                if not ok or np.array_equal(u2, u):  # the rescue's answer (u) is no fixed point
+                    raise SimulationError(unsettled_message(cfg.max_extend, tstop / tau, rate, cfg.settle_tol, how),
+                                          netlist=ses.netlist, log=ses.log, command="op (polish of a slow transient)")
+                st["slow"] += 1
             return u2
         except SimulationError as e:
             if not ses.alive:
@@ -434,7 +449,7 @@ class SpiceSolver:
                 slot.W = None  # whether the update's alters got in is unknown: the next relax reloads the text
             raise
         for r in res:
-            for k in ("alter_s", "tran_s", "op_s", "extensions", "unsettled", "cold", "rescued", "rested"):
+            for k in ("alter_s", "tran_s", "op_s", "extensions", "unsettled", "cold", "rescued", "rested", "slow"):
                 st[k] += r[k]
             st["polish_max_change"] = max(st["polish_max_change"], r["polish_change"])
         return np.stack([r["u"] for r in res]).reshape(len(phases), len(rows), -1)
@@ -596,7 +611,7 @@ class _Slot:
 
 def _new_stats() -> dict:
     return {"load_s": 0.0, "alter_s": 0.0, "tran_s": 0.0, "op_s": 0.0, "polish_max_change": 0.0,
-            "extensions": 0, "unsettled": 0, "recycled": 0, "cold": 0, "rescued": 0, "rested": 0}
+            "extensions": 0, "unsettled": 0, "recycled": 0, "cold": 0, "rescued": 0, "rested": 0, "slow": 0}
 
 
 def _merge_stats(parts: list[dict]) -> dict:

@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from circuits.settle import ON_UNSETTLED
+
 from .checks import (
     finite_float,
     nonneg_float,
@@ -92,9 +94,11 @@ def add_solver_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rest-tol", type=float,
                    help="tran+op: no .op polish where the settled transient's end moves slower than this, V/tau "
                         "(default 1e-10: at rest, its own Newton solved the fixed point; 0: always polish)")
-    g.add_argument("--on-unsettled", choices=["raise", "warn"],
-                   help="a transient still moving after its extensions: stop with an error (default) or go on "
-                        "and count it")
+    g.add_argument("--on-unsettled", choices=list(ON_UNSETTLED),
+                   help="a transient still moving after its extensions: stop with an error (default raise; "
+                        "spice-train's iris default polish), go on and count it (warn), or keep the .op polish's "
+                        "fixed point where it is the limit the slowing transient extrapolates to (polish, "
+                        "tran+op; else the error)")
     g.add_argument("--update", choices=["alter", "renetlist"], help="how weight changes reach the loaded circuit")
     g.add_argument("--workers", type=int, help="parallel ngspice worker processes (default 1)")
     g.add_argument("--timeout", type=float, help="seconds per ngspice call (default 600)")

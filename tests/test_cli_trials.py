@@ -56,6 +56,7 @@ def test_a_datasets_solver_defaults_sit_under_the_config_table_and_the_flags(tmp
     assert {k: getattr(s, k) for k in want} == want and s.nudged_phase == "timed"
     assert "spice.nudged_phase=timed" in capsys.readouterr().err
     assert solver("--dataset", "iris", "--nudged-phase", "settled").nudged_phase == "settled"
+    assert s.on_unsettled == "polish" and solver("--dataset", "iris", "--on-unsettled", "raise").on_unsettled == "raise"
     toml = tmp_path / "c.toml"
     toml.write_text('[spice]\nt_nudged = 9.0\n')
     s = solver("--dataset", "iris", "--config", str(toml))
