@@ -173,8 +173,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=d.get("batch_size", 5))
     ap.add_argument("--schedule", default=d.get("schedule", "cosine"), help="learning-rate schedule")
     ap.add_argument("--tstep", type=float, default=10.0, help="transient print step (tau) of every row")
-    ap.add_argument("--on-unsettled", choices=["raise", "warn"], default="raise",
-                    help="SpiceConfig.on_unsettled of every row (warn: counted, the polish still runs)")
+    ap.add_argument("--on-unsettled", choices=["raise", "warn", "polish"],
+                    help="SpiceConfig.on_unsettled of every row (default: this tree's iris default for its rows, "
+                         "raise for the baseline; warn: counted, the polish still runs; polish: this tree's rows "
+                         "only, the baseline revision predates it and takes warn)")
     ap.add_argument("--baseline-rev", default=BASELINE_REV)
     ap.add_argument("--baseline-epochs", type=int, default=1)
     ap.add_argument("--baseline-solver-defaults", action="store_true",
@@ -204,14 +206,16 @@ def main() -> None:
            "random_beta_sign": args.random_beta_sign}
     if (args.ebana_python is None) != (args.ebana_src is None):
         raise SystemExit("--ebana-python and --ebana-src go together")
-    spice = {"tstep": args.tstep, "on_unsettled": args.on_unsettled}
+    flag = {"on_unsettled": args.on_unsettled} if args.on_unsettled else {}
+    spice = {"tstep": args.tstep, "on_unsettled": "warn" if args.on_unsettled == "polish" else
+             args.on_unsettled or "raise"}  # the baseline's
     rows, eb = [], []
     for _ in range(args.ebana_repeats if args.ebana_python else 0):
         eb.append(ebana(args.ebana_python, args.ebana_src, args.ebana_epochs))
     short = {**run, "epochs": args.baseline_epochs, "warmup": min(args.warmup, max(args.baseline_epochs - 1, 0))}
     res = baseline(args.baseline_rev, {"run": {**short, "out": tempfile.mkdtemp(prefix="bench_iris_old_")},
                                        "spice": spice, "tree_solver_defaults": args.baseline_solver_defaults})
-    spice = {**spice, **iris_solver_defaults()}  # this tree's rows: spice-train's iris solver settings too
+    spice = {**spice, **iris_solver_defaults(), **flag}  # this tree's rows: spice-train's iris solver settings too
     rows.append((f"previous default (rev {args.baseline_rev})", res))
     tuned = []
     failed = []
