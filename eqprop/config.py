@@ -24,13 +24,17 @@ COUPLINGS = ("auto", "dense", "blocks")
 FREE_METHODS = ("fixed", "per-example", "hybrid")  # how the free phase ends (EulerConfig.free_method)
 NUDGE_FORMS = ("sequential", "gradient")
 # what trials of one lockstep Trainer must share (the rest, e.g. seed, topology, p, lr, beta, may differ)
-LOCKSTEP_FIELDS = ("dataset", "epochs", "hidden", "batch_size", "device", "dtype", "train_limit", "test_limit")
+LOCKSTEP_FIELDS = ("dataset", "epochs", "hidden", "batch_size", "device", "dtype", "train_limit", "test_limit",
+                   "free_start")
+# where a free phase starts (RunConfig.free_start): each example's state from its last free phase (persistent
+# particles, the papers' training) or u = 0 (a circuit reset before every input: the prediction a function of x)
+FREE_STARTS = ("particle", "zero")
 # EqProp's nudge is a small perturbation (papers: 0.01 .. 1); far beyond it the nudged phase only clamps the
 # outputs and the update, divided by beta, vanishes: such a run trains nothing while looking normal
 MAX_BETA = 1e3
 # RunConfig fields added after runs were first recorded, written to config.json only when not at
 # their default: a folder recorded before they existed compares equal to the run it holds
-LATER_FIELDS = {"schedule": "constant", "warmup": 0}
+LATER_FIELDS = {"schedule": "constant", "warmup": 0, "free_start": "particle"}
 OMEGA_FROM_BEFORE = 1e-3  # the hybrid's switch to omega before omega_from was a field (session 5 runs)
 EULER_LATER_FIELDS = {"free_method": "fixed", "prefix_steps": 50, "omega": 1.5, "max_sweeps": 1000}
 
@@ -143,6 +147,7 @@ class RunConfig:
     train_limit: int | None = None  # reduced-scale runs: only the first N training examples
     test_limit: int | None = None  # ... and the first N test examples (None: the whole split)
     save_dw_matrix: bool = False  # also keep the N x N mean |dW| (Fig 5), written to dw_mean.npy
+    free_start: str = "particle"  # FREE_STARTS: training's and evaluation's free phases from the particles or u = 0
     out: str = "results/train/run"
 
     def __post_init__(self):
@@ -195,6 +200,8 @@ class RunConfig:
             parse_schedule(self.schedule)
         except ValueError as e:
             raise ValueError(f"{o}: {e}") from None
+        if self.free_start not in FREE_STARTS:
+            raise ValueError(f"{o}: free_start must be one of {FREE_STARTS}, got {self.free_start!r}")
         if self.warmup >= self.epochs:
             raise ValueError(f"{o}: warmup ({self.warmup} epochs) must be shorter than the run ({self.epochs} epochs)")
         if not (self.device == "cpu" or self.device == "cuda" or str(self.device).startswith("cuda:")):

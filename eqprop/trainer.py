@@ -292,8 +292,9 @@ class Trainer:
         idx, valid = self.idx[:, k, rows], (self.valid[:, k] if L is None else None)
         x, y = self._t["x_train"][idx], self._t["y_train"][idx]
         beta = self.betas()  # each trial's own stream: drawn before the free phase, the same draws as after
-        free, nudged = relax_phases(self.solver, self.net, x, torch.cat([x, self.train_particles[:, k, rows]], -1),
-                                    beta, y)
+        parts = self.train_particles[:, k, rows]
+        parts = torch.zeros_like(parts) if self.cfgs[0].free_start == "zero" else parts
+        free, nudged = relax_phases(self.solver, self.net, x, torch.cat([x, parts], -1), beta, y)
         self.train_particles[:, k, rows] = free[..., n_in:]
         err = self._errors(free, y, valid)
         beta_dev = beta.to(self.dtype).to(self.device, non_blocking=True)
@@ -310,7 +311,9 @@ class Trainer:
         total = torch.zeros(self.T, dtype=torch.float64, device=self.device)
         for k, rows in enumerate(self.test_batches):
             x, y = self._t["x_test"][rows], self._t["y_test"][rows]
-            u0 = torch.cat([x.expand(self.T, -1, -1), self.test_particles[k]], -1)
+            parts = self.test_particles[k]
+            parts = torch.zeros_like(parts) if self.cfgs[0].free_start == "zero" else parts
+            u0 = torch.cat([x.expand(self.T, -1, -1), parts], -1)
             free = self.solver.relax(self.net, x, u0)
             self.test_particles[k] = free[..., n_in:].clone()
             total += self._errors(free, y)

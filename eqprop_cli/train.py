@@ -46,7 +46,7 @@ def _seeds(text: str) -> list[int]:
 
 
 RUN_FLAGS = ("dataset", "hidden", "topology", "p", "sw_mode", "intralayer", "lr", "schedule", "warmup", "beta",
-             "random_beta_sign",
+             "random_beta_sign", "free_start",
              "batch_size", "epochs", "seed", "device", "dtype", "train_limit", "test_limit", "out")
 EULER_FLAGS = ("eps", "free_steps", "nudged_steps", "nudge_form", "coupling", "engine", "tol", "free_method",
                "prefix_steps", "omega", "omega_from", "max_sweeps", "face_solve")
@@ -69,6 +69,10 @@ def add_config_flags(p: argparse.ArgumentParser, euler: bool = True) -> None:
     g.add_argument("--warmup", type=int, help="epochs of linear warm-up to the rate before the schedule")
     g.add_argument("--beta", type=float)
     g.add_argument("--random-beta-sign", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--free-start", choices=["particle", "zero"],
+                   help="where every free phase starts, in training and evaluation: each example's last free state "
+                        "(persistent particles, default) or u = 0 (a reset before every input: the prediction then "
+                        "depends on x alone; docs/training.md)")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--epochs", type=int)
     g.add_argument("--seed", type=int)

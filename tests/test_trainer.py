@@ -250,6 +250,32 @@ def test_paper_procedure_particles_order_and_beta(tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["solver"]["solver"] == "spy"
 
 
+def test_free_start_zero_starts_every_free_phase_at_zero(tmp_path):
+    """free_start "zero": every training and test free phase from u = 0 (the particles are not read), so a
+    test error does not depend on what the circuit held before; the nudged phase still starts from the free
+    state. The default reads the particles (test_paper_procedure_particles_order_and_beta)."""
+    data = load_dataset("iris")
+    spy = SpySolver(EulerConfig(free_steps=15, nudged_steps=3))
+    cfg = RunConfig(dataset="iris", hidden=(4,), lr=0.05, epochs=2, seed=1, free_start="zero",
+                    out=str(tmp_path / "run"))
+    tr = Trainer(cfg, data, solver=spy)
+    tr.run(progress=False)
+    free_calls = [c for c in spy.calls if c["beta"].abs().sum() == 0]
+    assert len(free_calls) == 2 * (tr.n_batches + len(tr.test_batches))
+    assert all(torch.all(c["u0"][..., 4:] == 0) for c in free_calls)
+    assert any(bool((c["out"][..., 4:] != 0).any()) for c in free_calls), "the free states themselves are not 0"
+    nudged = [c for c in spy.calls if c["beta"].abs().sum() != 0]
+    assert all(bool((c["u0"][..., 4:] != 0).any()) for c in nudged[-3:]), "the nudge starts from the free state"
+    before = tr.evaluate()
+    for p in tr.test_particles:  # whatever the circuit held before: the same test error
+        p.uniform_(-1.0, 2.0)
+    assert np.array_equal(tr.evaluate(), before)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["run"]["free_start"] == "zero"
+    assert "free_start" not in RunConfig().to_dict(), "the default is not written: older folders compare equal"
+    with pytest.raises(ValueError, match="free_start must be one of"):
+        RunConfig(free_start="random")
+
+
 # -- kill and resume ---------------------------------------------------------------------------
 class Killed(Exception):
     pass
