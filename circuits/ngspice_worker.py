@@ -217,8 +217,8 @@ class _Engine:
         u0, tran_opts / op_opts / cold_opts (option command arguments), polish ("op" or "cold"), rest_tol (no
         polish where the transient's end moves slower: SpiceConfig.rest_tol),
         cold_tol, interp (``option interp`` before the transient), tstep, tmax, tstop, tau, settle_tol,
-        settle_window, max_extend, raise_unsettled, polish_unsettled (circuits.settle), ic_keys (the capacitor
-        IC alter keys, in node order), label (names the example in errors).
+        settle_window, max_extend, on_unsettled (SpiceConfig's; "polish": circuits.settle), ic_keys (the
+        capacitor IC alter keys, in node order), label (names the example in errors).
         """
         st = {"alter_s": 0.0, "tran_s": 0.0, "op_s": 0.0, "extensions": 0, "unsettled": 0, "polish_change": 0.0,
               "cold": 0, "rescued": 0, "rested": 0, "slow": 0}
@@ -265,12 +265,12 @@ class _Engine:
                 break
             if extension == spec["max_extend"]:
                 why = ""
-                if spec.get("polish_unsettled"):  # Newton below, kept where it lands on this limit
+                if spec["on_unsettled"] == "polish":  # Newton below, kept where it lands on this limit
                     limit, why = geometric_limit(ends)
                     if limit is not None:
                         break
                 st["unsettled"] = 1
-                if spec["raise_unsettled"] or spec.get("polish_unsettled"):  # still moving: no equilibrium
+                if spec["on_unsettled"] != "warn":  # a state that is still moving is no equilibrium
                     message = unsettled_message(spec["max_extend"], tstop / tau, rate, spec["settle_tol"], why)
                     raise _Failure("unsettled", message, "tran (settle check)")
                 break

@@ -110,8 +110,7 @@ def phase_spec(cfg: SpiceConfig, circ, beta: float, interp: bool = False) -> dic
             # a timed phase is read at t_nudged whatever it is doing: no settle check, no extension
             "settle_tol": math.inf if timed else cfg.settle_tol, "settle_window": SETTLE_WINDOW,
             "max_extend": 0 if timed else cfg.max_extend,
-            "raise_unsettled": cfg.on_unsettled == "raise",
-            "polish_unsettled": cfg.on_unsettled == "polish", "ic_keys": [cap_ic_key(i) for i in neurons]}
+            "on_unsettled": cfg.on_unsettled, "ic_keys": [cap_ic_key(i) for i in neurons]}
 
 
 def example_spec(cfg: SpiceConfig, circ, cur, u0: np.ndarray | int, beta: float, y, warm: bool, label: str,

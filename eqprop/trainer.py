@@ -285,6 +285,10 @@ class Trainer:
                 + (f"{last} holds the last good epoch" if last else "no epoch finished, nothing was saved")
                 + "; try a smaller lr or beta")
 
+    def _start(self, x: torch.Tensor, particles: torch.Tensor) -> torch.Tensor:
+        """A free phase's u0: the inputs, then the particles or 0 (RunConfig.free_start)."""
+        return torch.cat([x, torch.zeros_like(particles) if self.cfgs[0].free_start == "zero" else particles], -1)
+
     def train_batch(self, k: int) -> torch.Tensor:
         """Lockstep position k: every trial trains on its own k-th batch; (T,) errors on the device."""
         n_in, L = self.net.topologies[0].n_in, self.common_len[k]
@@ -292,9 +296,8 @@ class Trainer:
         idx, valid = self.idx[:, k, rows], (self.valid[:, k] if L is None else None)
         x, y = self._t["x_train"][idx], self._t["y_train"][idx]
         beta = self.betas()  # each trial's own stream: drawn before the free phase, the same draws as after
-        parts = self.train_particles[:, k, rows]
-        parts = torch.zeros_like(parts) if self.cfgs[0].free_start == "zero" else parts
-        free, nudged = relax_phases(self.solver, self.net, x, torch.cat([x, parts], -1), beta, y)
+        free, nudged = relax_phases(self.solver, self.net, x, self._start(x, self.train_particles[:, k, rows]), beta,
+                                    y)
         self.train_particles[:, k, rows] = free[..., n_in:]
         err = self._errors(free, y, valid)
         beta_dev = beta.to(self.dtype).to(self.device, non_blocking=True)
@@ -311,10 +314,7 @@ class Trainer:
         total = torch.zeros(self.T, dtype=torch.float64, device=self.device)
         for k, rows in enumerate(self.test_batches):
             x, y = self._t["x_test"][rows], self._t["y_test"][rows]
-            parts = self.test_particles[k]
-            parts = torch.zeros_like(parts) if self.cfgs[0].free_start == "zero" else parts
-            u0 = torch.cat([x.expand(self.T, -1, -1), parts], -1)
-            free = self.solver.relax(self.net, x, u0)
+            free = self.solver.relax(self.net, x, self._start(x.expand(self.T, -1, -1), self.test_particles[k]))
             self.test_particles[k] = free[..., n_in:].clone()
             total += self._errors(free, y)
         return (total / max(len(self.data.x_test), 1)).cpu().numpy()

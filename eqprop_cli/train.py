@@ -5,7 +5,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from eqprop.config import FREE_METHODS, EulerConfig, RunConfig, dataset_defaults, dataset_solver_defaults, read_toml
+from eqprop.config import (
+    FREE_METHODS,
+    FREE_STARTS,
+    EulerConfig,
+    RunConfig,
+    dataset_defaults,
+    dataset_solver_defaults,
+    read_toml,
+)
 
 from .checks import results_folder
 
@@ -69,7 +77,7 @@ def add_config_flags(p: argparse.ArgumentParser, euler: bool = True) -> None:
     g.add_argument("--warmup", type=int, help="epochs of linear warm-up to the rate before the schedule")
     g.add_argument("--beta", type=float)
     g.add_argument("--random-beta-sign", action=argparse.BooleanOptionalAction, default=None)
-    g.add_argument("--free-start", choices=["particle", "zero"],
+    g.add_argument("--free-start", choices=list(FREE_STARTS),
                    help="where every free phase starts, in training and evaluation: each example's last free state "
                         "(persistent particles, default) or u = 0 (a reset before every input: the prediction then "
                         "depends on x alone; docs/training.md)")
