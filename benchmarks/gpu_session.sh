@@ -8,7 +8,8 @@
 #                  run(command="FIG4_EPOCHS=1 bash benchmarks/gpu_session.sh fig4", carry=[".gpu_data"])
 # Stages:
 #   tests   pytest -m cuda (faithful GPU path == EulerSolver, CUDA graphs, trials)
-#   bench   benchmarks/bench_engine.py --device cuda --batches 50, then again with --tf32
+#   bench   benchmarks/bench_engine.py --device cuda --batches 50
+#   bench_tf32  the same with --tf32 (big and trials cases, no baseline or check)
 #   fig4    eqprop reproduce fig4 --batched --device cuda --epochs $FIG4_EPOCHS (default 1)
 #   fig2    eqprop reproduce fig2 --batched --device cuda --epochs $FIG2_EPOCHS (default 1)
 #   table1  eqprop reproduce table1 --only images --batched --device cuda --epochs $T1_EPOCHS (default 1)
@@ -39,9 +40,13 @@ experiment() {  # name, epochs, extra flags...
   mkdir -p "$res"
   [ -f ".gpu_data/results-$name.tar.gz" ] && tar -xzf ".gpu_data/results-$name.tar.gz" -C "$res"
   set +e
-  eqprop reproduce "$name" --device cuda --epochs "$epochs" --compare --out "$res" "$@" 2>&1 \
+  # STAGE_LIMIT (seconds, 0 = none) stops the run but leaves time to pack what it has checkpointed
+  timeout "${STAGE_LIMIT:-0}" $PY -c 'import sys; from eqprop_cli.main import main; sys.exit(main())' \
+    reproduce "$name" --device cuda --epochs "$epochs" --compare --out "$res" "$@" 2>&1 \
     | tee "$OUT/$name.log"
   set -e
+  # the reports, metrics and plots first and apart: the whole tarball (checkpoints) can exceed what comes back
+  tar -czf "$OUT/report-$name.tar.gz" -C "$res" --exclude='*.pt' .
   tar -czf "$OUT/results-$name.tar.gz" -C "$res" .
 }
 
@@ -61,14 +66,16 @@ for stage in "$@"; do
       nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
       $PY -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())' | tee -a "$OUT/gpu.txt"
       set +e
-      $PY -m pytest -q -p no:cacheprovider -m cuda tests/test_fast_relax.py tests/test_trials.py 2>&1 | tee "$OUT/tests_cuda.log"
+      $PY -m pytest -q -p no:cacheprovider -m cuda tests/test_fast_relax.py tests/test_trainer.py 2>&1 | tee "$OUT/tests_cuda.log"
       set -e ;;
     bench)
-      $PY benchmarks/bench_engine.py --device cuda --batches 50 2>&1 | tee "$OUT/bench_engine.log"
-      $PY benchmarks/bench_engine.py --device cuda --batches 50 --tf32 2>&1 | tee "$OUT/bench_engine_tf32.log" ;;
+      $PY benchmarks/bench_engine.py --device cuda --batches 50 2>&1 | tee "$OUT/bench_engine.log" ;;
+    bench_tf32)  # the not-faithful TF32 variant, on the two cases with targets only
+      $PY benchmarks/bench_engine.py --device cuda --batches 50 --tf32 --skip-baseline --skip-check \
+        --cases big,trials 2>&1 | tee "$OUT/bench_engine_tf32.log" ;;
     fig4) experiment fig4 "${FIG4_EPOCHS:-1}" ;;
     fig2) experiment fig2 "${FIG2_EPOCHS:-1}" ;;
     table1) experiment table1 "${T1_EPOCHS:-1}" --only images ;;
-    *) echo "unknown stage $stage (prepare tests bench fig4 fig2 table1)" >&2; exit 2 ;;
+    *) echo "unknown stage $stage (prepare tests bench bench_tf32 fig4 fig2 table1)" >&2; exit 2 ;;
   esac
 done

@@ -317,7 +317,9 @@ class Trainer:
             free = self.solver.relax(self.net, x, self._start(x.expand(self.T, -1, -1), self.test_particles[k]))
             self.test_particles[k] = free[..., n_in:].clone()
             total += self._errors(free, y)
-        return (total / max(len(self.data.x_test), 1)).cpu().numpy()
+        # divided on the CPU: CUDA divides a tensor by a scalar as a multiply by its reciprocal, which
+        # made 7/12 differ from the CPU's in the last bit
+        return total.cpu().numpy() / max(len(self.data.x_test), 1)
 
     def _cpu_seconds(self) -> float:
         """This process's CPU time plus the solver's worker processes' (SpiceSolver), if it has any."""
@@ -332,7 +334,7 @@ class Trainer:
         desc = f"epoch {epoch}" + (f" ({self.T} trials)" if self.T > 1 else "")
         for k in tqdm(range(self.n_batches), desc=desc, disable=not progress, leave=False, unit="batch"):
             err += self.train_batch(k)
-        train = (err / len(self.data.x_train)).cpu().numpy()
+        train = err.cpu().numpy() / len(self.data.x_train)
         test, rms = self.evaluate(), self.stats.end_epoch()
         sec, cpu = time.perf_counter() - t0, self._cpu_seconds() - c0
         rep = self.solver.report() if hasattr(self.solver, "report") else {}
