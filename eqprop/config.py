@@ -25,7 +25,7 @@ FREE_METHODS = ("fixed", "per-example", "hybrid")  # how the free phase ends (Eu
 NUDGE_FORMS = ("sequential", "gradient")
 # what trials of one lockstep Trainer must share (the rest, e.g. seed, topology, p, lr, beta, may differ)
 LOCKSTEP_FIELDS = ("dataset", "epochs", "hidden", "batch_size", "device", "dtype", "train_limit", "test_limit",
-                   "free_start")
+                   "free_start", "soft_targets")
 # where a free phase starts (RunConfig.free_start): each example's state from its last free phase (persistent
 # particles, the papers' training) or u = 0 (a circuit reset before every input: the prediction a function of x)
 FREE_STARTS = ("particle", "zero")
@@ -34,7 +34,7 @@ FREE_STARTS = ("particle", "zero")
 MAX_BETA = 1e3
 # RunConfig fields added after runs were first recorded, written to config.json only when not at
 # their default: a folder recorded before they existed compares equal to the run it holds
-LATER_FIELDS = {"schedule": "constant", "warmup": 0, "free_start": "particle"}
+LATER_FIELDS = {"schedule": "constant", "warmup": 0, "free_start": "particle", "soft_targets": 0.0}
 OMEGA_FROM_BEFORE = 1e-3  # the hybrid's switch to omega before omega_from was a field (session 5 runs)
 EULER_LATER_FIELDS = {"free_method": "fixed", "prefix_steps": 50, "omega": 1.5, "max_sweeps": 1000}
 
@@ -148,6 +148,9 @@ class RunConfig:
     test_limit: int | None = None  # ... and the first N test examples (None: the whole split)
     save_dw_matrix: bool = False  # also keep the N x N mean |dW| (Fig 5), written to dw_mean.npy
     free_start: str = "particle"  # FREE_STARTS: training's and evaluation's free phases from the particles or u = 0
+    # classification: the nudge's targets s (other classes) and 1 - s (the class) instead of 0 and 1, so that
+    # outputs stay inside rho's slope and every example keeps pulling the boundary (docs/training.md)
+    soft_targets: float = 0.0
     out: str = "results/train/run"
 
     def __post_init__(self):
@@ -202,6 +205,9 @@ class RunConfig:
             raise ValueError(f"{o}: {e}") from None
         if self.free_start not in FREE_STARTS:
             raise ValueError(f"{o}: free_start must be one of {FREE_STARTS}, got {self.free_start!r}")
+        if not 0.0 <= _finite(o, "soft_targets", self.soft_targets) < 0.5:
+            raise ValueError(f"{o}: soft_targets must lie in [0, 0.5) (targets s and 1 - s), got {self.soft_targets!r}")
+        object.__setattr__(self, "soft_targets", float(self.soft_targets))
         if self.warmup >= self.epochs:
             raise ValueError(f"{o}: warmup ({self.warmup} epochs) must be shorter than the run ({self.epochs} epochs)")
         if not (self.device == "cpu" or self.device == "cuda" or str(self.device).startswith("cuda:")):

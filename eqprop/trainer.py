@@ -175,6 +175,9 @@ class Trainer:
         if topo.n_in != data.n_in or topo.n_out != data.n_out:
             raise ValueError(f"network {topo.sizes} does not fit dataset {data.name} "
                              f"({data.n_in} inputs, {data.n_out} outputs)")
+        if c0.soft_targets and data.task != "classification":
+            raise ValueError(f"soft_targets {c0.soft_targets:g} is for classification (targets s and 1 - s instead of "
+                             f"0 and 1); {data.name} is a {data.task} task")
         self.solver = solver or make_euler_solver(euler or EulerConfig(), self.device, check_values=False)
         self.solver.prepare(self.net)  # e.g. program the devices: the network then holds what they hold
         self.rule = rule
@@ -207,6 +210,9 @@ class Trainer:
         self.history: list[list[EpochResult]] = [[] for _ in cfgs]
         self._t = {k: torch.as_tensor(getattr(data, k), dtype=self.dtype, device=self.device)
                    for k in ("x_train", "y_train", "x_test", "y_test")}
+        if c0.soft_targets:  # the nudge's targets only: errors are counted by argmax, which they keep
+            s = c0.soft_targets
+            self._t["y_train"] = s + (1 - 2 * s) * self._t["y_train"]
 
     def _index_table(self, orders, bs):
         """(T, K, bs) example indices and validity: trial t's k-th batch, padded with row 0; and per

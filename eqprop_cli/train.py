@@ -54,7 +54,7 @@ def _seeds(text: str) -> list[int]:
 
 
 RUN_FLAGS = ("dataset", "hidden", "topology", "p", "sw_mode", "intralayer", "lr", "schedule", "warmup", "beta",
-             "random_beta_sign", "free_start",
+             "random_beta_sign", "free_start", "soft_targets",
              "batch_size", "epochs", "seed", "device", "dtype", "train_limit", "test_limit", "out")
 EULER_FLAGS = ("eps", "free_steps", "nudged_steps", "nudge_form", "coupling", "engine", "tol", "free_method",
                "prefix_steps", "omega", "omega_from", "max_sweeps", "face_solve")
@@ -81,6 +81,9 @@ def add_config_flags(p: argparse.ArgumentParser, euler: bool = True) -> None:
                    help="where every free phase starts, in training and evaluation: each example's last free state "
                         "(persistent particles, default) or u = 0 (a reset before every input: the prediction then "
                         "depends on x alone; docs/training.md)")
+    g.add_argument("--soft-targets", type=float, metavar="S",
+                   help="classification: nudge the outputs towards S (other classes) and 1 - S (the class) instead "
+                        "of 0 and 1, 0 <= S < 0.5 (default 0; iris's default 0.2; docs/training.md)")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--epochs", type=int)
     g.add_argument("--seed", type=int)

@@ -195,7 +195,8 @@ class SpySolver:
     def relax(self, network, x, u0=None, beta=0.0, target=None):
         out = self.inner.relax(network, x, u0, beta, target)
         self.calls.append(dict(beta=torch.as_tensor(beta, dtype=torch.float64).flatten().clone(), x=x.clone(),
-                               u0=None if u0 is None else u0.clone(), out=out.clone(), W=network.W.clone()))
+                               u0=None if u0 is None else u0.clone(), out=out.clone(), W=network.W.clone(),
+                               target=None if target is None else target.clone()))
         return out
 
     def apply_update(self, network, dW, db, lr_W, lr_b):
@@ -274,6 +275,44 @@ def test_free_start_zero_starts_every_free_phase_at_zero(tmp_path):
     assert "free_start" not in RunConfig().to_dict(), "the default is not written: older folders compare equal"
     with pytest.raises(ValueError, match="free_start must be one of"):
         RunConfig(free_start="random")
+
+
+def test_soft_targets_move_the_nudge_targets_and_not_the_error_count(tmp_path):
+    """soft_targets s: every nudge pulls towards s and 1 - s instead of the one-hot 0 and 1 (the class at 1 - s);
+    errors are still counted against the labels, and a regression task refuses it before any work."""
+    data = load_dataset("iris")
+    runs = {}
+    for s in (0.0, 0.2):
+        spy = SpySolver(EulerConfig(free_steps=15, nudged_steps=3))
+        cfg = RunConfig(dataset="iris", hidden=(4,), lr=0.05, epochs=1, seed=1, soft_targets=s,
+                        out=str(tmp_path / f"run{s}"))
+        tr = Trainer(cfg, data, solver=spy)
+        tr.run(progress=False)
+        nudges = [c for c in spy.calls if c["beta"].abs().sum() != 0]
+        assert len(nudges) == tr.n_batches
+        targets = torch.cat([c["target"].reshape(-1, 3) for c in nudges])
+        assert sorted(torch.unique(targets).tolist()) == pytest.approx([s, 1 - s])
+        assert torch.equal(targets.argmax(1), torch.cat([torch.as_tensor(data.y_train)[tr.idx[0, k]].argmax(1)
+                                                         for k in range(tr.n_batches)]))
+        runs[s] = (tr, nudges)
+    (hard, hard_nudges), (soft, soft_nudges) = runs[0.0], runs[0.2]
+    assert torch.equal(hard_nudges[0]["W"], soft_nudges[0]["W"]), "the same start"
+    assert not torch.equal(hard.net.W, soft.net.W), "other targets, other updates"
+    # the error is counted against the one-hot labels: the soft run's evaluation equals a count by hand
+    out = torch.cat([soft.solver.relax(soft.net, soft._t["x_test"][rows], soft._start(
+        soft._t["x_test"][rows].expand(1, -1, -1), soft.test_particles[k]))[..., -3:] for k, rows in
+        enumerate(soft.test_batches)], 1)
+    by_hand = (out[0].argmax(1) != torch.as_tensor(data.y_test).argmax(1)).double().mean().item()
+    assert soft.evaluate()[0] == pytest.approx(by_hand, abs=1e-12)
+    assert json.loads((tmp_path / "run0.2" / "config.json").read_text())["run"]["soft_targets"] == 0.2
+    assert "soft_targets" not in RunConfig().to_dict(), "the default is not written: older folders compare equal"
+    for bad in (0.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="soft_targets must"):
+            RunConfig(soft_targets=bad)
+    with pytest.raises(ValueError, match="soft_targets 0.1 is for classification.*diabetes is a regression task"):
+        Trainer(RunConfig(dataset="diabetes", hidden=(4,), soft_targets=0.1, out=str(tmp_path / "reg")),
+                load_dataset("diabetes"), euler=EULER)
+    assert not (tmp_path / "reg").exists(), "refused before any work"
 
 
 # -- kill and resume ---------------------------------------------------------------------------
