@@ -171,6 +171,8 @@ def main() -> None:
     ap.add_argument("--random-beta-sign", action=argparse.BooleanOptionalAction,
                     default=d.get("random_beta_sign", True), help="default: spice-train's iris setting (fixed)")
     ap.add_argument("--batch-size", type=int, default=d.get("batch_size", 5))
+    ap.add_argument("--soft-targets", type=float, default=d.get("soft_targets", 0.0),
+                    help="the nudge's targets S and 1 - S (a revision without the field trains with 0 and 1)")
     ap.add_argument("--schedule", default=d.get("schedule", "cosine"), help="learning-rate schedule")
     ap.add_argument("--tstep", type=float, default=10.0, help="transient print step (tau) of every row")
     ap.add_argument("--on-unsettled", choices=["raise", "warn", "polish"],
@@ -203,7 +205,7 @@ def main() -> None:
     lr = args.lr[0] if len(args.lr) == 1 else args.lr
     run = {"dataset": "iris", "hidden": [args.hidden], "lr": lr, "beta": args.beta, "warmup": args.warmup,
            "batch_size": args.batch_size, "dtype": "float64", "schedule": args.schedule,
-           "random_beta_sign": args.random_beta_sign}
+           "random_beta_sign": args.random_beta_sign, "soft_targets": args.soft_targets}
     if (args.ebana_python is None) != (args.ebana_src is None):
         raise SystemExit("--ebana-python and --ebana-src go together")
     flag = {"on_unsettled": args.on_unsettled} if args.on_unsettled else {}
@@ -238,7 +240,8 @@ def main() -> None:
         e_train_rng, e_eval_rng, e_src = EBANA_TRAIN, EBANA_EVAL, "recorded on an earlier machine (ngspice-notes.md)"
     print(f"ngspice-{info['version']} (KLU {klu}), {platform.node()}; iris 4-{args.hidden}-3, "
           f"batch {args.batch_size}, lr {args.lr}, beta {args.beta:g}, warm-up {args.warmup}, schedule "
-          f"{args.schedule}, tstep {args.tstep:g}, this tree's rows {iris_solver_defaults()}; examples/s per core "
+          f"{args.schedule}, soft targets {args.soft_targets:g}, tstep {args.tstep:g}, this tree's rows "
+          f"{iris_solver_defaults()}; examples/s per core "
           f"(CPU incl. the ngspice worker)")
     print(f"{'run':<34} {'train ex/s':>10} {'x EBANA':>9} {'x prev':>7} {'eval ex/s':>10} {'x EBANA':>9} "
           f"{'x prev':>7} {'test acc last/best':>19}")

@@ -47,8 +47,10 @@ GATES = dict(hidden=[8], lr=0.2, beta=0.5, random_beta_sign=False, epochs=60)  #
 DATASET_DEFAULTS: dict[str, dict[str, dict]] = {
     "train": {
         # docs/training.md: hidden 16 (session 14): 96.7 % mean, 93.3 % worst over seeds 0-19; hidden 8 had
-        # 97.3 / 96.7 % on seeds 0-4, where it was chosen, but 91.7 / 60.0 % on seeds 10-19
-        "iris": dict(hidden=[16], lr=[0.3, 0.075], beta=0.5, batch_size=5, epochs=40, warmup=5, schedule="cosine"),
+        # 97.3 / 96.7 % on seeds 0-4, where it was chosen, but 91.7 / 60.0 % on seeds 10-19. Session 17: soft
+        # targets 0.2 and 60 epochs: 96.7 % on every one of seeds 0-79 (0 / 1 targets, 40 epochs: 3 of 0-39 below 95 %)
+        "iris": dict(hidden=[16], lr=[0.3, 0.075], beta=0.5, batch_size=5, epochs=60, warmup=5, schedule="cosine",
+                     soft_targets=0.2),
         "and": GATES,
         "or": dict(GATES, lr=0.4),  # at 0.2 seed 2 stays at 75 %
         "xor": GATES,
@@ -56,8 +58,11 @@ DATASET_DEFAULTS: dict[str, dict[str, dict]] = {
     "spice-train": {
         # docs/training.md: train's flags (random beta sign, hidden 16 since session 14) with the solver settings
         # below: 96.3 % mean, 93.3 % worst over seeds 0-19; with hidden 8 92.2 / 60.0 % over the same seeds (95.3
-        # and 97.3 % on seeds 0-4 and 5-9, where hidden 8 had been chosen)
-        "iris": dict(hidden=[16], lr=[0.3, 0.075], beta=0.5, batch_size=5, epochs=40, warmup=5, schedule="cosine"),
+        # and 97.3 % on seeds 0-4 and 5-9, where hidden 8 had been chosen). Session 17: train's soft targets 0.2 and
+        # 80 epochs: 96.7 % on every one of seeds 0-39 (60 epochs: one seed each of 0-19 and 20-39 at 93.3 %; the
+        # session-16 default: 95.8 / 86.7 % over 20-39)
+        "iris": dict(hidden=[16], lr=[0.3, 0.075], beta=0.5, batch_size=5, epochs=80, warmup=5, schedule="cosine",
+                     soft_targets=0.2),
         "and": dict(GATES, lr=0.4),  # at 0.2 a transient of epoch 25 does not settle (SimulationError)
         "or": GATES,
         "xor": GATES,
