@@ -25,7 +25,7 @@ iris solver settings, eqprop.config.DATASET_SOLVER_DEFAULTS: the nudge held 3 ta
   stored at tstep), the full run of --epochs per seed: throughput and test accuracy (best and
   last epoch) on the dataset's held-out split.
 Training settings: `eqprop spice-train`'s iris defaults (eqprop.config.dataset_defaults: per-layer
-rates, warm-up, cosine, 40 epochs, a random beta sign; docs/training.md) with EBANA's
+rates, warm-up, cosine, soft targets, 80 epochs, a random beta sign; docs/training.md) with EBANA's
 hidden 10. EBANA's figures recorded on an earlier machine (one core, ngspice-notes.md): 21-27 training and
 35-41 evaluation examples/s. Not a test: prints a table, writes JSON.
 """
