@@ -179,6 +179,10 @@ _SOFT = CANDIDATES[("spice-train", "iris")]["polish-soft02-e60"]
 CANDIDATES[("spice-train", "iris")].update({
     "polish-soft02-e80": dict(_SOFT, epochs=80),
     "polish-soft02-e60-timed6": dict(_SOFT, spice=dict(_SOFT["spice"], t_nudged=6.0)),
+    # probes of seed 59 (a dead class with polish-soft02-e80) and soft 0.15 over seeds 0-19, 40-59: docs/training.md
+    "polish-soft02-e80-timed6": dict(_SOFT, epochs=80, spice=dict(_SOFT["spice"], t_nudged=6.0)),
+    "polish-soft015-e80": dict(_SOFT, epochs=80, soft_targets=0.15),
+    "polish-soft02-e80-fixed-sign": dict(_SOFT, epochs=80, random_beta_sign=False),
     # EBANA's size (benchmarks/bench_iris_ebana.py): hidden 10
     "h10-soft02-e60": dict(_SOFT, hidden=[10]),
     "h10-soft02-e80": dict(_SOFT, hidden=[10], epochs=80),
