@@ -80,6 +80,11 @@ CLI_CASES = [
     # train: numbers, sizes, configs, --out
     (TR + ["--beta", "1e30"], r"\|beta\| must be <= 1000", None, False),
     (TR + ["--epochs", "0"], r"run config: epochs must be >= 1, got 0", None, False),
+    (TR + ["--soft-targets", "0.5"], r"run config: soft_targets must lie in \[0, 0.5\)", None, False),
+    (TR + ["--soft-targets", "nan"], r"run config: soft_targets must be finite", None, False),
+    (["train", "--dataset", "diabetes", "--epochs", "1", "--quiet", "--out", "out", "--soft-targets", "0.1"],
+     r"soft_targets 0.1 is for classification .* diabetes is a regression task", None, False),  # needs the data
+    (ST + ["--soft-targets", "-0.1"], r"run config: soft_targets must lie in \[0, 0.5\)", None, False),
     (TR + ["--hidden", "4x0"], r"argument --hidden: expected sizes .* got '4x0'", None, False),
     (TR + ["--hidden", "2000000000"], r"needs a dense .* weight matrix per trial", None, False),
     (TR + ["--out", ""], r"--out: empty path", None, True),
