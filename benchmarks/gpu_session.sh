@@ -22,7 +22,8 @@ OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
 PY=${PY:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-eqprop() { $PY -c 'import sys; from eqprop_cli.main import main; sys.exit(main())' "$@"; }
+# the CLI from the tree (no install there); an array so that `timeout` can run it
+EQPROP=("$PY" -c 'import sys; from eqprop_cli.main import main; sys.exit(main())')
 
 unpack_data() {
   export EQPROP_DATA=/tmp/eqprop-data
@@ -41,8 +42,8 @@ experiment() {  # name, epochs, extra flags...
   [ -f ".gpu_data/results-$name.tar.gz" ] && tar -xzf ".gpu_data/results-$name.tar.gz" -C "$res"
   set +e
   # STAGE_LIMIT (seconds, 0 = none) stops the run but leaves time to pack what it has checkpointed
-  timeout "${STAGE_LIMIT:-0}" $PY -c 'import sys; from eqprop_cli.main import main; sys.exit(main())' \
-    reproduce "$name" --device cuda --epochs "$epochs" --compare --out "$res" "$@" 2>&1 \
+  timeout "${STAGE_LIMIT:-0}" "${EQPROP[@]}" reproduce "$name" --device cuda --epochs "$epochs" --compare \
+    --out "$res" "$@" 2>&1 \
     | tee "$OUT/$name.log"
   set -e
   # the reports, metrics and plots first and apart: the whole tarball (checkpoints) can exceed what comes back
